@@ -1,0 +1,1 @@
+"""The Typer command-line interface (thin: parses options and calls the stages)."""

@@ -1,0 +1,87 @@
+"""Options and output helpers shared by every command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dsrecon._util import to_json
+from dsrecon.errors import DsreconError
+
+#: Logs and progress go to stderr; stdout is reserved for results (`--json`).
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+SeedOpt = typer.Option(0, "--seed", help="Random seed (recorded in every output).")
+DeviceOpt = typer.Option("auto", "--device", help="Compute device: auto|cpu|cuda.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout (logs go to stderr).")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or log messages.")
+
+
+def resolve_device(device: str) -> str:
+    """Map auto|cpu|cuda to a torch device string, with a clear error for unavailable CUDA."""
+    import torch
+
+    d = device.lower()
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d == "cpu":
+        return "cpu"
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DsreconError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+        return d
+    raise DsreconError(f"--device: unknown device '{device}' (choose auto, cpu or cuda)")
+
+
+def log(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        err_console.print(msg)
+
+
+def emit(result: dict[str, Any], as_json: bool, title: str = "Results", quiet: bool = False) -> None:
+    """Print a result: one JSON object on stdout with --json, else a rich table of its scalars."""
+    if as_json:
+        sys.stdout.write(to_json(result, indent=None) + "\n")
+        sys.stdout.flush()
+        return
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for k, v in result.items():
+        if isinstance(v, (dict, list)):
+            continue
+        if isinstance(v, float):
+            v = f"{v:.6g}"
+        table.add_row(str(k), str(v))
+    out_console.print(table)
+
+
+def progress_enabled(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty() and os.environ.get("DSRECON_NO_PROGRESS") is None
+
+
+@contextmanager
+def progress_bar(quiet: bool) -> Iterator[Progress]:
+    """A rich progress bar on stderr with an ETA; disabled when quiet or not on a terminal."""
+    prog = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not progress_enabled(quiet),
+        transient=False,
+    )
+    with prog:
+        yield prog

@@ -1,0 +1,92 @@
+"""`dsrecon` entry point: the Typer app plus one-line error handling.
+
+Exit codes: 0 success, 1 user or data error (one line on stderr, no traceback), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+try:  # typer >= 0.20 vendors click
+    from typer._click import exceptions as _cx
+except ImportError:  # pragma: no cover - older typer depends on click
+    from click import exceptions as _cx
+
+from dsrecon.errors import DsreconError
+
+app = typer.Typer(
+    name="dsrecon",
+    help="Reconstruct the dynamical system behind neuroimaging recordings.\n\n"
+    "Examples:\n\n"
+    "  dsrecon simulate system lorenz63 --length 3000 --tr 0.2 -o x.tsv\n\n"
+    "  dsrecon fit x.tsv -o run\n\n"
+    "  dsrecon evaluate run --data x.tsv",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from dsrecon._util import dsrecon_version
+
+        print(f"dsrecon {dsrecon_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Reconstruct the dynamical system behind neuroimaging recordings."""
+
+
+def _register() -> None:
+    # Each command group lives in its own module; importing it registers its commands on `app`.
+    import importlib
+
+    for mod in ("simulate", "evaluate", "fit", "demo", "backends", "report", "cohort"):
+        try:
+            importlib.import_module(f"dsrecon.cli.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"dsrecon.cli.{mod}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv``; return the exit code (never raises for user errors)."""
+    _register()
+    try:
+        rv = app(args=argv, prog_name="dsrecon", standalone_mode=False)
+    except DsreconError as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except _cx.ClickException as e:
+        e.show()
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not a data error: one line unless asked for the traceback
+        if os.environ.get("DSRECON_DEBUG"):
+            raise
+        print(f"error: internal error: {e.__class__.__name__}: {e} (set DSRECON_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    return rv if isinstance(rv, int) else 0
+
+
+def run() -> None:  # console-script entry point
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

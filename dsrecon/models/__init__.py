@@ -1,0 +1,1 @@
+"""Generative models: latent dynamics backends, decoders, and the composed convSSM."""

@@ -1,0 +1,132 @@
+"""The `LatentDynamics` interface every backend implements, and the backend registry.
+
+State convention: a backend's state is a tensor of shape (B, S) with S = ``state_dim`` ≥ M. Its
+first M entries are the latent z_t that the kernel convolves and the decoder reads; backends with
+internal memory (SSM hidden states) append it after those M entries.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from dsrecon.errors import DsreconError
+
+
+class LatentDynamics(nn.Module):
+    """A discrete-time map F: state_{t-1} → state_t, trainable with generalized teacher forcing."""
+
+    #: registry name, set by @register
+    name: str = ""
+    #: one-line description for `dsrecon backends`
+    description: str = ""
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.M = int(latent_dim)
+
+    @property
+    def state_dim(self) -> int:
+        return self.M
+
+    # --- the one-step map ------------------------------------------------------------------
+    def step(self, state: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """One step of the map. state: (B, S); inputs: (B, S_in) or None → (B, S)."""
+        raise NotImplementedError
+
+    def jacobian(self, state: torch.Tensor) -> torch.Tensor:
+        """∂F/∂state at ``state`` (B, S) → (B, S, S). Default: autograd (backends override with closed forms)."""
+        state = state.detach()
+
+        def f(s: torch.Tensor) -> torch.Tensor:
+            return self.step(s[None])[0]
+
+        return torch.stack([torch.autograd.functional.jacobian(f, s) for s in state])
+
+    def init_state(self, z0: torch.Tensor) -> torch.Tensor:
+        """Full state from an initial latent z0 (B, M) (already completed for unobserved units)."""
+        if self.state_dim == self.M:
+            return z0
+        pad = z0.new_zeros(z0.shape[0], self.state_dim - self.M)
+        return torch.cat([z0, pad], dim=1)
+
+    # --- the training path -----------------------------------------------------------------
+    def rollout(
+        self,
+        state0: torch.Tensor,
+        T: int,
+        teacher: torch.Tensor | None = None,
+        alpha: torch.Tensor | float = 0.0,
+        inputs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Teacher-forced rollout (reference path: repeated `step`).
+
+        state0: (B, S) state at t = 0. teacher: (B, T, F) teacher signals for steps 1…T on the first
+        F latent units, NaN where missing (no forcing there). alpha: scalar or (T,) forcing weight
+        per step (sparse TF: 1 every τ steps, 0 otherwise). inputs: (B, T, S_in) or None.
+        Returns the pre-forcing states (B, T, S): out[:, t] = F(z̃_{t}) with z̃ the forced state.
+        z̃_t = (1−α_t) z_t + α_t d_t on the first F units where d_t is finite.
+        """
+        alpha_t = _alpha_per_step(alpha, T, state0)
+        z = state0
+        outs = []
+        for t in range(T):
+            z = self.step(z, None if inputs is None else inputs[:, t])
+            outs.append(z)
+            if teacher is not None:
+                z = force(z, teacher[:, t], alpha_t[t])
+        return torch.stack(outs, dim=1)
+
+    def generate(self, state0: torch.Tensor, T: int, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Free (autonomous) run of T steps from state0 → (B, T, S)."""
+        with torch.no_grad():
+            return self.rollout(state0, T, None, 0.0, inputs)
+
+    def extra_config(self) -> dict:
+        """Constructor arguments beyond latent_dim needed to rebuild this backend."""
+        return {}
+
+
+def _alpha_per_step(alpha: torch.Tensor | float, T: int, like: torch.Tensor) -> torch.Tensor:
+    a = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
+    if a.ndim == 0:
+        a = a.expand(T)
+    if a.shape != (T,):
+        raise ValueError(f"alpha must be a scalar or have shape ({T},), got {tuple(a.shape)}")
+    return a
+
+
+def force(z: torch.Tensor, d: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """GTF forcing on the first F = d.shape[-1] units: (1−α) z + α d where d is finite."""
+    F = d.shape[-1]
+    ok = torch.isfinite(d)
+    zf = z[:, :F]
+    mixed = torch.where(ok, (1 - alpha) * zf + alpha * torch.nan_to_num(d), zf)
+    return torch.cat([mixed, z[:, F:]], dim=1)
+
+
+_REGISTRY: dict[str, type[LatentDynamics]] = {}
+
+
+def register(name: str) -> Callable[[type[LatentDynamics]], type[LatentDynamics]]:
+    def deco(cls: type[LatentDynamics]) -> type[LatentDynamics]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available_backends() -> dict[str, type[LatentDynamics]]:
+    import dsrecon.models.backends  # noqa: F401  (registers the built-in backends)
+
+    return dict(_REGISTRY)
+
+
+def get_backend(name: str) -> type[LatentDynamics]:
+    reg = available_backends()
+    if name not in reg:
+        raise DsreconError(f"--backend: unknown backend '{name}' (available: {', '.join(sorted(reg))})")
+    return reg[name]

@@ -1,0 +1,1 @@
+"""Signal preparation: measurement kernels, Wiener deconvolution, cleaning."""

@@ -1,0 +1,41 @@
+"""Shared fixtures: run the CLI in-process and capture its output."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+os.environ.setdefault("DSRECON_NO_PROGRESS", "1")
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli("simulate", "list") → CliResult(code, stdout, stderr)."""
+    from dsrecon.cli.main import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        cap = capsys.readouterr()
+        return CliResult(code, cap.out, cap.err)
+
+    return run
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    try:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("DSRECON_TEST_THREADS", "2")))
+    except ImportError:  # pragma: no cover
+        pass
