@@ -1,0 +1,138 @@
+"""The PLRNN family: vanilla PLRNN, shPLRNN and the clipped shPLRNN (default), ALGORITHMS.md §1.
+
+Shapes: state z (B, M); A (M,), W1 (M, L), W2 (L, M), h1 (M,), h2 (L,).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from dsrecon.models.base import LatentDynamics, register
+
+
+def _normalized_positive_definite(M: int, gen: torch.Generator | None = None) -> torch.Tensor:
+    """K / λ_max(K) with K = RᵀR/M + I, R ~ N(0, 1) (reference init for A and W)."""
+    R = torch.randn(M, M, generator=gen, dtype=torch.float64)
+    K = R.T @ R / M + torch.eye(M, dtype=torch.float64)
+    return (K / torch.linalg.eigvalsh(K).max()).float()
+
+
+def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator | None) -> torch.Tensor:
+    return (torch.rand(*shape, generator=gen) * 2 - 1) * bound
+
+
+@register("shplrnn")
+class SHPLRNN(LatentDynamics):
+    """Shallow PLRNN: z' = A⊙z + W1·relu(W2 z + h2) + h1."""
+
+    description = "shallow PLRNN: z' = A*z + W1 relu(W2 z + h2) + h1 (hidden width L)"
+    clipped = False
+
+    def __init__(self, latent_dim: int, hidden_dim: int = 50, generator: torch.Generator | None = None):
+        super().__init__(latent_dim)
+        M, L = self.M, int(hidden_dim)
+        self.L = L
+        self.A = nn.Parameter(torch.diagonal(_normalized_positive_definite(M, generator)).clone())
+        self.W1 = nn.Parameter(_uniform((M, L), 1 / math.sqrt(L), generator))
+        self.W2 = nn.Parameter(_uniform((L, M), 1 / math.sqrt(M), generator))
+        self.h1 = nn.Parameter(torch.zeros(M))
+        h2 = _uniform((L,), 1 / math.sqrt(L), generator) if self.clipped else torch.zeros(L)
+        self.h2 = nn.Parameter(h2)
+
+    def extra_config(self) -> dict:
+        return {"hidden_dim": self.L}
+
+    def step(self, state: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        pre = state @ self.W2.T
+        act = torch.relu(pre + self.h2)
+        if self.clipped:
+            act = act - torch.relu(pre)
+        return self.A * state + act @ self.W1.T + self.h1
+
+    def jacobian(self, state: torch.Tensor) -> torch.Tensor:
+        """diag(A) + W1 diag(1[W2 z + h2 > 0] − 1[W2 z > 0]) W2 (the second term only when clipped)."""
+        pre = state @ self.W2.T
+        d = (pre + self.h2 > 0).to(state.dtype)
+        if self.clipped:
+            d = d - (pre > 0).to(state.dtype)
+        J = torch.einsum("ml,bl,lk->bmk", self.W1, d, self.W2)
+        return J + torch.diag_embed(self.A.expand_as(state))
+
+    def piecewise_linear_params(self) -> dict:
+        """Parameters as an (unclipped) shPLRNN, for SCYFI; the clipped form is expanded."""
+        g = lambda t: t.detach().cpu().double().numpy().copy()  # noqa: E731
+        A, W1, W2, h1, h2 = g(self.A), g(self.W1), g(self.W2), g(self.h1), g(self.h2)
+        if self.clipped:
+            W1, W2, h2 = np.concatenate([W1, -W1], 1), np.concatenate([W2, W2], 0), np.concatenate([h2, np.zeros_like(h2)])
+        return {"kind": "shplrnn", "A": A, "W1": W1, "W2": W2, "h1": h1, "h2": h2}
+
+    def rollout(self, state0, T, teacher=None, alpha=0.0, inputs=None):
+        from dsrecon.models.fused import fused_available, shplrnn_rollout
+
+        if inputs is None and fused_available(state0):
+            return shplrnn_rollout(self, state0, T, teacher, alpha)
+        return super().rollout(state0, T, teacher, alpha, inputs)
+
+
+@register("cshplrnn")
+class ClippedSHPLRNN(SHPLRNN):
+    """Clipped shPLRNN (default): z' = A⊙z + W1[relu(W2 z + h2) − relu(W2 z)] + h1; bounded when |A| < 1."""
+
+    description = "clipped shallow PLRNN (default): bounded orbits when |A|<1 (hidden width L)"
+    clipped = True
+
+
+@register("plrnn")
+class PLRNN(LatentDynamics):
+    """Vanilla PLRNN: z' = A⊙z + W φ(z) + h, W with zero diagonal; φ = relu on the last P units.
+
+    P = M (all units piecewise-linear) is the vanilla PLRNN; P < M is the ALRNN.
+    """
+
+    description = "vanilla PLRNN: z' = A*z + W relu(z) + h (W off-diagonal)"
+
+    def __init__(self, latent_dim: int, pwl_units: int | None = None, generator: torch.Generator | None = None):
+        super().__init__(latent_dim)
+        M = self.M
+        P = M if pwl_units is None else int(pwl_units)
+        if not 0 <= P <= M:
+            raise ValueError(f"pwl_units must be in [0, {M}], got {P}")
+        self.P = P
+        Kmat = _normalized_positive_definite(M, generator)
+        self.A = nn.Parameter(torch.diagonal(Kmat).clone())
+        self.W = nn.Parameter(Kmat * (1 - torch.eye(M)))
+        self.h = nn.Parameter(torch.zeros(M))
+        relu = torch.zeros(M, dtype=torch.bool)
+        relu[M - P :] = True
+        self.register_buffer("relu_mask", relu, persistent=False)
+        self.register_buffer("offdiag", 1 - torch.eye(M), persistent=False)
+
+    def extra_config(self) -> dict:
+        return {"pwl_units": self.P}
+
+    def phi(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.relu_mask, torch.relu(z), z)
+
+    def step(self, state: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        return self.A * state + self.phi(state) @ (self.W * self.offdiag).T + self.h
+
+    def jacobian(self, state: torch.Tensor) -> torch.Tensor:
+        """diag(A) + W diag(φ'(z))."""
+        dphi = torch.where(self.relu_mask, (state > 0).to(state.dtype), torch.ones_like(state))
+        W = self.W * self.offdiag
+        return torch.diag_embed(self.A.expand_as(state)) + W[None] * dphi[:, None, :]
+
+    def piecewise_linear_params(self) -> dict:
+        g = lambda t: t.detach().cpu().double().numpy().copy()  # noqa: E731
+        return {"kind": "plrnn", "A": g(self.A), "W": g(self.W * self.offdiag), "h": g(self.h), "relu": self.relu_mask.cpu().numpy().copy()}
+
+    def rollout(self, state0, T, teacher=None, alpha=0.0, inputs=None):
+        from dsrecon.models.fused import fused_available, plrnn_rollout
+
+        if inputs is None and fused_available(state0):
+            return plrnn_rollout(self, state0, T, teacher, alpha)
+        return super().rollout(state0, T, teacher, alpha, inputs)
