@@ -1,0 +1,168 @@
+"""`dsrecon simulate`: synthetic recordings from benchmark systems (and, later, fitted models)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from dsrecon._util import atomic_path, write_json_atomic
+from dsrecon.cli.common import JsonOpt, QuietOpt, SeedOpt, emit, log, out_console
+from dsrecon.cli.main import app
+from dsrecon.errors import DsreconError
+
+simulate_app = typer.Typer(
+    help="Simulate recordings: benchmark systems observed through a kernel (HRF, calcium).\n\n"
+    "Examples:\n\n"
+    "  dsrecon simulate list\n\n"
+    "  dsrecon simulate system lorenz63 --length 3000 --tr 0.2 --dt 0.01 --noise 0.01 -o x.tsv",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(simulate_app, name="simulate", help="Simulate recordings from benchmark systems or fitted models.")
+
+# `simulate model` is registered by dsrecon.cli.simulate_model
+
+
+@simulate_app.command("list")
+def list_cmd(as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+    """List the benchmark systems with their dimension, parameters and default dt.
+
+    Example: dsrecon simulate list --json
+    """
+    from dsrecon.systems import get_system, list_systems, system_specs
+
+    rows = {}
+    for name in list_systems():
+        s = get_system(name)
+        spec = system_specs()[name]
+        rows[name] = {
+            "dim": s.dim,
+            "variable_dim": spec.get("dim") is None,
+            "params": s.params,
+            "default_dt": s.default_dt,
+            "default_transient": s.default_transient,
+            "state_names": s.state_names,
+            "dysts_name": s.dysts_name,
+            "description": s.description,
+        }
+    if as_json:
+        emit({"systems": rows}, True)
+        return
+    t = Table(title="Benchmark systems (dsrecon simulate system NAME)")
+    for col in ("name", "dim", "parameters", "default dt"):
+        t.add_column(col)
+    for name, r in rows.items():
+        dim = f"{r['dim']} (--dim)" if r["variable_dim"] else str(r["dim"])
+        params = ", ".join(f"{k}={v:g}" for k, v in r["params"].items())
+        t.add_row(name, dim, params, f"{r['default_dt']:g}")
+    out_console.print(t)
+
+
+def _parse_params(items: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for it in items:
+        key, sep, val = it.partition("=")
+        if not sep or not key.strip():
+            raise DsreconError(f"--param: expected NAME=VALUE, got '{it}'")
+        try:
+            out[key.strip()] = float(val)
+        except ValueError:
+            raise DsreconError(f"--param {key.strip()}: value must be a number, got '{val}'") from None
+    return out
+
+
+def latent_path(output: Path) -> Path:
+    """x.tsv → x_latent.tsv (next to the observations)."""
+    return output.with_name(output.name[: -len(".tsv")] + "_latent.tsv")
+
+
+@simulate_app.command("system")
+def system_cmd(
+    name: str = typer.Argument(..., help="System name (see `dsrecon simulate list`)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Observed table to write (FILE.tsv); also writes FILE.json, FILE_latent.tsv and its .json."),
+    length: int = typer.Option(1000, "--length", help="Number of samples (rows) to write."),
+    dt: Optional[float] = typer.Option(None, "--dt", help="System time per sample (default: the system's)."),
+    tr: float = typer.Option(1.0, "--tr", help="Seconds per sample: the grid the kernel is sampled on."),
+    kernel: str = typer.Option("spm", "--kernel", help="Measurement kernel: spm|glover|calcium|none, or a file of taps."),
+    noise: float = typer.Option(0.0, "--noise", help="Observation-noise std as a fraction of each clean column's std."),
+    transient: Optional[float] = typer.Option(None, "--transient", help="System time discarded before sampling (default: the system's, e.g. 50 for lorenz63)."),
+    dim: Optional[int] = typer.Option(None, "--dim", help="Dimension, for systems of variable size (lorenz96)."),
+    tau_decay: float = typer.Option(0.4, "--tau-decay", help="Calcium kernel decay constant (seconds)."),
+    tau_rise: Optional[float] = typer.Option(None, "--tau-rise", help="Calcium kernel rise constant (seconds; double exponential)."),
+    param: list[str] = typer.Option([], "--param", help="Override a system parameter, NAME=VALUE (repeatable)."),
+    seed: int = SeedOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Simulate a benchmark system, z-score it, convolve it with a kernel and add noise.
+
+    Writes FILE.tsv (observations, one row per sample), FILE.json (sidecar with RepetitionTime,
+    kernel, parameters, seed, versions), FILE_latent.tsv (z-scored states aligned row by row
+    with the observations) and FILE_latent.json.
+
+    Example: dsrecon simulate system lorenz63 --length 3000 --tr 0.2 --dt 0.01 --noise 0.01 --seed 0 -o x.tsv
+    """
+    from dsrecon.io.tables import sidecar_path, write_table
+    from dsrecon.systems import simulate_system
+
+    # validate every option before computing anything
+    if not (math.isfinite(tr) and tr > 0):
+        raise DsreconError(f"--tr must be positive (seconds per sample), got {tr:g}")
+    if dt is not None and not (math.isfinite(dt) and dt > 0):
+        raise DsreconError(f"--dt must be positive (system time per sample), got {dt:g}")
+    if length < 1:
+        raise DsreconError(f"--length must be >= 1, got {length}")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise DsreconError(f"--noise must be >= 0, got {noise:g}")
+    if transient is not None and not (math.isfinite(transient) and transient >= 0):
+        raise DsreconError(f"--transient must be >= 0, got {transient:g}")
+    if output.suffix != ".tsv":
+        raise DsreconError(f"--output {output}: must end in .tsv")
+    if output.is_dir():
+        raise DsreconError(f"--output {output}: is a directory")
+    lat_path = latent_path(output)
+
+    log(f"simulating {name} ({length} samples, TR {tr:g} s, kernel {kernel})", quiet or as_json)
+    res = simulate_system(
+        name, length, dt, tr, kernel=kernel, noise=noise, transient=transient, seed=seed, dim=dim,
+        tau_decay=tau_decay, tau_rise=tau_rise, params=_parse_params(param),
+    )
+    side = {**res["sidecar"], "latent_file": lat_path.name, "command": "dsrecon simulate system"}
+    lat_side = {**res["latent_sidecar"], "observed_file": output.name, "command": "dsrecon simulate system"}
+
+    # all four files go to temporary names first and are renamed only when all were written
+    with contextlib.ExitStack() as stack:
+        tmp = {p: stack.enter_context(atomic_path(p)) for p in (output, sidecar_path(output), lat_path, sidecar_path(lat_path))}
+        write_table(tmp[output], res["observed"], res["names"])
+        write_json_atomic(tmp[sidecar_path(output)], side)
+        write_table(tmp[lat_path], res["latent"], res["names"])
+        write_json_atomic(tmp[sidecar_path(lat_path)], lat_side)
+
+    result = {
+        "output": str(output),
+        "latent": str(lat_path),
+        "sidecar": str(sidecar_path(output)),
+        "n_samples": int(res["observed"].shape[0]),
+        "n_regions": int(res["observed"].shape[1]),
+        "system": res["system"].name,
+        "kernel_taps": res["kernel"].K,
+        "seed": seed,
+    }
+    if as_json:
+        emit(result, True)
+    elif not quiet:
+        emit(result, False, title=f"dsrecon simulate system {res['system'].name}")
+
+
+# (`import a.b.c as x` rather than `from a.b import c`: only the former raises
+# ModuleNotFoundError, with e.name set, when the module is absent)
+try:
+    import dsrecon.cli.simulate_model as _simulate_model  # noqa: F401,E402
+except ModuleNotFoundError as _e:  # the `simulate model` command is optional until it exists
+    if _e.name != "dsrecon.cli.simulate_model":
+        raise
