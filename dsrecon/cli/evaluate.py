@@ -1,0 +1,131 @@
+"""`dsrecon evaluate`: attractor metrics of a generated trajectory against a reference one.
+
+Two forms share the command:
+  dsrecon evaluate --generated G.tsv --reference R.tsv     (this module: two tables)
+  dsrecon evaluate RUN --data TEST.tsv                      (dsrecon.cli.evaluate_run, if installed)
+"""
+
+from __future__ import annotations
+
+import importlib
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import typer
+
+from dsrecon._util import versions, write_json_atomic
+from dsrecon.cli.common import JsonOpt, QuietOpt, SeedOpt, emit, log
+from dsrecon.cli.main import app
+from dsrecon.errors import DataError, DsreconError
+from dsrecon.io.tables import read_array
+from dsrecon.metrics import attractor_metrics
+from dsrecon.metrics.spectrum import DEFAULT_SMOOTHING
+from dsrecon.metrics.stsp import DEFAULT_BINS, DEFAULT_GMM_VAR
+
+#: The keys `--json` always prints (plus "seed" and "versions").
+RESULT_KEYS = ("D_stsp", "D_stsp_method", "D_H", "n_generated", "n_reference")
+
+
+class StspMethod(str, Enum):
+    auto = "auto"
+    binned = "binned"
+    gmm = "gmm"
+
+
+def _check_options(bins: int, gmm_var: float, smoothing: float) -> None:
+    if bins < 1:
+        raise DsreconError(f"--bins must be a positive integer, got {bins}")
+    if not gmm_var > 0 or not np.isfinite(gmm_var):
+        raise DsreconError(f"--gmm-var must be a positive number (σ² of each mixture component), got {gmm_var}")
+    if not smoothing >= 0 or not np.isfinite(smoothing):
+        raise DsreconError(f"--smoothing must be >= 0 frequency bins, got {smoothing}")
+
+
+def _evaluate_target(target: list[str], **kwargs: Any) -> None:
+    try:
+        mod = importlib.import_module("dsrecon.cli.evaluate_run")
+    except ModuleNotFoundError as e:
+        if e.name != "dsrecon.cli.evaluate_run":
+            raise
+        raise DsreconError("evaluating a run directory is not available yet (use --generated G.tsv --reference R.tsv)") from None
+    mod.evaluate_target(target, **kwargs)
+
+
+def evaluate_tables(
+    generated: Path,
+    reference: Path,
+    *,
+    stsp: str = "auto",
+    bins: int = DEFAULT_BINS,
+    gmm_var: float = DEFAULT_GMM_VAR,
+    smoothing: float = DEFAULT_SMOOTHING,
+    seed: int = 0,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Read two (time, regions) tables and return the metrics record (RESULT_KEYS + seed, versions)."""
+    g, _ = read_array(generated)
+    r, _ = read_array(reference)
+    if g.shape[1] != r.shape[1]:
+        raise DataError(f"{generated} has {g.shape[1]} columns but {reference} has {r.shape[1]}; they must match")
+    if g.shape[0] != r.shape[0]:
+        t = min(g.shape[0], r.shape[0])
+        log(f"D_H: {generated} has {g.shape[0]} rows and {reference} {r.shape[0]}; spectra use the first {t} of each", quiet)
+    try:
+        res = attractor_metrics(g, r, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed)
+    except DataError as e:  # e.g. a constant reference column: say which file
+        raise DataError(f"{reference}: {e}") from None
+    if not np.isfinite(res["D_stsp"]):
+        log(f"D_stsp is undefined: no point of {generated} lies inside the binned range of {reference}", quiet)
+    if not np.isfinite(res["D_H"]):
+        log(f"D_H is undefined: a column is constant in {generated} or {reference}", quiet)
+    return {**res, "seed": seed, "versions": versions()}
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    target: Optional[list[str]] = typer.Argument(None, help="A run directory (RUN --data TEST.tsv), or 'system NAME'. Omit to compare two tables."),
+    generated: Optional[Path] = typer.Option(None, "--generated", "-g", help="Generated trajectory table (time × regions): TSV/CSV/NPY."),
+    reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Reference (true / test) table, same columns."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Test data for the RUN form."),
+    stsp: StspMethod = typer.Option(StspMethod.auto, "--stsp", help="D_stsp estimator: auto (binned if N < 6, else gmm), binned, gmm."),
+    bins: int = typer.Option(DEFAULT_BINS, "--bins", help="Bins per dimension for the binned D_stsp."),
+    gmm_var: float = typer.Option(DEFAULT_GMM_VAR, "--gmm-var", help="σ² of each Gaussian of the GMM D_stsp (data units²; 0.3 for BOLD)."),
+    smoothing: float = typer.Option(DEFAULT_SMOOTHING, "--smoothing", help="Gaussian σ in frequency bins for D_H (1 for short BOLD series)."),
+    seed: int = SeedOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics (with seed and versions) to this JSON file."),
+) -> None:
+    """Compare a generated trajectory with a reference: D_stsp (geometry) and D_H (power spectra).
+
+    Example: dsrecon evaluate --generated gen.tsv --reference test.tsv --json
+
+    Lower is better for both; identical inputs give 0. See docs/metrics.md.
+    """
+    _check_options(bins, gmm_var, smoothing)
+    method = stsp.value if isinstance(stsp, StspMethod) else str(stsp)
+    if target:
+        if generated is not None or reference is not None:
+            raise DsreconError("give either a run (TARGET) or --generated/--reference, not both")
+        _evaluate_target(
+            list(target), data=data, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing,
+            seed=seed, as_json=as_json, quiet=quiet, output=output,
+        )
+        return
+    if data is not None:
+        raise DsreconError("--data goes with a run directory (dsrecon evaluate RUN --data TEST.tsv); for two tables use --generated and --reference")
+    if generated is None or reference is None:
+        missing = "--generated" if generated is None else "--reference"
+        raise DsreconError(f"{missing} is required (dsrecon evaluate --generated G.tsv --reference R.tsv)")
+    res = evaluate_tables(generated, reference, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, quiet=quiet)
+    if output is not None:
+        record = {**res, "generated": str(generated), "reference": str(reference),
+                  "options": {"stsp": method, "bins": bins, "gmm_var": gmm_var, "smoothing": smoothing}}
+        write_json_atomic(output, record)
+        log(f"wrote {output}", quiet)
+    if as_json:
+        emit(res, True)
+    else:
+        emit({k: res[k] for k in (*RESULT_KEYS, "seed")}, False, title="Attractor metrics (lower is better)", quiet=quiet)
