@@ -69,17 +69,18 @@ def evaluate_tables(
     r, _ = read_array(reference)
     if g.shape[1] != r.shape[1]:
         raise DataError(f"{generated} has {g.shape[1]} columns but {reference} has {r.shape[1]}; they must match")
-    if g.shape[0] != r.shape[0]:
-        t = min(g.shape[0], r.shape[0])
-        log(f"D_H: {generated} has {g.shape[0]} rows and {reference} {r.shape[0]}; spectra use the first {t} of each", quiet)
     try:
         res = attractor_metrics(g, r, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed)
     except DataError as e:  # e.g. a constant reference column: say which file
         raise DataError(f"{reference}: {e}") from None
+    # notes only once the numbers exist, so that an error stays the only line on stderr
+    if g.shape[0] != r.shape[0]:
+        t = min(g.shape[0], r.shape[0])
+        log(f"D_H: generated has {g.shape[0]} rows, reference {r.shape[0]}; spectra use the first {t} of each", quiet)
     if not np.isfinite(res["D_stsp"]):
-        log(f"D_stsp is undefined: no point of {generated} lies inside the binned range of {reference}", quiet)
+        log("D_stsp is undefined: no generated point lies inside the binned range of the reference", quiet)
     if not np.isfinite(res["D_H"]):
-        log(f"D_H is undefined: a column is constant in {generated} or {reference}", quiet)
+        log("D_H is undefined: a column is constant in the generated or the reference table", quiet)
     return {**res, "seed": seed, "versions": versions()}
 
 
