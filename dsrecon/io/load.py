@@ -1,7 +1,16 @@
 """One door for every input `dsrecon fit` accepts: files, directories, BIDS/fMRIPrep trees.
 
 `load_inputs(paths, spec)` returns a list of Recordings (one per run); nothing is concatenated
-across recordings.
+across recordings. What each path becomes:
+
+* ``*.nii`` / ``*.nii.gz`` (4D): region signals through ``spec.atlas`` (or ``spec.mask`` +
+  ``spec.pca``), see :mod:`dsrecon.io.nifti`; fMRIPrep confounds with ``spec.confounds``, see
+  :mod:`dsrecon.io.bids`.
+* a directory with ``sub-*`` folders, or any directory when participant_label / task / session
+  is given: fMRIPrep runs discovered with nilearn's BIDS helpers, one Recording per run.
+* a suite2p folder (``plane*/`` with F.npy …, or a suite2p root with one plane): ΔF/F, see
+  :mod:`dsrecon.io.calcium`.
+* ``*.tsv`` / ``*.csv`` / ``*.txt`` / ``*.npy`` tables, or a directory of them.
 """
 
 from __future__ import annotations
@@ -9,9 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Any
+
 from dsrecon.errors import DataError
 from dsrecon.io.recording import Recording
-from dsrecon.io.tables import TABLE_SUFFIXES, read_table
+from dsrecon.io.tables import TABLE_SUFFIXES, read_sidecar, read_table
 
 
 @dataclass
@@ -33,11 +44,16 @@ class InputSpec:
     participant_label: list[str] = field(default_factory=list)
     task: str | None = None
     session: list[str] = field(default_factory=list)
+    space: str | None = None  # fMRIPrep space-<label>, needed when runs exist in several spaces
+    fd_threshold: float | None = None  # scrubbing: framewise displacement (mm); None = nilearn's 0.2
+    std_dvars_threshold: float | None = None  # scrubbing: standardised DVARS; None = nilearn's 3
     # calcium
     neuropil_factor: float = 0.7
     # tables: columns to treat as nuisance regressors rather than regions
     regressor_columns: list[str] = field(default_factory=list)
     drop_columns: list[str] = field(default_factory=list)
+    # no warning lines on stderr
+    quiet: bool = False
 
 
 def load_inputs(paths: list[str], spec: InputSpec | None = None) -> list[Recording]:
@@ -48,15 +64,7 @@ def load_inputs(paths: list[str], spec: InputSpec | None = None) -> list[Recordi
         p = Path(raw)
         if not p.exists():
             raise DataError(f"{p}: file not found")
-        if p.is_dir():
-            tables = sorted(q for q in p.iterdir() if q.suffix in TABLE_SUFFIXES and not q.name.endswith("_latent.tsv"))
-            if not tables:
-                raise DataError(f"{p}: directory holds no TSV/CSV/NPY tables")
-            recs.extend(_load_table(q, spec) for q in tables)
-        elif p.suffix in TABLE_SUFFIXES:
-            recs.append(_load_table(p, spec))
-        else:
-            raise DataError(f"{p}: unsupported input type (expected a TSV/CSV/NPY table or a directory of them)")
+        recs.extend(_load_path(p, spec))
     if not recs:
         raise DataError("no input recordings")
     names = recs[0].names
@@ -64,6 +72,107 @@ def load_inputs(paths: list[str], spec: InputSpec | None = None) -> list[Recordi
         if r.names != names:
             raise DataError(f"{r.source}: regions differ from {recs[0].source} ({len(r.names)} vs {len(names)} columns)")
     return recs
+
+
+def _wants_bids(p: Path, spec: InputSpec) -> bool:
+    from dsrecon.io.bids import looks_like_bids_dir
+
+    return bool(spec.participant_label or spec.task or spec.session) or looks_like_bids_dir(p)
+
+
+def _load_path(p: Path, spec: InputSpec) -> list[Recording]:
+    from dsrecon.io.bids import discover_runs
+    from dsrecon.io.calcium import load_suite2p, looks_like_suite2p
+    from dsrecon.io.nifti import is_nifti_path
+
+    if p.is_dir():
+        if looks_like_suite2p(p):
+            rec = load_suite2p(p, tr=spec.tr, neuropil_factor=spec.neuropil_factor)
+            if rec.provenance.get("dropped_cells"):
+                _warn(f"warning: {p}: dropped {len(rec.provenance['dropped_cells'])} cell(s) whose baseline "
+                      f"F − {spec.neuropil_factor:g}·Fneu is not positive: {_short(rec.provenance['dropped_cells'])}", spec)
+            return [rec]
+        if _wants_bids(p, spec):
+            runs = discover_runs(p, spec.participant_label, spec.task, spec.session, spec.space)
+            return [load_nifti(r, spec) for r in runs]
+        tables = sorted(q for q in p.iterdir() if q.suffix in TABLE_SUFFIXES and not q.name.endswith("_latent.tsv"))
+        if not tables:
+            raise DataError(f"{p}: directory holds no TSV/CSV/NPY tables, no sub-* runs and no suite2p output")
+        return [_load_table(q, spec) for q in tables]
+    if is_nifti_path(p):
+        return [load_nifti(p, spec)]
+    if p.suffix in TABLE_SUFFIXES:
+        return [_load_table(p, spec)]
+    raise DataError(f"{p}: unsupported input type (expected a NIfTI image, a TSV/CSV/NPY table, "
+                    "a suite2p folder or a directory of them)")
+
+
+def _warn(msg: str, spec: InputSpec) -> None:
+    """One line on stderr (the CLI's console; no wrapping, no rich markup in file names)."""
+    from dsrecon.cli.common import err_console
+
+    if not spec.quiet:
+        err_console.print(msg, soft_wrap=True, markup=False, highlight=False)
+
+
+def _short(items: list, n: int = 8) -> str:
+    head = ", ".join(str(i) for i in items[:n])
+    return head + (f", … ({len(items)} in all)" if len(items) > n else "")
+
+
+def load_nifti(path: str | Path, spec: InputSpec | None = None) -> Recording:
+    """A 4D NIfTI run → Recording (time, regions) through the atlas or mask+PCA in ``spec``.
+
+    With ``spec.confounds`` other than "none" the run must be an fMRIPrep
+    ``*_desc-preproc_bold.nii.gz``; its confounds become ``Recording.regressors`` (cleaned like
+    the data: same detrend / filters) and frames nilearn censors become ``mask == False``.
+    """
+    from dsrecon.io.bids import load_confounds
+    from dsrecon.io.nifti import (
+        extract_atlas_signals, extract_pca_signals, load_image, read_atlas_labels, resolve_tr,
+    )
+    from dsrecon.io.results import bids_entities
+
+    spec = spec or InputSpec()
+    p = Path(path)
+    if spec.atlas is None and spec.mask is None:
+        raise DataError(f"{p}: a NIfTI image needs --atlas LABELS.nii.gz (or --mask MASK.nii.gz --pca K)")
+    if spec.atlas is not None and spec.pca is not None:
+        raise DataError("--pca works with --mask (voxel-level PCA), not with --atlas")
+    if spec.atlas is None and spec.pca is None:
+        raise DataError(f"{spec.mask}: --mask needs --pca K (voxel signals are reduced to K components)")
+    img = load_image(p, ndim=4, what="image")
+    n_vol = int(img.shape[3])
+    tr, tr_source = resolve_tr(p, img, read_sidecar(p), spec.tr)
+    regs, reg_names, mask, conf_info = load_confounds(
+        p, spec.confounds, n_vol, fd_threshold=spec.fd_threshold, std_dvars_threshold=spec.std_dvars_threshold)
+    cleaning = {"detrend": spec.detrend, "standardize": spec.standardize,
+                "low_pass": spec.low_pass, "high_pass": spec.high_pass}
+    prov: dict[str, Any] = {
+        "modality": "bold", "source": str(p), "tr": tr, "tr_source": tr_source, "n_volumes": n_vol,
+        "cleaning": cleaning, "entities": bids_entities(p), **conf_info,
+    }
+    if spec.atlas is not None:
+        label_names = read_atlas_labels(spec.atlas_labels) if spec.atlas_labels else None
+        data, names, info = extract_atlas_signals(img, p, spec.atlas, tr, cleaning, label_names, spec.mask)
+        prov.update(atlas=str(spec.atlas), atlas_labels=spec.atlas_labels, mask=spec.mask,
+                    labels=info["labels"], empty_regions=info["empty_regions"])
+        if info["empty_regions"]:
+            _warn(f"warning: {spec.atlas}: {len(info['empty_regions'])} region(s) have no voxel on the grid of "
+                  f"{p.name} and were dropped: {_short(info['empty_regions'])}", spec)
+    else:
+        data, names, info = extract_pca_signals(img, p, spec.mask, spec.pca, tr, cleaning)
+        prov.update(mask=str(spec.mask), pca=int(spec.pca), **info)
+    if regs is not None and (spec.detrend or spec.low_pass or spec.high_pass):
+        from nilearn.signal import clean
+
+        regs = clean(regs, detrend=spec.detrend, standardize=None, low_pass=spec.low_pass,
+                     high_pass=spec.high_pass, t_r=tr)
+    if conf_info.get("n_masked_frames"):
+        _warn(f"{p.name}: {conf_info['n_masked_frames']} of {n_vol} frames masked by --confounds {spec.confounds} "
+              "(kept on the time grid, left out of the loss)", spec)
+    return Recording(data=data, tr=tr, names=names, mask=mask, regressors=regs, regressor_names=reg_names,
+                     provenance=prov, source=str(p))
 
 
 def _load_table(p: Path, spec: InputSpec) -> Recording:
