@@ -108,7 +108,8 @@ def system_cmd(
     Example: dsrecon simulate system lorenz63 --length 3000 --tr 0.2 --dt 0.01 --noise 0.01 --seed 0 -o x.tsv
     """
     from dsrecon.io.tables import sidecar_path, write_table
-    from dsrecon.systems import simulate_system
+    from dsrecon.signal.kernels import make_kernel
+    from dsrecon.systems import get_system, simulate_system
 
     # validate every option before computing anything
     if not (math.isfinite(tr) and tr > 0):
@@ -126,11 +127,14 @@ def system_cmd(
     if output.is_dir():
         raise DsreconError(f"--output {output}: is a directory")
     lat_path = latent_path(output)
+    params = _parse_params(param)
+    get_system(name, dim=dim, **params)  # name, --dim and --param errors before any work
+    make_kernel(kernel, tr, tau_decay=tau_decay, tau_rise=tau_rise)
 
     log(f"simulating {name} ({length} samples, TR {tr:g} s, kernel {kernel})", quiet or as_json)
     res = simulate_system(
         name, length, dt, tr, kernel=kernel, noise=noise, transient=transient, seed=seed, dim=dim,
-        tau_decay=tau_decay, tau_rise=tau_rise, params=_parse_params(param),
+        tau_decay=tau_decay, tau_rise=tau_rise, params=params,
     )
     side = {**res["sidecar"], "latent_file": lat_path.name, "command": "dsrecon simulate system"}
     lat_side = {**res["latent_sidecar"], "observed_file": output.name, "command": "dsrecon simulate system"}
