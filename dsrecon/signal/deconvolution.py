@@ -9,6 +9,7 @@ whose regulariser is the noise-to-signal ratio T σ̂² / |S(f)|². d̂_t estima
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pywt
@@ -71,7 +72,10 @@ def wavelet_denoise(x: np.ndarray, sigma: float) -> np.ndarray:
     if T < 2:
         return x.copy()
     level = _n_levels(T)
-    coeffs = pywt.wavedec(x, WAVELET, level=level)
+    with warnings.catch_warnings():
+        # short series: the reference level count may exceed pywt's boundary-free maximum; keep it
+        warnings.filterwarnings("ignore", message="Level value of", category=UserWarning)
+        coeffs = pywt.wavedec(x, WAVELET, level=level)
     thr = float(sigma) * math.sqrt(2.0 * math.log(T))
     coeffs = [coeffs[0]] + [pywt.threshold(c, thr, mode="hard") for c in coeffs[1:]]
     return pywt.waverec(coeffs, WAVELET)[:T]
