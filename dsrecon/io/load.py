@@ -45,8 +45,8 @@ class InputSpec:
     task: str | None = None
     session: list[str] = field(default_factory=list)
     space: str | None = None  # fMRIPrep space-<label>, needed when runs exist in several spaces
-    fd_threshold: float | None = None  # scrubbing: framewise displacement (mm); None = nilearn's 0.2
-    std_dvars_threshold: float | None = None  # scrubbing: standardised DVARS; None = nilearn's 3
+    fd_threshold: float | None = None  # scrubbing: framewise displacement (mm); None = nilearn's 0.5
+    std_dvars_threshold: float | None = None  # scrubbing: standardised DVARS; None = nilearn's 1.5
     # calcium
     neuropil_factor: float = 0.7
     # tables: columns to treat as nuisance regressors rather than regions

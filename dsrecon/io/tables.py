@@ -89,7 +89,7 @@ def _read_delimited(p: Path) -> tuple[np.ndarray, list[str]]:
         raise DataError(f"{p}: empty table")
     delim = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
     rows = [ln.split(delim) if delim else ln.split() for ln in lines]
-    rows = [[c.strip() for c in r] for r in rows]
+    rows = [[_unquote(c.strip()) for c in r] for r in rows]
     header: list[str] | None = None
     if not _is_numeric_row(rows[0]):
         header, rows = rows[0], rows[1:]
@@ -110,6 +110,13 @@ def _read_delimited(p: Path) -> tuple[np.ndarray, list[str]]:
                 raise DataError(f"{p}: non-numeric cell {c!r} at line {line_no}, column {j + 1}") from None
     names = header if header is not None else [f"region{i:03d}" for i in range(ncol)]
     return arr, names
+
+
+def _unquote(cell: str) -> str:
+    """Drop one pair of surrounding quotes ("WM" → WM), as spreadsheet/R CSV exports write them."""
+    if len(cell) >= 2 and cell[0] == cell[-1] and cell[0] in "\"'":
+        return cell[1:-1].strip()
+    return cell
 
 
 def _is_numeric_row(row: list[str]) -> bool:
