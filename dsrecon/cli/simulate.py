@@ -101,9 +101,7 @@ def system_cmd(
 ) -> None:
     """Simulate a benchmark system, z-score it, convolve it with a kernel and add noise.
 
-    Writes FILE.tsv (observations, one row per sample), FILE.json (sidecar with RepetitionTime,
-    kernel, parameters, seed, versions), FILE_latent.tsv (z-scored states aligned row by row
-    with the observations) and FILE_latent.json.
+    Writes FILE.tsv (observations, one row per sample), FILE.json (sidecar with RepetitionTime, kernel, parameters, seed, versions), FILE_latent.tsv (z-scored states aligned row by row with the observations) and FILE_latent.json.
 
     Example: dsrecon simulate system lorenz63 --length 3000 --tr 0.2 --dt 0.01 --noise 0.01 --seed 0 -o x.tsv
     """
