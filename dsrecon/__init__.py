@@ -1,0 +1,28 @@
+"""dsrecon: dynamical-systems reconstruction from neuroimaging recordings.
+
+Public API: ConvSSM (fit / simulate / score), load_run, Recording, read_table, load_inputs.
+"""
+
+from dsrecon.io.recording import Recording
+
+__all__ = ["ConvSSM", "load_run", "Recording", "read_table", "load_inputs", "__version__"]
+
+
+def __getattr__(name: str):  # lazy: keep `import dsrecon` light (torch loads on first use)
+    if name in ("ConvSSM", "load_run"):
+        from dsrecon import api
+
+        return getattr(api, name)
+    if name == "read_table":
+        from dsrecon.io.tables import read_table
+
+        return read_table
+    if name == "load_inputs":
+        from dsrecon.io.load import load_inputs
+
+        return load_inputs
+    if name == "__version__":
+        from dsrecon._util import dsrecon_version
+
+        return dsrecon_version()
+    raise AttributeError(name)

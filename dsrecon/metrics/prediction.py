@@ -1,0 +1,33 @@
+"""n-step prediction error PE_n (ALGORITHMS.md §6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def prediction_error(net, x: np.ndarray, teacher: np.ndarray, n: int, mask: np.ndarray | None = None) -> float:
+    """PE_n: from the teacher state at every usable t, iterate n steps, convolve, decode, and take
+    the MSE against x_{t+n}. The kernel history at t+n uses teacher states up to t and predicted
+    states after it.
+
+    x: (T, N) normalised observations; teacher: (T, N) deconvolved latent estimate (NaN where
+    unreliable); mask: (T,) valid frames. Returns NaN when no t is usable.
+    """
+    T, N = x.shape
+    K = net.K
+    mask = np.ones(T, bool) if mask is None else np.asarray(mask, bool)
+    ok = np.isfinite(teacher).all(axis=1)
+    # z_{t+n−K+1} … z_t come from the teacher (hist of them), z_{t+1} … z_{t+n} from the model
+    hist = max(K - n, 1)
+    ts = np.array([t for t in range(hist - 1, T - n) if ok[t - hist + 1 : t + 1].all() and mask[t + n]], dtype=int)
+    if ts.size == 0:
+        return float("nan")
+    d = torch.as_tensor(np.nan_to_num(teacher), dtype=torch.float32)
+    lat_teacher = net.init_state(d)  # (T, S) teacher-derived states
+    Z = net.dynamics.rollout(lat_teacher[ts], n, None, 0.0)  # (B, n, S): z_{t+1} … z_{t+n}
+    idx = ts[:, None] + np.arange(-hist + 1, 1)[None]  # t−hist+1 … t
+    seq = torch.cat([lat_teacher[idx], Z], dim=1)[:, -K:]
+    xhat = net.observe(seq)[:, -1].numpy()  # (B, N): prediction of x_{t+n}
+    return float(np.mean((xhat - x[ts + n]) ** 2))

@@ -1,0 +1,89 @@
+"""Observation decoders for the convSSM (ALGORITHMS.md §2).
+
+All map latent states (B, T, M) to observations (B, T, N); because the kernel is shared across
+channels, B(h∗z) = h∗(Bz), so the model decodes first and convolves the N decoded channels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dsrecon.errors import DsreconError
+
+DECODERS = ("identity", "affine", "regressor")
+
+
+class Decoder(nn.Module):
+    kind = ""
+
+    def __init__(self, latent_dim: int, n_obs: int, n_regressors: int = 0):
+        super().__init__()
+        self.M, self.N, self.R = latent_dim, n_obs, n_regressors
+
+    def latent_to_obs(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def regress(self, r: torch.Tensor | None) -> torch.Tensor | None:
+        return None
+
+
+class IdentityDecoder(Decoder):
+    """B = [I_N 0]: the first N latent units are the (pre-kernel) regions."""
+
+    kind = "identity"
+
+    def __init__(self, latent_dim: int, n_obs: int, n_regressors: int = 0):
+        super().__init__(latent_dim, n_obs, n_regressors)
+        if latent_dim < n_obs:
+            raise DsreconError(
+                f"--latent-dim {latent_dim} is smaller than the number of regions ({n_obs}); "
+                "the identity decoder needs M >= N (use --decoder affine or a larger --latent-dim)"
+            )
+
+    def latent_to_obs(self, z: torch.Tensor) -> torch.Tensor:
+        return z[..., : self.N]
+
+
+class AffineDecoder(Decoder):
+    """x̂ = B z with a learned (N, M) matrix."""
+
+    kind = "affine"
+
+    def __init__(self, latent_dim: int, n_obs: int, n_regressors: int = 0, generator: torch.Generator | None = None):
+        super().__init__(latent_dim, n_obs, n_regressors)
+        B = torch.zeros(n_obs, latent_dim)
+        k = min(n_obs, latent_dim)
+        B[:k, :k] = torch.eye(k)  # start at the identity read-out so teacher forcing is meaningful
+        B += (torch.rand(n_obs, latent_dim, generator=generator) * 2 - 1) * (0.1 / math.sqrt(latent_dim))
+        self.B = nn.Parameter(B)
+
+    def latent_to_obs(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.B.T
+
+
+class RegressorDecoder(AffineDecoder):
+    """x̂ = B z + J r: nuisance regressors (motion, WM/CSF signals) enter the observations directly."""
+
+    kind = "regressor"
+
+    def __init__(self, latent_dim: int, n_obs: int, n_regressors: int = 0, generator: torch.Generator | None = None):
+        if n_regressors < 1:
+            raise DsreconError("--decoder regressor needs nuisance regressors (e.g. --regressor-column or fMRIPrep confounds)")
+        super().__init__(latent_dim, n_obs, n_regressors, generator)
+        self.J = nn.Parameter(torch.zeros(n_obs, n_regressors))
+
+    def regress(self, r: torch.Tensor | None) -> torch.Tensor | None:
+        return None if r is None else r @ self.J.T
+
+
+def make_decoder(kind: str, latent_dim: int, n_obs: int, n_regressors: int = 0, generator: torch.Generator | None = None) -> Decoder:
+    if kind == "identity":
+        return IdentityDecoder(latent_dim, n_obs, n_regressors)
+    if kind == "affine":
+        return AffineDecoder(latent_dim, n_obs, n_regressors, generator)
+    if kind == "regressor":
+        return RegressorDecoder(latent_dim, n_obs, n_regressors, generator)
+    raise DsreconError(f"--decoder: unknown decoder '{kind}' (choose {', '.join(DECODERS)})")

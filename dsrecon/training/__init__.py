@@ -1,0 +1,1 @@
+"""Generalized teacher forcing: data preparation, batches, the forcing schedule and the trainer."""

@@ -1,0 +1,137 @@
+"""From Recordings to normalised training/validation data with teacher signals (§3, §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dsrecon.errors import DataError
+from dsrecon.io.recording import Recording
+from dsrecon.signal.kernels import Kernel
+from dsrecon.training.batches import Prepared
+
+
+@dataclass
+class Normalisation:
+    """Per-region z-scoring with training statistics: x_norm = (x − mean) / std."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    reg_mean: np.ndarray | None = None
+    reg_std: np.ndarray | None = None
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.std
+
+    def invert(self, x: np.ndarray) -> np.ndarray:
+        return x * self.std + self.mean
+
+    def apply_regressors(self, r: np.ndarray | None) -> np.ndarray | None:
+        if r is None or self.reg_mean is None:
+            return r
+        return (r - self.reg_mean) / self.reg_std
+
+    def to_dict(self) -> dict:
+        d = {"mean": self.mean.tolist(), "std": self.std.tolist()}
+        if self.reg_mean is not None:
+            d["regressor_mean"] = self.reg_mean.tolist()
+            d["regressor_std"] = self.reg_std.tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalisation":
+        rm = d.get("regressor_mean")
+        return cls(np.asarray(d["mean"]), np.asarray(d["std"]), None if rm is None else np.asarray(rm), None if rm is None else np.asarray(d["regressor_std"]))
+
+
+@dataclass
+class PreparedData:
+    train: list[Prepared]
+    test: list[Prepared]  # x in normalised units, teacher unused (NaN)
+    norm: Normalisation
+    names: list[str]
+    tr: float
+    info: dict = field(default_factory=dict)
+
+
+def check_recordings(recs: list[Recording]) -> None:
+    """Data checks at the door: constant / empty regions, consistent TR and regions."""
+    if not recs:
+        raise DataError("no recordings to fit")
+    tr, names = recs[0].tr, recs[0].names
+    for r in recs:
+        if not np.isclose(r.tr, tr, rtol=1e-6):
+            raise DataError(f"{r.source}: TR {r.tr} differs from {recs[0].source} (TR {tr}); fit recordings of one TR together")
+        if r.names != names:
+            raise DataError(f"{r.source}: regions differ from {recs[0].source}")
+        valid = r.data[r.mask]
+        if valid.shape[0] < 2:
+            raise DataError(f"{r.source}: fewer than 2 valid frames")
+        allnan = np.isnan(valid).all(axis=0)
+        if allnan.any():
+            raise DataError(f"{r.source}: region '{r.names[int(np.argmax(allnan))]}' is all NaN")
+        sd = np.nanstd(valid, axis=0)
+        if (sd < 1e-12).any():
+            raise DataError(f"{r.source}: region '{r.names[int(np.argmax(sd < 1e-12))]}' is constant; drop it before fitting")
+        if not np.isfinite(valid).all():
+            raise DataError(f"{r.source}: NaN or Inf values in valid frames; mark those frames as censored or clean the data")
+
+
+def prepare(recs: list[Recording], kernel: Kernel, test_fraction: float, teacher_cache: list[np.ndarray] | None = None) -> PreparedData:
+    """Split each recording into a training head and held-out tail, z-score with pooled training
+    statistics, and deconvolve the training part into teacher signals (NaN at masked edges and
+    censored frames)."""
+    check_recordings(recs)
+    if not 0.0 <= test_fraction < 1.0:
+        raise DataError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    splits = [r.split(test_fraction) for r in recs]
+    train_valid = np.concatenate([tr.data[tr.mask] for tr, _ in splits])
+    mean, std = train_valid.mean(0), train_valid.std(0)
+    if (std < 1e-12).any():
+        bad = recs[0].names[int(np.argmax(std < 1e-12))]
+        raise DataError(f"{recs[0].source}: region '{bad}' is constant in the training split")
+    norm = Normalisation(mean, std)
+    if recs[0].regressors is not None:
+        regs = np.concatenate([tr.regressors[tr.mask] for tr, _ in splits])
+        rs = regs.std(0)
+        norm.reg_mean, norm.reg_std = regs.mean(0), np.where(rs < 1e-12, 1.0, rs)
+    from dsrecon.signal.deconvolution import wiener_deconvolve
+
+    train, test = [], []
+    for i, (tr_rec, te_rec) in enumerate(splits):
+        x = norm.apply(tr_rec.data)
+        if teacher_cache is not None:
+            d = teacher_cache[i]
+        else:
+            # censored frames: interpolate the observation before deconvolving, then mark missing
+            xi = _fill_masked(x, tr_rec.mask)
+            d = wiener_deconvolve(xi, kernel.taps)
+            d[~tr_rec.mask] = np.nan
+        train.append(Prepared(x.astype(np.float32), tr_rec.mask.copy(), np.asarray(d, np.float32),
+                              _f32(norm.apply_regressors(tr_rec.regressors)), tr_rec.source))
+        if te_rec.n_frames:
+            xt = norm.apply(te_rec.data)
+            test.append(Prepared(xt.astype(np.float32), te_rec.mask.copy(), np.full_like(xt, np.nan, dtype=np.float32),
+                                 _f32(norm.apply_regressors(te_rec.regressors)), te_rec.source))
+    info = {
+        "n_recordings": len(recs),
+        "n_train_frames": int(sum(p.x.shape[0] for p in train)),
+        "n_test_frames": int(sum(p.x.shape[0] for p in test)),
+        "n_masked_frames": int(sum((~r.mask).sum() for r in recs)),
+    }
+    return PreparedData(train, test, norm, list(recs[0].names), float(recs[0].tr), info)
+
+
+def _f32(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.asarray(a, np.float32)
+
+
+def _fill_masked(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    if mask.all():
+        return x
+    t = np.arange(x.shape[0])
+    out = x.copy()
+    for j in range(x.shape[1]):
+        out[~mask, j] = np.interp(t[~mask], t[mask], x[mask, j])
+    return out

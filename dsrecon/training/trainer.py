@@ -1,0 +1,293 @@
+"""The GTF training loop: schedule, validation, best model, early stopping, checkpoints, resume.
+
+One epoch = `batches_per_epoch` RAdam steps on batches of `batch_size` sequences. The learning rate
+decays exponentially once per epoch from `learning_rate` to `lr_end` over `epochs`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from dsrecon.errors import DivergenceError, DsreconError
+from dsrecon.models.convssm import ConvSSMNet
+from dsrecon.training import checkpoint as ckpt
+from dsrecon.training.batches import SequenceSampler
+from dsrecon.training.gtf import AlphaSchedule, jacobian_growth
+from dsrecon.training.prepare import PreparedData
+
+LOG_COLUMNS = ["epoch", "loss", "alpha", "lr", "seconds", "val_D_stsp", "val_D_H"]
+#: states beyond this magnitude (in z-scored units) count as a diverged free run
+DIVERGENCE_BOUND = 1e4
+MAX_DIVERGENCE_RETRIES = 3
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 1000
+    batches_per_epoch: int = 50
+    batch_size: int = 16
+    sequence_length: int = 200
+    learning_rate: float = 1e-3
+    lr_end: float = 1e-6
+    alpha: str = "0.15"  # a number or "adaptive"
+    sparse_tf_interval: int | None = None
+    adaptive_every: int = 5
+    noise: float = 0.05
+    l2: float = 0.0
+    grad_clip: float = 10.0
+    test_fraction: float = 0.25
+    val_every: int = 25
+    patience: int = 20  # validations without improvement; 0 disables early stopping
+    stsp: str = "auto"
+    bins: int = 30
+    gmm_var: float = 1.0
+    smoothing: float = 20.0
+    checkpoint_every: int = 25
+    # testing hooks (not CLI options): stop after this epoch as if killed; poison a batch
+    stop_after_epoch: int | None = field(default=None, repr=False)
+    nan_at_batch: int | None = field(default=None, repr=False)
+
+    def schedule(self) -> AlphaSchedule:
+        if self.sparse_tf_interval:
+            return AlphaSchedule("sparse", interval=self.sparse_tf_interval)
+        if str(self.alpha).lower() == "adaptive":
+            return AlphaSchedule("adaptive")
+        try:
+            a = float(self.alpha)
+        except ValueError:
+            raise DsreconError(f"--alpha must be a number in [0, 1] or 'adaptive', got '{self.alpha}'") from None
+        if not 0.0 <= a <= 1.0:
+            raise DsreconError(f"--alpha must be in [0, 1], got {a}")
+        return AlphaSchedule("fixed", alpha=a)
+
+    def public(self) -> dict:
+        d = asdict(self)
+        d.pop("stop_after_epoch")
+        d.pop("nan_at_batch")
+        return d
+
+
+class Interrupted(Exception):
+    """Raised by the stop_after_epoch hook, as if the process had been killed after a checkpoint."""
+
+
+def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int = 0) -> dict:
+    """Free-run the model past the training split and compare with the held-out tail (§6 protocol)."""
+    from dsrecon.metrics.spectrum import hellinger_spectral
+    from dsrecon.metrics.stsp import state_space_divergence
+
+    if not data.test:
+        return {"D_stsp": float("nan"), "D_H": float("nan"), "D_stsp_method": None}
+    gens, refs, dhs = [], [], []
+    for tr, te in zip(data.train, data.test):
+        gen = generate_after(net, tr, te.x.shape[0])
+        if gen is None:
+            return {"D_stsp": float("inf"), "D_H": float("nan"), "D_stsp_method": None, "diverged": True}
+        gens.append(gen[te.mask])
+        refs.append(te.x[te.mask])
+        if te.x.shape[0] >= 8:
+            dhs.append(hellinger_spectral(gen, te.x, smoothing=opts.smoothing))
+    d, method = state_space_divergence(np.concatenate(gens), np.concatenate(refs), method=opts.stsp, bins=opts.bins, var=opts.gmm_var, seed=seed)
+    return {"D_stsp": float(d), "D_H": float(np.mean(dhs)) if dhs else float("nan"), "D_stsp_method": method}
+
+
+@torch.no_grad()
+def generate_after(net: ConvSSMNet, train, n: int) -> np.ndarray | None:
+    """Generate 1.25·n observations from the last reliable training teacher state, drop 0.25·n."""
+    ok = np.isfinite(train.teacher).all(axis=1)
+    if not ok.any():
+        return None
+    d0 = torch.as_tensor(train.teacher[np.flatnonzero(ok)[-1]][None], dtype=torch.float32)
+    n_total = int(math.ceil(1.25 * n))
+    x, Z = net.free_run(net.init_state(d0), n_total)
+    x = x[0, n_total - n :].numpy()
+    if not np.isfinite(x).all() or np.abs(Z.numpy()).max() > DIVERGENCE_BOUND:
+        return None
+    return x
+
+
+class Trainer:
+    def __init__(self, net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int, run_dir: Path | None = None,
+                 progress: Callable[[int, int, str], None] | None = None, log: Callable[[str], None] | None = None):
+        self.net, self.data, self.opts, self.seed = net, data, opts, seed
+        self.run_dir = run_dir
+        self.progress = progress or (lambda *a: None)
+        self.log = log or (lambda s: None)
+        self.sampler = SequenceSampler(data.train, opts.sequence_length, net.K)
+        self.alpha = opts.schedule()
+        self.opt = torch.optim.RAdam(net.parameters(), lr=opts.learning_rate)
+        self.gamma = (opts.lr_end / opts.learning_rate) ** (1.0 / max(opts.epochs, 1))
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 0
+        self.lr_scale = 1.0
+        self.divergences = 0
+        self.rows: list[dict] = []
+        self.best_state: dict | None = None
+        self.best_score = (float("inf"), float("inf"))
+        self.best_epoch = 0
+        self.bad_validations = 0
+        self.stopped_early = False
+        self.batches_done = 0
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def ckpt_dir(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / "checkpoint"
+
+    def save_checkpoint(self) -> None:
+        if self.ckpt_dir is None:
+            return
+        tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        if self.best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        opt_t, opt_meta = ckpt.optimizer_to_flat(self.opt)
+        tensors.update(opt_t)
+        ckpt.save_tensors(self.ckpt_dir / "state.safetensors", tensors)
+        ckpt.write_state_json(self.ckpt_dir / "state.json", {
+            "epoch": self.epoch, "lr_scale": self.lr_scale, "divergences": self.divergences, "rows": self.rows,
+            "best_score": list(self.best_score), "best_epoch": self.best_epoch, "bad_validations": self.bad_validations,
+            "alpha": self.alpha.state(), "rng": ckpt.rng_state_to_json(self.rng), "optimizer": opt_meta,
+            "batches_done": self.batches_done, "has_best": self.best_state is not None,
+        })
+
+    def load_checkpoint(self) -> bool:
+        if self.ckpt_dir is None or not (self.ckpt_dir / "state.json").exists():
+            return False
+        st = ckpt.read_state_json(self.ckpt_dir / "state.json")
+        tensors = ckpt.load_tensors(self.ckpt_dir / "state.safetensors")
+        self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        if st["has_best"]:
+            self.best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        ckpt.optimizer_from_flat(self.opt, tensors, st["optimizer"])
+        self.epoch, self.lr_scale, self.divergences = st["epoch"], st["lr_scale"], st["divergences"]
+        self.rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in st["rows"]]
+        bs = st["best_score"]
+        self.best_score = tuple(float("inf") if v is None else v for v in bs)
+        self.best_epoch, self.bad_validations = st["best_epoch"], st["bad_validations"]
+        self.alpha.load(st["alpha"])
+        self.rng = ckpt.rng_from_json(st["rng"])
+        self.batches_done = st["batches_done"]
+        return True
+
+    # ------------------------------------------------------------------ the loop
+    def _lr(self) -> float:
+        return self.opts.learning_rate * self.gamma**self.epoch * self.lr_scale
+
+    def _batch_loss(self, batch: dict) -> torch.Tensor:
+        o = self.opts
+        d = batch["teacher"]
+        x = batch["x"]
+        if o.noise > 0:
+            x = x + o.noise * self.rng.standard_normal(x.shape, dtype=np.float32)
+            d = d + o.noise * self.rng.standard_normal(d.shape, dtype=np.float32)
+        d_t = torch.from_numpy(d)
+        a = torch.from_numpy(self.alpha.weights(d.shape[1] - 1))
+        reg = None if batch["regressors"] is None else torch.from_numpy(batch["regressors"])
+        xhat, _ = self.net.teacher_forced(d_t, a, reg)
+        m = torch.from_numpy(batch["mask"]).to(xhat.dtype)[..., None]
+        err = ((xhat - torch.from_numpy(x)) ** 2 * m).sum() / (m.sum() * x.shape[-1]).clamp_min(1.0)
+        if o.l2 > 0:
+            err = err + o.l2 * sum((p**2).sum() for n, p in self.net.named_parameters() if n.split(".")[-1] in ("W", "W1", "W2", "B"))
+        return err
+
+    def _update_alpha(self, batch: dict) -> None:
+        if self.alpha.mode == "adaptive" and self.batches_done % self.opts.adaptive_every == 0:
+            G = jacobian_growth(self.net, torch.from_numpy(batch["teacher"]))
+            self.alpha.update_adaptive(G)
+
+    def run_epoch(self) -> float:
+        for g in self.opt.param_groups:
+            g["lr"] = self._lr()
+        losses = []
+        for b in range(self.opts.batches_per_epoch):
+            batch = self.sampler.sample(self.opts.batch_size, self.rng)
+            self._update_alpha(batch)
+            loss = self._batch_loss(batch)
+            if self.opts.nan_at_batch is not None and self.batches_done == self.opts.nan_at_batch:
+                loss = loss * float("nan")
+            if not torch.isfinite(loss):
+                return float("nan")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.opts.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.opts.grad_clip)
+            self.opt.step()
+            self.batches_done += 1
+            losses.append(loss.item())
+        return float(np.mean(losses))
+
+    def _snapshot(self) -> dict:
+        return {"net": copy.deepcopy(self.net.state_dict()), "opt": copy.deepcopy(self.opt.state_dict()),
+                "rng": copy.deepcopy(self.rng.bit_generator.state), "alpha": self.alpha.state(), "batches": self.batches_done}
+
+    def _restore(self, snap: dict) -> None:
+        self.net.load_state_dict(snap["net"])
+        self.opt.load_state_dict(snap["opt"])
+        self.rng.bit_generator.state = snap["rng"]
+        self.alpha.load(snap["alpha"])
+        self.batches_done = snap["batches"]
+
+    def fit(self) -> dict:
+        o = self.opts
+        total = o.epochs
+        while self.epoch < total:
+            t0 = time.perf_counter()
+            snap = self._snapshot()
+            loss = self.run_epoch()
+            while not math.isfinite(loss):
+                self.divergences += 1
+                self._restore(snap)
+                if self.divergences > MAX_DIVERGENCE_RETRIES:
+                    raise DivergenceError(
+                        f"training diverged (non-finite loss) at epoch {self.epoch + 1} after {MAX_DIVERGENCE_RETRIES} restarts "
+                        "with halved learning rates; try a smaller --learning-rate or a larger --alpha"
+                    )
+                self.lr_scale *= 0.5
+                self.log(f"non-finite loss at epoch {self.epoch + 1}: restored the last good state, learning rate halved to {self._lr():.3g}")
+                snap = self._snapshot()
+                loss = self.run_epoch()
+            self.epoch += 1
+            row = {"epoch": self.epoch, "loss": loss, "alpha": self.alpha.value, "lr": self._lr(),
+                   "seconds": time.perf_counter() - t0, "val_D_stsp": float("nan"), "val_D_H": float("nan")}
+            do_val = bool(self.data.test) and (self.epoch % o.val_every == 0 or self.epoch == total)
+            if do_val:
+                v = validate(self.net, self.data, o, seed=self.seed)
+                row["val_D_stsp"], row["val_D_H"] = v["D_stsp"], v["D_H"]
+                score = (v["D_stsp"] if math.isfinite(v["D_stsp"]) else float("inf"), v["D_H"] if math.isfinite(v["D_H"]) else float("inf"))
+                if score < self.best_score:
+                    self.best_score, self.best_epoch, self.bad_validations = score, self.epoch, 0
+                    self.best_state = copy.deepcopy(self.net.state_dict())
+                else:
+                    self.bad_validations += 1
+            self.rows.append(row)
+            status = f"loss {loss:.4g} α {self.alpha.value:.3g}"
+            if self.best_epoch:
+                status += f" best D_stsp {self.best_score[0]:.3g}@{self.best_epoch}"
+            self.progress(self.epoch, total, status)
+            early = do_val and o.patience > 0 and self.bad_validations >= o.patience
+            if self.epoch % o.checkpoint_every == 0 or do_val or early:
+                self.save_checkpoint()
+            if early:
+                self.stopped_early = True
+                self.log(f"early stop at epoch {self.epoch}: no validation improvement in {o.patience} checks")
+                break
+            if o.stop_after_epoch is not None and self.epoch >= o.stop_after_epoch:
+                self.save_checkpoint()
+                raise Interrupted(self.epoch)
+        if self.best_state is not None:
+            self.net.load_state_dict(self.best_state)
+        return {
+            "epochs_run": self.epoch, "best_epoch": self.best_epoch or self.epoch,
+            "best_val_D_stsp": self.best_score[0] if self.best_epoch else None,
+            "best_val_D_H": self.best_score[1] if self.best_epoch else None,
+            "stopped_early": self.stopped_early, "final_loss": self.rows[-1]["loss"] if self.rows else None,
+            "divergence_restarts": self.divergences, "final_alpha": self.alpha.value,
+        }
