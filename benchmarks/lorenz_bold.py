@@ -1,0 +1,108 @@
+"""Quality benchmark: Lorenz63 through the SPM HRF (ALGORITHMS.md §7; fit issue).
+
+Setup: Lorenz63 (dt 0.01 per sample), z-scored, SPM HRF at TR 0.2 s, noise 0.01, 2 000 training
+samples (+ a held-out test segment for PE20). For each seed and variant: fit, generate 100 000
+latent steps, and compare the first 3 latent units (z-scored) with a 100 000-step true Lorenz63
+trajectory (z-scored): D_stsp (binned, 30 bins) and D_H; PE20 on the test segment; wall time.
+
+    python benchmarks/lorenz_bold.py --seeds 0 1 2 3 4 --variants default kernel_none alpha0 --epochs 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dsrecon import ConvSSM, Recording
+from dsrecon.metrics.spectrum import hellinger_spectral
+from dsrecon.metrics.stsp import stsp_binned
+from dsrecon.systems import get_system, integrate, simulate_system
+
+VARIANTS = {
+    "default": {},
+    "kernel_none": {"kernel": "none"},  # "standard SSM": no measurement kernel
+    "alpha0": {"alpha": "0"},  # convSSM without GTF
+    "adaptive": {"alpha": "adaptive"},
+}
+
+
+def zscore(a: np.ndarray) -> np.ndarray:
+    return (a - a.mean(0)) / a.std(0)
+
+
+def true_lorenz(n: int, seed: int) -> np.ndarray:
+    sys_ = get_system("lorenz63")
+    return zscore(integrate(sys_, n, 0.01, transient=50.0, rng=np.random.default_rng(1000 + seed)))
+
+
+def run_one(seed: int, variant: str, epochs: int, n_gen: int, extra: dict, out_dir: Path | None) -> dict:
+    data = simulate_system("lorenz63", 2500, 0.01, 0.2, kernel="spm", noise=0.01, seed=seed)
+    train = Recording(data["observed"][:2000], tr=0.2, names=data["names"], source=f"lorenz-bold-seed{seed}")
+    test = Recording(data["observed"][2000:], tr=0.2, names=data["names"], source="test")
+    opts = {"latent_dim": 3, "epochs": epochs, "seed": seed, **VARIANTS[variant], **extra}
+    t0 = time.perf_counter()
+    model = ConvSSM(**opts).fit(train, run_dir=None if out_dir is None else out_dir / f"{variant}_s{seed}", overwrite=True)
+    wall = time.perf_counter() - t0
+    row = {"variant": variant, "seed": seed, "epochs_run": model.config["training"]["epochs_run"],
+           "best_epoch": model.config["training"]["best_epoch"], "wall_s": wall}
+    try:
+        lat = model.simulate(n_gen, seed=seed)["latent"][:, :3]
+        gen = zscore(lat) if np.all(lat.std(0) > 1e-8) else lat
+        ref = true_lorenz(n_gen, seed)
+        row["D_stsp_latent"] = float(stsp_binned(gen, ref, bins=30))
+        row["D_H_latent"] = float(hellinger_spectral(gen, ref, smoothing=20))
+        row["bounded"] = True
+    except Exception as e:  # a diverged free run is a result, not a crash
+        row.update({"D_stsp_latent": float("inf"), "D_H_latent": float("nan"), "bounded": False, "error": str(e)})
+    sc = model.score(test, n_pe=20)
+    row["PE20"] = sc["PE20"]
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--variants", nargs="+", default=["default", "kernel_none", "alpha0"], choices=list(VARIANTS))
+    ap.add_argument("--epochs", type=int, default=2000)
+    ap.add_argument("--n-gen", type=int, default=100_000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", nargs="*", default=[], help="extra ConvSSM options KEY=VALUE")
+    ap.add_argument("--out", type=Path, default=None, help="keep run directories here")
+    ap.add_argument("--jsonl", type=Path, default=None, help="append one JSON row per run")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    extra = {}
+    for kv in a.set:
+        k, v = kv.split("=", 1)
+        try:
+            extra[k] = int(v)
+        except ValueError:
+            try:
+                extra[k] = float(v)
+            except ValueError:
+                extra[k] = v
+    rows = []
+    print(f"{'variant':12s} {'seed':>4s} {'epochs':>6s} {'best':>5s} {'D_stsp':>8s} {'D_H':>6s} {'PE20':>8s} {'wall_s':>7s}", flush=True)
+    for variant in a.variants:
+        for seed in a.seeds:
+            r = run_one(seed, variant, a.epochs, a.n_gen, extra, a.out)
+            rows.append(r)
+            print(f"{variant:12s} {seed:4d} {r['epochs_run']:6d} {r['best_epoch']:5d} {r['D_stsp_latent']:8.3f} {r['D_H_latent']:6.3f} {r['PE20']:8.4f} {r['wall_s']:7.1f}", flush=True)
+            if a.jsonl:
+                with open(a.jsonl, "a") as f:
+                    f.write(json.dumps({**r, "extra": extra}) + "\n")
+    print("\nmedian latent D_stsp per variant:")
+    for variant in a.variants:
+        vals = [r["D_stsp_latent"] for r in rows if r["variant"] == variant]
+        print(f"  {variant:12s} {np.median(vals):.3f}  (n={len(vals)})")
+    print(f"command: {' '.join(sys.argv)}")
+
+
+if __name__ == "__main__":
+    main()

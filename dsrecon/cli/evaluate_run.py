@@ -1,0 +1,73 @@
+"""`dsrecon evaluate RUN --data TEST.tsv` and `dsrecon evaluate system NAME` (routed from cli/evaluate.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dsrecon._util import versions, write_json_atomic
+from dsrecon.cli.common import emit, log
+from dsrecon.errors import DataError, DsreconError
+
+
+def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: int, gmm_var: float, smoothing: float,
+                    seed: int, as_json: bool, quiet: bool, output: Path | None, **extra: Any) -> None:
+    if target[0] == "system":
+        if len(target) != 2:
+            raise DsreconError("usage: dsrecon evaluate system NAME")
+        try:
+            from dsrecon.cli.evaluate_system import evaluate_system
+        except ImportError:
+            raise DsreconError("system analysis is not available in this build") from None
+        res = evaluate_system(target[1], lyapunov_steps=int(extra.get("lyapunov_steps") or 100_000), seed=seed, quiet=quiet)
+        title = f"dsrecon evaluate system {target[1]}"
+    else:
+        if len(target) != 1:
+            raise DsreconError(f"expected one run directory, got {len(target)} arguments: {' '.join(target)}")
+        res = evaluate_run(Path(target[0]), data, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, quiet=quiet,
+                           lyapunov_steps=extra.get("lyapunov_steps"))
+        title = f"dsrecon evaluate {target[0]} (lower is better)"
+    res = {**res, "seed": seed, "versions": versions()}
+    if output is not None:
+        write_json_atomic(output, res)
+        log(f"wrote {output}", quiet)
+    emit(res, as_json, title=title, quiet=quiet)
+
+
+def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var: float, smoothing: float, seed: int, quiet: bool,
+                 lyapunov_steps: int | None = None) -> dict:
+    """§6 protocol: generate 1.25·T, drop 0.25·T, compare with the test data; PE_n from its teacher."""
+    from dsrecon.api import load_run
+    from dsrecon.io.load import InputSpec, load_inputs
+
+    model = load_run(run)
+    if data is not None:
+        recs = load_inputs([str(data)], InputSpec(tr=model.tr))
+        test = recs[0]
+        source = str(data)
+    else:
+        # default: the held-out tail of the training inputs, when they are still where they were
+        try:
+            recs = load_inputs(list(model.config["inputs"][:1]), InputSpec(tr=model.tr))
+        except DataError:
+            raise DsreconError(f"{run}: the training inputs are not readable any more; give test data with --data TEST.tsv") from None
+        frac = model.config["train_options"]["test_fraction"]
+        if frac <= 0:
+            raise DsreconError(f"{run}: fitted without a held-out tail (--test-fraction 0); give test data with --data TEST.tsv")
+        test = recs[0].split(frac)[1]
+        source = f"held-out tail of {model.config['inputs'][0]}"
+    if test.n_regions != len(model.names):
+        raise DataError(f"{source}: {test.n_regions} columns, the model was fitted on {len(model.names)} regions")
+    log(f"evaluating {run} on {source} ({test.n_frames} frames)", quiet)
+    res = model.score(test, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed)
+    out = {"D_stsp": res["D_stsp"], "D_stsp_method": res["D_stsp_method"], "D_H": res["D_H"], f"PE{res['n']}": res["PE_n"],
+           "PE_n": res["PE_n"], "n_pe": res["n"], "n_test": res["n_test"], "n_generated": res["n_generated"],
+           "diverged": res["diverged"], "run": str(run), "data": source}
+    if lyapunov_steps:
+        try:
+            from dsrecon.metrics.analysis import analyze_model
+        except ImportError:
+            analyze_model = None
+        if analyze_model is not None:
+            out["analysis"] = analyze_model(model, lyapunov_steps=int(lyapunov_steps), seed=seed)
+    return out
