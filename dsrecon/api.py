@@ -197,6 +197,7 @@ class ConvSSM:
             "backend": self.backend,
             "backend_options": self.backend_options,
             "latent_dim": self.latent_dim,
+            "latent_dim_requested": self.latent_dim,
             "hidden_dim": self.hidden_dim,
             "decoder": self.decoder,
             "kernel": kern.to_dict(),
@@ -300,31 +301,34 @@ def _jsonable(d: dict) -> dict:
 
 
 def _check_resumable(run: Path, old: dict, new: dict) -> None:
-    for key in ("data_hash", "backend", "backend_options", "latent_dim", "hidden_dim", "decoder", "kernel", "seed", "train_options"):
+    for key in ("data_hash", "backend", "backend_options", "latent_dim_requested", "hidden_dim", "decoder", "kernel", "seed", "train_options"):
         if json.dumps(old.get(key), sort_keys=True) != json.dumps(json.loads(json.dumps(new.get(key))), sort_keys=True):
             raise DsreconError(f"{run}: cannot resume: '{key}' differs from the original run (same data and options are required)")
 
 
-def _teacher_name(i: int, rec_source: str) -> str:
-    try:
-        from dsrecon.io.results import bids_entities, derivative_name
+def _teacher_name(i: int, rec_source: str, taken: set[str]) -> str:
+    """BIDS-derivative name keeping the source entities (sub, ses, task, run) + desc-teacher."""
+    from dsrecon.io.results import bids_entities, derivative_name
 
-        ents = bids_entities(rec_source)
-        if ents:
-            return derivative_name(ents, "teacher", "timeseries", ".tsv")
-    except ImportError:
-        pass
-    return f"rec-{i:02d}_desc-teacher_timeseries.tsv"
+    ents = bids_entities(rec_source)
+    name = derivative_name(ents, "teacher", "timeseries", ".tsv") if ents else f"rec-{i:02d}_desc-teacher_timeseries.tsv"
+    if name in taken:
+        name = name.replace("_desc-teacher", f"_rec-{i:02d}_desc-teacher")
+    taken.add(name)
+    return name
 
 
 def _write_teacher_cache(run: Path, data, recs: list[Recording]) -> None:
-    files = []
+    from dsrecon.io.results import tsv_sidecar
+
+    files: list[str] = []
+    taken: set[str] = set()
     for i, (p, r) in enumerate(zip(data.train, recs)):
-        name = f"{i:02d}_" + _teacher_name(i, r.source)
-        write_table(run / TEACHER_DIR / name, p.teacher, data.names, sidecar={
-            "Description": "Wiener-deconvolved teacher signals (normalised units, NaN = unreliable edge or censored frame)",
-            "RepetitionTime": data.tr, "Source": r.source, "DsreconVersion": dsrecon_version(),
-        })
+        name = _teacher_name(i, r.source, taken)
+        side = tsv_sidecar(r, units="normalised (z-scored with training statistics)", columns=data.names,
+                           Description="Wiener-deconvolved teacher signals of the training split; NaN = unreliable edge or censored frame",
+                           Source=r.source)
+        write_table(run / TEACHER_DIR / name, p.teacher, data.names, sidecar=side)
         files.append(name)
     write_json_atomic(run / TEACHER_DIR / "index.json", {"files": files})
 

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from dsrecon.cli.common import DeviceOpt, JsonOpt, QuietOpt, SeedOpt, emit, log, progress_bar, resolve_device
@@ -75,6 +76,9 @@ def fit_cmd(
     confounds: str = typer.Option("none", "--confounds", help="fMRIPrep confound strategy: simple|scrubbing|compcor|none."),
     participant_label: list[str] = typer.Option([], "--participant-label", help="BIDS participant(s) to fit (repeatable)."),
     task: Optional[str] = typer.Option(None, "--task", help="BIDS task."),
+    space: Optional[str] = typer.Option(None, "--space", help="fMRIPrep output space (space-<label>) when runs exist in several."),
+    fd_threshold: Optional[float] = typer.Option(None, "--fd-threshold", help="Scrubbing: framewise-displacement threshold in mm (nilearn default 0.5)."),
+    std_dvars_threshold: Optional[float] = typer.Option(None, "--std-dvars-threshold", help="Scrubbing: standardised DVARS threshold (nilearn default 1.5)."),
     session: list[str] = typer.Option([], "--session", help="BIDS session(s) (repeatable)."),
     neuropil_factor: float = typer.Option(0.7, "--neuropil-factor", help="suite2p: F − factor·Fneu."),
     regressor_column: list[str] = typer.Option([], "--regressor-column", help="Table column to use as a nuisance regressor (repeatable)."),
@@ -100,7 +104,8 @@ def fit_cmd(
     spec = InputSpec(
         tr=tr, atlas=atlas, atlas_labels=atlas_labels, mask=mask, pca=pca, detrend=detrend, standardize=standardize,
         low_pass=low_pass, high_pass=high_pass, confounds=confounds, participant_label=list(participant_label), task=task,
-        session=list(session), neuropil_factor=neuropil_factor, regressor_columns=list(regressor_column), drop_columns=list(drop_column),
+        session=list(session), space=space, fd_threshold=fd_threshold, std_dvars_threshold=std_dvars_threshold, quiet=quiet,
+        neuropil_factor=neuropil_factor, regressor_columns=list(regressor_column), drop_columns=list(drop_column),
     )
     recs = load_inputs([str(p) for p in inputs], spec)
     modality = recs[0].provenance.get("modality", "bold")
@@ -108,7 +113,13 @@ def fit_cmd(
     from dsrecon.signal.kernels import make_kernel
 
     K = make_kernel(kernel_name, recs[0].tr, tau_decay=tau_decay, tau_rise=tau_rise).K
-    seq = sequence_length if sequence_length is not None else max(200, K + 39)
+    seq = sequence_length
+    if seq is None:  # default 200 (at least K+39), capped at what the shortest training split allows
+        seq = max(200, K + 39)
+        usable = min(int(r.n_frames - round(r.n_frames * test_fraction)) for r in recs) - int(np.ceil(0.25 * K))
+        if seq > usable and usable >= K + 1:
+            log(f"the training split is short: using --sequence-length {usable} instead of {seq}", quiet)
+            seq = usable
     opts = dict(backend_option_pairs(backend_option))
     if pwl_units is not None:
         opts["pwl_units"] = pwl_units

@@ -65,6 +65,8 @@ def check_recordings(recs: list[Recording]) -> None:
             raise DataError(f"{r.source}: TR {r.tr} differs from {recs[0].source} (TR {tr}); fit recordings of one TR together")
         if r.names != names:
             raise DataError(f"{r.source}: regions differ from {recs[0].source}")
+        if r.regressor_names != recs[0].regressor_names or (r.regressors is None) != (recs[0].regressors is None):
+            raise DataError(f"{r.source}: nuisance regressors ({len(r.regressor_names)}) differ from {recs[0].source} ({len(recs[0].regressor_names)}); all recordings need the same confound columns")
         valid = r.data[r.mask]
         if valid.shape[0] < 2:
             raise DataError(f"{r.source}: fewer than 2 valid frames")
@@ -98,6 +100,12 @@ def prepare(recs: list[Recording], kernel: Kernel, test_fraction: float, teacher
         norm.reg_mean, norm.reg_std = regs.mean(0), np.where(rs < 1e-12, 1.0, rs)
     from dsrecon.signal.deconvolution import wiener_deconvolve
 
+    for tr_rec, _ in splits:
+        if tr_rec.n_frames < kernel.K + 1:
+            raise DataError(
+                f"{tr_rec.source}: training split too short ({tr_rec.n_frames} frames) for the kernel ({kernel.K} taps) plus one "
+                "sequence; use more data, a larger TR or a smaller --test-fraction"
+            )
     train, test = [], []
     for i, (tr_rec, te_rec) in enumerate(splits):
         x = norm.apply(tr_rec.data)

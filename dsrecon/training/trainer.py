@@ -136,6 +136,7 @@ class Trainer:
         self.bad_validations = 0
         self.stopped_early = False
         self.batches_done = 0
+        self._nan_fired = False
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -211,7 +212,9 @@ class Trainer:
             batch = self.sampler.sample(self.opts.batch_size, self.rng)
             self._update_alpha(batch)
             loss = self._batch_loss(batch)
-            if self.opts.nan_at_batch is not None and self.batches_done == self.opts.nan_at_batch:
+            nb = self.opts.nan_at_batch
+            if nb is not None and (nb == -1 or (nb == self.batches_done and not self._nan_fired)):
+                self._nan_fired = True  # a one-off fault fires once; -1 poisons every batch
                 loss = loss * float("nan")
             if not torch.isfinite(loss):
                 return float("nan")
@@ -280,8 +283,7 @@ class Trainer:
                 self.log(f"early stop at epoch {self.epoch}: no validation improvement in {o.patience} checks")
                 break
             if o.stop_after_epoch is not None and self.epoch >= o.stop_after_epoch:
-                self.save_checkpoint()
-                raise Interrupted(self.epoch)
+                raise Interrupted(self.epoch)  # like a kill: whatever is not checkpointed is lost
         if self.best_state is not None:
             self.net.load_state_dict(self.best_state)
         return {

@@ -1,0 +1,172 @@
+"""The fit loop end to end: CLI, resume, recordings and masks, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dsrecon import ConvSSM, Recording, load_run
+from dsrecon.errors import DataError, DivergenceError, DsreconError
+from dsrecon.io.tables import write_table
+from dsrecon.systems import simulate_system
+from dsrecon.training.batches import Prepared, SequenceSampler
+from dsrecon.training.trainer import Interrupted
+
+TINY = dict(hidden_dim=8, epochs=4, batches_per_epoch=3, batch_size=4, val_every=2, checkpoint_every=2)
+
+
+def lorenz_rec(n=600, tr=0.5, seed=0, kernel="spm"):
+    out = simulate_system("lorenz63", n, 0.01, tr, kernel=kernel, noise=0.01, seed=seed)
+    return Recording(out["observed"], tr=tr, names=out["names"], source=f"lorenz{seed}")
+
+
+def test_cli_fit_simulate_evaluate(cli, tmp_path):
+    x = tmp_path / "x.tsv"
+    assert cli("simulate", "system", "lorenz63", "--length", "800", "--tr", "0.5", "--dt", "0.01", "--noise", "0.01", "-o", x).code == 0
+    run = tmp_path / "run"
+    r = cli("fit", x, "-o", run, "--epochs", "3", "--batches-per-epoch", "3", "--hidden-dim", "8", "--val-every", "1", "--json", "--quiet")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["epochs_run"] == 3
+    for f in ("model.safetensors", "config.json", "training_log.tsv", "dataset_description.json", "teacher/index.json"):
+        assert (run / f).exists(), f
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["tr"] == 0.5 and cfg["names"] == ["x", "y", "z"] and cfg["seed"] == 0
+    assert cfg["data_hash"] and cfg["versions"]["torch"] and cfg["kernel"]["kind"] == "spm"
+    log = np.genfromtxt(run / "training_log.tsv", names=True, delimiter="\t")
+    assert log.shape == (3,) and np.all(np.isfinite(log["val_D_stsp"]))
+
+    g = tmp_path / "g.tsv"
+    r = cli("simulate", "model", run, "--steps", "1000", "-o", g, "--json")
+    assert r.code == 0, r.err
+    gen = np.loadtxt(g, skiprows=1)
+    lat = np.loadtxt(tmp_path / "g_latent.tsv", skiprows=1)
+    assert gen.shape == (1000, 3) and lat.shape == (1000, 3) and np.isfinite(gen).all()
+
+    r = cli("evaluate", run, "--data", x, "--json")
+    assert r.code == 0, r.err
+    ev = json.loads(r.out)
+    assert ev["D_stsp_method"] == "binned" and ev["n_test"] == 800 and ev["n_generated"] == 1000
+    assert np.isfinite(ev["PE_n"]) and ev["n_pe"] == 10
+
+
+def _tensors(model):
+    return {k: v.clone() for k, v in model.net_.state_dict().items()}
+
+
+def test_killed_and_resumed_fit_matches_uninterrupted(tmp_path):
+    rec = lorenz_rec()
+    full = ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "full")
+    with pytest.raises(Interrupted):  # killed after epoch 5; the last checkpoint is from epoch 4
+        ConvSSM(**{**TINY, "epochs": 6, "stop_after_epoch": 5}).fit(rec, run_dir=tmp_path / "killed")
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    resumed = ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "killed", resume=True)
+    a, b = _tensors(full), _tensors(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert [r["loss"] for r in full.history_] == [r["loss"] for r in resumed.history_]
+
+
+def test_cli_resume_refuses_changed_options_and_existing_dir(cli, tmp_path):
+    x = tmp_path / "x.tsv"
+    cli("simulate", "system", "lorenz63", "--length", "600", "--tr", "0.5", "-o", x)
+    base = ["fit", x, "-o", tmp_path / "run", "--epochs", "2", "--batches-per-epoch", "2", "--hidden-dim", "8", "--quiet"]
+    assert cli(*base).code == 0
+    r = cli(*base)
+    assert r.code == 1 and "already exists" in r.err and "--resume" in r.err
+    r = cli(*base[:-1], "--hidden-dim", "9", "--resume", "--quiet")
+    assert r.code == 1 and "differs" in r.err
+
+
+def test_multiple_recordings_never_mix_and_masks_are_honoured():
+    T, N, K, L = 60, 2, 5, 12
+    recs = []
+    for i in range(2):
+        x = np.full((T, N), float(i))
+        teacher = np.full((T, N), 10.0 + i)
+        teacher[:3] = np.nan
+        mask = np.ones(T, bool)
+        mask[20:25] = False
+        recs.append(Prepared(x.astype(np.float32), mask, teacher.astype(np.float32), None, f"r{i}"))
+    s = SequenceSampler(recs, L, K)
+    b = s.sample(200, np.random.default_rng(0))
+    for d, x in zip(b["teacher"], b["x"]):
+        assert np.isfinite(d[0]).all()  # initial state from a reliable teacher frame
+        vals = set(np.unique(x)) | set(np.unique(d[np.isfinite(d)]) - 10)
+        assert len(vals) == 1  # a sequence comes from one recording only
+    # the loss mask follows the censored frames: target index j ↔ frame s+K−1+j
+    for (ri, st), m in zip(s.starts[:50], [None] * 50):
+        frames = np.arange(st + K - 1, st + L)
+        assert np.array_equal(recs[ri].mask[frames], (frames < 20) | (frames >= 25))
+
+
+def test_forcing_modes_run_and_adaptive_alpha_moves():
+    rec = lorenz_rec()
+    m = ConvSSM(**{**TINY, "alpha": "adaptive", "adaptive_every": 1}).fit(rec)
+    alphas = [r["alpha"] for r in m.history_]
+    assert alphas[0] <= 1.0 and all(0 <= a <= 1 for a in alphas)
+    m = ConvSSM(**{**TINY, "sparse_tf_interval": 4}).fit(rec)
+    assert m.history_[-1]["alpha"] == pytest.approx(0.25)
+
+
+def test_decoders_and_backends_fit():
+    rec = lorenz_rec()
+    for kw in ({"decoder": "affine", "latent_dim": 2}, {"backend": "shplrnn"}, {"backend": "plrnn", "latent_dim": 4}):
+        m = ConvSSM(**{**TINY, **kw}).fit(rec)
+        assert np.isfinite(m.simulate(200)["observed"]).all()
+
+
+def test_regressor_decoder_uses_regressors():
+    rec = lorenz_rec()
+    rng = np.random.default_rng(0)
+    rec.regressors = rng.normal(size=(rec.n_frames, 2))
+    rec.regressor_names = ["motion1", "motion2"]
+    m = ConvSSM(**{**TINY, "decoder": "regressor"}).fit(rec)
+    assert m.net_.decoder.J.shape == (3, 2)
+
+
+def test_nonfinite_loss_recovers_then_stops(tmp_path):
+    rec = lorenz_rec()
+    m = ConvSSM(**{**TINY, "nan_at_batch": 4}).fit(rec)  # one poisoned batch: restore, halve lr, go on
+    assert m.config["training"]["divergence_restarts"] == 1
+    with pytest.raises(DivergenceError, match="diverged"):
+        ConvSSM(**{**TINY, "nan_at_batch": -1}).fit(rec, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # no broken run directory
+
+
+def test_bad_inputs_one_line_exit_1(cli, tmp_path):
+    x = tmp_path / "x.tsv"
+    cli("simulate", "system", "lorenz63", "--length", "600", "--tr", "0.2", "-o", x)
+    short = tmp_path / "short.tsv"
+    cli("simulate", "system", "lorenz63", "--length", "150", "--tr", "0.2", "-o", short)
+    const = tmp_path / "const.tsv"
+    arr = np.random.default_rng(0).normal(size=(300, 3))
+    arr[:, 1] = 2.0
+    write_table(const, arr, ["a", "b", "c"], sidecar={"RepetitionTime": 1.0})
+    notr = tmp_path / "notr.tsv"
+    write_table(notr, arr, ["a", "b", "c"])
+    cases = [
+        ([short], "too short"),
+        ([const], "constant"),
+        ([notr], "no TR"),
+        ([x, "--latent-dim", "2"], "smaller than the number of regions"),
+        ([x, "--alpha", "2"], "--alpha"),
+        ([tmp_path / "missing.tsv"], "not found"),
+    ]
+    for args, msg in cases:
+        run = tmp_path / "run_bad"
+        r = cli("fit", *args, "-o", run, "--epochs", "1", "--quiet")
+        assert r.code == 1, (args, r.err)
+        assert msg in r.err and len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err, r.err
+        assert not run.exists()
+
+
+def test_load_run_round_trip_and_errors(tmp_path):
+    rec = lorenz_rec()
+    m = ConvSSM(**TINY).fit(rec, run_dir=tmp_path / "run")
+    m2 = load_run(tmp_path / "run")
+    np.testing.assert_array_equal(m.simulate(50)["observed"], m2.simulate(50)["observed"])
+    with pytest.raises(DataError, match="not a dsrecon run"):
+        load_run(tmp_path)
