@@ -1,0 +1,186 @@
+"""One self-contained HTML report for a fitted run: figures embedded as base64 PNG, no external
+URLs, stylesheets or scripts, so it can be mailed to a colleague and opened anywhere."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dsrecon._util import to_json, versions, write_text_atomic
+from dsrecon.io.recording import Recording
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left}
+th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
+pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em;border:1px solid #e5e5e5}
+.muted{color:#666;font-size:.9em}
+"""
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, (float, np.floating)):
+        return "NaN" if not np.isfinite(v) else f"{float(v):.4g}"
+    return str(v)
+
+
+def _img(png: Path, alt: str) -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption class="muted">{html.escape(alt)}</figcaption></figure>'
+
+
+def metrics_rows(scores: dict[str, Any] | None, analysis: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(quantity, value, note) rows of the report's metrics table."""
+    rows: list[tuple[str, Any, str]] = []
+    if scores:
+        rows.append(("D_stsp", scores.get("D_stsp"), f"state-space divergence ({scores.get('D_stsp_method', '')}), lower is better"))
+        rows.append(("D_H", scores.get("D_H"), "Hellinger distance of power spectra, lower is better"))
+        n = scores.get("n")
+        if "PE_n" in scores:
+            rows.append((f"PE{n}", scores.get("PE_n"), f"{n}-step prediction error"))
+    ly = analysis.get("lyapunov", {})
+    if "error" in ly:
+        rows.append(("Lyapunov spectrum", ly["error"], ""))
+    else:
+        rows.append(("λ_max per step", ly.get("lambda_max_per_step"), f"{ly.get('n_steps')} steps, QR method"))
+        rows.append(("λ_max per second", ly.get("lambda_max_per_second"), f"per step / TR ({analysis.get('tr')} s)"))
+        rows.append(("Kaplan–Yorke dimension", ly.get("kaplan_yorke_dimension"), ""))
+        rows.append(("regime", ly.get("regime"), "from the sign of λ_max"))
+    cd = analysis.get("correlation_dimension", {})
+    rows.append(("correlation dimension (generated, latent)", cd.get("generated_latent"), "Grassberger–Procaccia"))
+    rows.append(("correlation dimension (generated, observed)", cd.get("generated_observed"), ""))
+    rows.append(("correlation dimension (data)", cd.get("observed"), ""))
+    fp = analysis.get("fixed_points", {})
+    by: dict[str, dict[str, int]] = {}
+    for c in fp.get("cycles", []):
+        by.setdefault(str(c["period"]), {}).setdefault(c["stability"], 0)
+        by[str(c["period"])][c["stability"]] += 1
+    desc = "; ".join(f"period {k}: " + ", ".join(f"{n} {s}" for s, n in sorted(v.items())) for k, v in sorted(by.items(), key=lambda t: int(t[0])))
+    rows.append(("fixed points and cycles", desc or "none found", f"method: {fp.get('method', '')}, k ≤ {analysis.get('k_max')}"))
+    return rows
+
+
+def render_html(
+    title: str,
+    rows: list[tuple[str, Any, str]],
+    figures: list[tuple[Path, str]],
+    config: dict[str, Any],
+    provenance: dict[str, Any],
+    cycles: list[dict[str, Any]] | None = None,
+) -> str:
+    """The report as one HTML string (figures as (png path, caption))."""
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f'<p class="muted">generated {e(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))} by dsrecon {e(versions().get("dsrecon", ""))}</p>',
+        "<h2>Metrics</h2><table><tr><th>quantity</th><th>value</th><th>note</th></tr>",
+    ]
+    for q, v, note in rows:
+        cls = ' class="num"' if isinstance(v, (int, float, np.floating)) else ""
+        parts.append(f"<tr><td>{e(q)}</td><td{cls}>{e(_fmt(v))}</td><td class=\"muted\">{e(note)}</td></tr>")
+    parts.append("</table>")
+    if cycles:
+        parts.append("<h2>Fixed points and cycles</h2><table><tr><th>period</th><th>stability</th><th>max |eigenvalue|</th><th>first point (latent)</th></tr>")
+        for c in cycles[:50]:
+            pt = ", ".join(f"{x:.3g}" for x in np.asarray(c["points"])[0][:6])
+            parts.append(f"<tr><td class=\"num\">{c['period']}</td><td>{e(c['stability'])}</td><td class=\"num\">{c['max_abs_eigenvalue']:.4g}</td><td>({e(pt)}{', …' if np.asarray(c['points']).shape[1] > 6 else ''})</td></tr>")
+        parts.append("</table>")
+        if len(cycles) > 50:
+            parts.append(f'<p class="muted">{len(cycles) - 50} more not shown.</p>')
+    parts.append("<h2>Figures</h2>")
+    parts.extend(_img(p, cap) for p, cap in figures)
+    parts.append("<h2>Data provenance</h2>")
+    parts.append(f"<pre>{e(to_json(provenance))}</pre>")
+    parts.append("<h2>Model configuration</h2>")
+    parts.append(f"<pre>{e(to_json(config))}</pre>")
+    parts.append("<h2>Versions</h2><table>")
+    for k, v in versions().items():
+        parts.append(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>")
+    parts.append("</table></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def build_report(
+    model: Any,
+    output: str | Path,
+    *,
+    data: Recording | None = None,
+    lyapunov_steps: int = 100_000,
+    k_max: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Analyse ``model`` (a loaded run), draw the figures and write the HTML report atomically.
+
+    data: a test Recording for D_stsp / D_H and the observed-vs-generated figures (optional).
+    Returns {"report": path, "scores", "analysis"}.
+    """
+    from dsrecon.metrics.analysis import analyze_model_full
+    from dsrecon.plots import figures as F
+
+    scores = None
+    if data is not None and hasattr(model, "score"):
+        scores = model.score(data, seed=seed)
+    analysis, arrays = analyze_model_full(model, data=data, lyapunov_steps=lyapunov_steps, k_max=k_max, seed=seed)
+    tr = float(model.tr)
+    gen = arrays["generated"]
+    obs = arrays["observed"]
+    n_show = min(len(gen), 2000 if obs is None else len(obs))
+    gen_show = gen[-n_show:]
+    figs: list[tuple[Path, str]] = []
+    with tempfile.TemporaryDirectory(prefix="dsrecon-report-") as tmp:
+        t = Path(tmp)
+        F.time_series(obs, gen_show, t / "timeseries", tr=tr, names=list(model.names))
+        figs.append((t / "timeseries.png", "Observed (blue) vs generated (red) time series per region"))
+        F.attractor(obs, gen_show, t / "attractor2d", dims=2)
+        figs.append((t / "attractor2d.png", "2-D attractor projection (PCA on the data when N > 2)"))
+        F.attractor(obs, gen_show, t / "attractor3d", dims=3)
+        figs.append((t / "attractor3d.png", "3-D attractor projection (PCA on the data when N > 3)"))
+        F.power_spectra(obs, gen_show, t / "spectra", tr=tr)
+        figs.append((t / "spectra.png", "Power spectra of data and model"))
+        run_dir = getattr(model, "run_dir", None)
+        log_path = Path(run_dir) / "training_log.tsv" if run_dir else None
+        if log_path is not None and log_path.exists():
+            F.training_curves(log_path, t / "training")
+            figs.append((t / "training.png", "Training curves (loss, forcing α, validation D_stsp and D_H)"))
+        lyap = arrays["lyapunov"]
+        if lyap is not None and len(lyap.running_steps):
+            F.lyapunov_convergence(lyap.running_steps, lyap.running, t / "lyapunov", unit="1/s")
+            figs.append((t / "lyapunov.png", "Convergence of the Lyapunov spectrum (per second)"))
+        F.fixed_points_on_attractor(arrays["latent"], arrays["cycles"], t / "fixedpoints")
+        figs.append((t / "fixedpoints.png", "Fixed points and cycles on the latent attractor (circle stable, cross unstable, diamond saddle)"))
+        config = dict(getattr(model, "config", {}) or {})
+        provenance = {
+            "run": str(run_dir) if run_dir else None,
+            "training_inputs": config.get("inputs"),
+            "training_provenance": config.get("provenance"),
+            "data_hash": config.get("data_hash"),
+            "test_data": None if data is None else {"source": data.source, "frames": data.n_frames, "regions": data.n_regions, "tr": data.tr},
+            "seed": seed,
+        }
+        title = f"dsrecon report: {Path(run_dir).name if run_dir else 'model'}"
+        text = render_html(title, metrics_rows(scores, analysis), figs, config, provenance, analysis["fixed_points"]["cycles"])
+    write_text_atomic(output, text)
+    return {"report": str(output), "scores": scores, "analysis": analysis}
+
+
+def html_is_self_contained(text: str) -> bool:
+    """No external resource references (http(s)://, //host, <link>, <script src>)."""
+    low = text.lower()
+    return not any(s in low for s in ('src="http', "src='http", 'href="http', "<link", "<script", 'src="//', "url(http"))
+
+
+__all__ = ["build_report", "render_html", "metrics_rows", "html_is_self_contained"]
