@@ -154,7 +154,7 @@ class ConvSSM:
         seed_everything(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         n_reg = 0 if recs[0].regressors is None else recs[0].regressors.shape[1]
-        net = self._build(len(data.names), n_reg, kern, gen)
+        net = self._build(len(data.names), n_reg, kern, gen).to(self.device)
         config.update({
             "normalisation": data.norm.to_dict(), "data": data.info, "latent_dim": net.M,
             "backend_kwargs": net.dynamics.extra_config(),
@@ -174,6 +174,7 @@ class ConvSSM:
             if run is not None and fresh:
                 shutil.rmtree(run, ignore_errors=True)
             raise
+        net = net.cpu()  # generation and analysis are sequential: they run on the CPU
         # initial state for later simulation: the last reliable teacher frame of the training data
         last = data.train[-1]
         ok = np.flatnonzero(np.isfinite(last.teacher).all(axis=1))

@@ -86,6 +86,8 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
 
     if not data.test:
         return {"D_stsp": float("nan"), "D_H": float("nan"), "D_stsp_method": None}
+    if next(net.parameters()).device.type != "cpu":  # free runs are sequential: the fused CPU path is faster
+        net = copy.deepcopy(net).cpu()
     gens, refs, dhs = [], [], []
     for tr, te in zip(data.train, data.test):
         gen = generate_after(net, tr, te.x.shape[0])
@@ -122,6 +124,7 @@ class Trainer:
         self.progress = progress or (lambda *a: None)
         self.log = log or (lambda s: None)
         self.sampler = SequenceSampler(data.train, opts.sequence_length, net.K)
+        self.device = next(net.parameters()).device
         self.alpha = opts.schedule()
         self.opt = torch.optim.RAdam(net.parameters(), lr=opts.learning_rate)
         self.gamma = (opts.lr_end / opts.learning_rate) ** (1.0 / max(opts.epochs, 1))
@@ -189,19 +192,20 @@ class Trainer:
         if o.noise > 0:
             x = x + o.noise * self.rng.standard_normal(x.shape, dtype=np.float32)
             d = d + o.noise * self.rng.standard_normal(d.shape, dtype=np.float32)
-        d_t = torch.from_numpy(d)
-        a = torch.from_numpy(self.alpha.weights(d.shape[1] - 1))
-        reg = None if batch["regressors"] is None else torch.from_numpy(batch["regressors"])
+        dev = self.device
+        d_t = torch.from_numpy(d).to(dev)
+        a = torch.from_numpy(self.alpha.weights(d.shape[1] - 1)).to(dev)
+        reg = None if batch["regressors"] is None else torch.from_numpy(batch["regressors"]).to(dev)
         xhat, _ = self.net.teacher_forced(d_t, a, reg)
-        m = torch.from_numpy(batch["mask"]).to(xhat.dtype)[..., None]
-        err = ((xhat - torch.from_numpy(x)) ** 2 * m).sum() / (m.sum() * x.shape[-1]).clamp_min(1.0)
+        m = torch.from_numpy(batch["mask"]).to(dev, xhat.dtype)[..., None]
+        err = ((xhat - torch.from_numpy(x).to(dev)) ** 2 * m).sum() / (m.sum() * x.shape[-1]).clamp_min(1.0)
         if o.l2 > 0:
             err = err + o.l2 * sum((p**2).sum() for n, p in self.net.named_parameters() if n.split(".")[-1] in ("W", "W1", "W2", "B"))
         return err
 
     def _update_alpha(self, batch: dict) -> None:
         if self.alpha.mode == "adaptive" and self.batches_done % self.opts.adaptive_every == 0:
-            G = jacobian_growth(self.net, torch.from_numpy(batch["teacher"]))
+            G = jacobian_growth(self.net, torch.from_numpy(batch["teacher"]).to(self.device))
             self.alpha.update_adaptive(G)
 
     def run_epoch(self) -> float:
