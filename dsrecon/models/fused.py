@@ -40,33 +40,38 @@ def fused_available(state0: torch.Tensor) -> bool:
 
 if _HAVE_NUMBA:
 
+    # W2T is W2 transposed, (M, L), so that every inner loop runs over L contiguously (SIMD).
     @njit(parallel=True, fastmath=_FM, cache=True)
-    def _sh_forward(z0, teacher, tmask, alpha, A, W1, W2, h1, h2, clipped, Z, Zin):  # pragma: no cover - jitted
+    def _sh_forward(z0, teacher, tmask, alpha, A, W1, W2T, h1, h2, clipped, Z, Zin):  # pragma: no cover - jitted
         B, M = z0.shape
         T = Z.shape[1]
-        L = W2.shape[0]
+        L = W2T.shape[1]
         F = teacher.shape[2]
         for b in prange(B):
             z = z0[b].copy()
+            pre = np.empty(L, dtype=z0.dtype)
             act = np.empty(L, dtype=z0.dtype)
             for t in range(T):
+                for l in range(L):
+                    pre[l] = 0.0
                 for m in range(M):
                     Zin[b, t, m] = z[m]
-                for l in range(L):
-                    s = 0.0
-                    for m in range(M):
-                        s += W2[l, m] * z[m]
-                    a = s + h2[l]
-                    v = a if a > 0 else 0.0
-                    if clipped and s > 0:
-                        v -= s
-                    act[l] = v
+                    zm = z[m]
+                    for l in range(L):
+                        pre[l] += W2T[m, l] * zm
+                if clipped:
+                    for l in range(L):
+                        act[l] = max(pre[l] + h2[l], 0.0) - max(pre[l], 0.0)
+                else:
+                    for l in range(L):
+                        act[l] = max(pre[l] + h2[l], 0.0)
                 at = alpha[t]
                 for m in range(M):
-                    s = A[m] * z[m] + h1[m]
+                    s = 0.0
                     for l in range(L):
                         s += W1[m, l] * act[l]
-                    Z[b, t, m] = s
+                    v = A[m] * z[m] + h1[m] + s
+                    Z[b, t, m] = v
                 for m in range(M):
                     v = Z[b, t, m]
                     if m < F and tmask[b, t, m]:
@@ -74,45 +79,50 @@ if _HAVE_NUMBA:
                     z[m] = v
 
     @njit(parallel=True, fastmath=_FM, cache=True)
-    def _sh_backward(gZ, Zin, tmask, alpha, A, W1, W2, h2, clipped, dz0, gA, gW1, gW2, gh1, gh2):  # pragma: no cover
+    def _sh_backward(gZ, Zin, tmask, alpha, A, W1, W2T, h2, clipped, dz0, gA, gW1, gW2T, gh1, gh2):  # pragma: no cover
         B, T, M = gZ.shape
-        L = W2.shape[0]
+        L = W2T.shape[1]
         F = tmask.shape[2]
         for b in prange(B):
             gnext = np.zeros(M, dtype=gZ.dtype)
             g = np.empty(M, dtype=gZ.dtype)
-            gz = np.empty(M, dtype=gZ.dtype)
+            pre = np.empty(L, dtype=gZ.dtype)
+            u = np.empty(L, dtype=gZ.dtype)
+            act = np.empty(L, dtype=gZ.dtype)
+            v = np.empty(L, dtype=gZ.dtype)
             for t in range(T - 1, -1, -1):
                 at = alpha[t]
+                for l in range(L):
+                    pre[l] = 0.0
+                    u[l] = 0.0
                 for m in range(M):
                     gn = gnext[m]
                     if m < F and tmask[b, t, m]:
                         gn = gn * (1.0 - at)
-                    g[m] = gZ[b, t, m] + gn
-                    gz[m] = A[m] * g[m]
-                    gA[b, m] += g[m] * Zin[b, t, m]
-                    gh1[b, m] += g[m]
+                    gm = gZ[b, t, m] + gn
+                    g[m] = gm
+                    zm = Zin[b, t, m]
+                    gA[b, m] += gm * zm
+                    gh1[b, m] += gm
+                    for l in range(L):
+                        pre[l] += W2T[m, l] * zm
+                        u[l] += W1[m, l] * gm
                 for l in range(L):
-                    s = 0.0
-                    u = 0.0
-                    for m in range(M):
-                        s += W2[l, m] * Zin[b, t, m]
-                        u += W1[m, l] * g[m]
-                    a = s + h2[l]
-                    on1 = a > 0
-                    on0 = clipped and s > 0
-                    act = (a if on1 else 0.0) - (s if on0 else 0.0)
-                    for m in range(M):
-                        gW1[b, m, l] += g[m] * act
-                    v = (u if on1 else 0.0) - (u if on0 else 0.0)
-                    if on1:
-                        gh2[b, l] += u
-                    if v != 0.0:
-                        for m in range(M):
-                            gW2[b, l, m] += v * Zin[b, t, m]
-                            gz[m] += W2[l, m] * v
+                    a = pre[l] + h2[l]
+                    on1 = 1.0 if a > 0 else 0.0
+                    on0 = 1.0 if (clipped and pre[l] > 0) else 0.0
+                    act[l] = on1 * a - on0 * pre[l]
+                    gh2[b, l] += on1 * u[l]
+                    v[l] = (on1 - on0) * u[l]
                 for m in range(M):
-                    gnext[m] = gz[m]
+                    gm = g[m]
+                    zm = Zin[b, t, m]
+                    s = 0.0
+                    for l in range(L):
+                        gW1[b, m, l] += gm * act[l]
+                        gW2T[b, m, l] += v[l] * zm
+                        s += W2T[m, l] * v[l]
+                    gnext[m] = A[m] * gm + s
             for m in range(M):
                 dz0[b, m] = gnext[m]
 
@@ -197,7 +207,7 @@ class _SHRollout(torch.autograd.Function):
         dt = z0.dtype
         Z = torch.empty(B, T, M, dtype=dt)
         Zin = torch.empty(B, T, M, dtype=dt)
-        _sh_forward(_np(z0), teacher_np, tmask_np, alpha_np, _np(A.to(dt)), _np(W1.to(dt)), _np(W2.to(dt)),
+        _sh_forward(_np(z0), teacher_np, tmask_np, alpha_np, _np(A.to(dt)), _np(W1.to(dt)), _np(W2.to(dt).T),
                     _np(h1.to(dt)), _np(h2.to(dt)), clipped, Z.numpy(), Zin.numpy())
         ctx.save_for_backward(Zin, A, W1, W2, h2)
         ctx.extra = (tmask_np, alpha_np, clipped)
@@ -211,11 +221,11 @@ class _SHRollout(torch.autograd.Function):
         L = W2.shape[0]
         dt = Zin.dtype
         z = lambda *s: torch.zeros(*s, dtype=dt)  # noqa: E731
-        dz0, gA, gW1, gW2, gh1, gh2 = z(B, M), z(B, M), z(B, M, L), z(B, L, M), z(B, M), z(B, L)
-        _sh_backward(_np(gZ.to(dt)), Zin.numpy(), tmask_np, alpha_np, _np(A.to(dt)), _np(W1.to(dt)), _np(W2.to(dt)),
-                     _np(h2.to(dt)), clipped, dz0.numpy(), gA.numpy(), gW1.numpy(), gW2.numpy(), gh1.numpy(), gh2.numpy())
+        dz0, gA, gW1, gW2T, gh1, gh2 = z(B, M), z(B, M), z(B, M, L), z(B, M, L), z(B, M), z(B, L)
+        _sh_backward(_np(gZ.to(dt)), Zin.numpy(), tmask_np, alpha_np, _np(A.to(dt)), _np(W1.to(dt)), _np(W2.to(dt).T),
+                     _np(h2.to(dt)), clipped, dz0.numpy(), gA.numpy(), gW1.numpy(), gW2T.numpy(), gh1.numpy(), gh2.numpy())
         pd = A.dtype
-        return (dz0, gA.sum(0).to(pd), gW1.sum(0).to(pd), gW2.sum(0).to(pd), gh1.sum(0).to(pd), gh2.sum(0).to(pd),
+        return (dz0, gA.sum(0).to(pd), gW1.sum(0).to(pd), gW2T.sum(0).T.to(pd), gh1.sum(0).to(pd), gh2.sum(0).to(pd),
                 None, None, None, None)
 
 
