@@ -1,0 +1,169 @@
+"""`dsrecon fit-cohort` (one model per subject) and `dsrecon sweep` (hyperparameter grid × seeds), on Ray.
+
+Both take the main options of `dsrecon fit` (the same names and defaults) and run one fit per
+worker with one CPU (``--gpus-per-fit`` GPUs) each. Without Ray they run on a local process pool.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dsrecon.cli.common import DeviceOpt, JsonOpt, QuietOpt, SeedOpt, emit, log
+from dsrecon.cli.main import app
+
+COHORT_HELP = """Fit one model per subject of a cohort, in parallel on Ray (or a local process pool without Ray).
+
+DIR is an fMRIPrep/BIDS derivatives directory (one model per sub-XX, all its matching runs), a directory of tables (one model per file; BIDS-named files sharing sub-XX form one subject) or a directory of subfolders (one model per subfolder). Each subject gets a normal run directory OUT/sub-XX/.
+
+A rerun skips finished subjects and resumes killed fits from their checkpoints; a failed subject is listed in OUT/failures.tsv and does not stop the others. OUT/summary.tsv (one row per subject: D_stsp, D_H, PE on the held-out tail, λ_max per second) with its sidecar summary.json and the group figure summary.png are written at the end.
+
+Examples:
+
+  dsrecon fit-cohort tables/ --tr 2.0 --epochs 1000 -o cohort
+
+  dsrecon fit-cohort derivatives/fmriprep --atlas atlas.nii.gz --confounds scrubbing --task rest -o cohort
+
+  dsrecon fit-cohort derivatives/fmriprep --atlas atlas.nii.gz --address auto --gpus-per-fit 0.25 -o cohort   (on a cluster)
+"""
+
+SWEEP_HELP = """Hyperparameter sweep on Ray Tune: every combination of --grid values × --seeds seeds.
+
+Each trial fits DATA (tables, NIfTI + --atlas, a BIDS tree, as `dsrecon fit`) and is scored on the held-out tail. --asha stops poor trials early on validation D_stsp (needs Ray). Writes OUT/results.tsv (one row per trial) and OUT/best_config.json (the grid point with the lowest D_stsp averaged over seeds).
+
+Examples:
+
+  dsrecon sweep x.tsv --grid 'latent_dim=3,5,8' --grid 'alpha=0.1,0.15,adaptive' --seeds 5 -o sweep
+
+  dsrecon sweep x.tsv --grid 'hidden_dim=20,50' --seeds 3 --asha --epochs 2000 -o sweep
+"""
+
+# the options shared with `dsrecon fit` (same names, same defaults)
+TrOpt = typer.Option(None, "--tr", help="Seconds per frame (when no sidecar/header gives it).")
+KernelOpt = typer.Option(None, "--kernel", help="spm|glover|calcium|none|FILE (default spm; calcium for calcium imaging).")
+TauDecayOpt = typer.Option(0.4, "--tau-decay", help="Calcium kernel decay time constant (s).")
+BackendOpt = typer.Option("cshplrnn", "--backend", help="Latent dynamics (see `dsrecon backends`).")
+LatentOpt = typer.Option(None, "--latent-dim", "-M", help="Latent dimension M (default N, at least 3).")
+HiddenOpt = typer.Option(50, "--hidden-dim", "-L", help="Hidden width L of the shPLRNN.")
+DecoderOpt = typer.Option("identity", "--decoder", help="identity|affine|regressor.")
+AlphaOpt = typer.Option("0.15", "--alpha", help="GTF forcing weight in [0, 1], or 'adaptive'.")
+EpochsOpt = typer.Option(2000, "--epochs", help="Maximum number of epochs.")
+BatchesOpt = typer.Option(50, "--batches-per-epoch")
+BatchSizeOpt = typer.Option(16, "--batch-size")
+SeqOpt = typer.Option(None, "--sequence-length", help="Latent sequence length (default 200, capped by the data).")
+LrOpt = typer.Option(1e-3, "--learning-rate", help="Initial RAdam learning rate.")
+NoiseOpt = typer.Option(0.05, "--noise", help="Std of Gaussian noise injected into batches and teacher signals.")
+TestFracOpt = typer.Option(0.25, "--test-fraction", help="Held-out tail of each recording (validation and the summary metrics).")
+ValEveryOpt = typer.Option(25, "--val-every", help="Validate (D_stsp, D_H) every this many epochs.")
+PatienceOpt = typer.Option(20, "--patience", help="Stop after this many validations without improvement (0: never).")
+CkptOpt = typer.Option(25, "--checkpoint-every", help="Write a resumable checkpoint every this many epochs.")
+GmmVarOpt = typer.Option(1.0, "--gmm-var", help="σ² of the GMM D_stsp (0.3 is typical for BOLD).")
+AtlasOpt = typer.Option(None, "--atlas", help="Integer label image (NIfTI) for region signals.")
+AtlasLabelsOpt = typer.Option(None, "--atlas-labels", help="TSV naming the atlas labels (index, name).")
+ConfoundsOpt = typer.Option("none", "--confounds", help="fMRIPrep confound strategy: simple|scrubbing|compcor|none.")
+TaskOpt = typer.Option(None, "--task", help="BIDS task.")
+SessionOpt = typer.Option([], "--session", help="BIDS session(s) (repeatable).")
+SpaceOpt = typer.Option(None, "--space", help="fMRIPrep output space when runs exist in several.")
+# distribution
+MaxParOpt = typer.Option(None, "--max-parallel", help="At most this many fits at a time (default: as many as there are CPUs).")
+GpusOpt = typer.Option(0.0, "--gpus-per-fit", help="GPUs per fit (Ray resource; fractions share a GPU).")
+AddressOpt = typer.Option(None, "--address", help="Existing Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: start Ray locally).")
+
+
+def _settings(**kw) -> "FitSettings":  # noqa: F821
+    from dsrecon.distributed.settings import FitSettings
+
+    kw["session"] = list(kw.get("session") or [])
+    return FitSettings(**kw).validate()
+
+
+@app.command("fit-cohort", help=COHORT_HELP)
+def fit_cohort_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Cohort directory (BIDS/fMRIPrep derivatives, tables, or subfolders)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory (one run directory per subject)."),
+    participant_label: list[str] = typer.Option([], "--participant-label", help="Only these subjects (repeatable)."),
+    lyapunov_steps: int = typer.Option(10_000, "--lyapunov-steps", help="Steps of the QR Lyapunov estimate for λ_max (0: skip)."),
+    force: bool = typer.Option(False, "--force", help="Refit every subject, even finished ones."),
+    max_parallel: Optional[int] = MaxParOpt,
+    gpus_per_fit: float = GpusOpt,
+    address: Optional[str] = AddressOpt,
+    tr: Optional[float] = TrOpt, kernel: Optional[str] = KernelOpt, tau_decay: float = TauDecayOpt, backend: str = BackendOpt,
+    latent_dim: Optional[int] = LatentOpt, hidden_dim: int = HiddenOpt, decoder: str = DecoderOpt, alpha: str = AlphaOpt,
+    epochs: int = EpochsOpt, batches_per_epoch: int = BatchesOpt, batch_size: int = BatchSizeOpt,
+    sequence_length: Optional[int] = SeqOpt, learning_rate: float = LrOpt, noise: float = NoiseOpt,
+    test_fraction: float = TestFracOpt, val_every: int = ValEveryOpt, patience: int = PatienceOpt,
+    checkpoint_every: int = CkptOpt, gmm_var: float = GmmVarOpt, atlas: Optional[str] = AtlasOpt,
+    atlas_labels: Optional[str] = AtlasLabelsOpt, confounds: str = ConfoundsOpt, task: Optional[str] = TaskOpt,
+    session: list[str] = SessionOpt, space: Optional[str] = SpaceOpt,
+    seed: int = SeedOpt,
+    device: str = DeviceOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    from dsrecon.distributed.cohort import fit_cohort
+
+    s = _settings(tr=tr, kernel=kernel, tau_decay=tau_decay, backend=backend, latent_dim=latent_dim, hidden_dim=hidden_dim,
+                  decoder=decoder, alpha=alpha, epochs=epochs, batches_per_epoch=batches_per_epoch, batch_size=batch_size,
+                  sequence_length=sequence_length, learning_rate=learning_rate, noise=noise, test_fraction=test_fraction,
+                  val_every=val_every, patience=patience, checkpoint_every=checkpoint_every, gmm_var=gmm_var, atlas=atlas,
+                  atlas_labels=atlas_labels, confounds=confounds, task=task, session=session, space=space, seed=seed,
+                  device=device.lower())
+    res = fit_cohort(directory, output, s, max_parallel=max_parallel, gpus_per_fit=gpus_per_fit, address=address,
+                     lyapunov_steps=lyapunov_steps, force=force, participant_label=list(participant_label),
+                     log=lambda m: log(m, quiet))
+    log(f"wrote {output}/summary.tsv, summary.json, summary.png, failures.tsv", quiet)
+    if as_json:
+        emit(res, True)
+    else:
+        emit({k: v for k, v in res.items() if k not in ("settings", "versions", "files", "subjects")}, False,
+             title=f"dsrecon fit-cohort → {output}", quiet=quiet)
+    if res["n_failed"] and not quiet:
+        log(f"{res['n_failed']} subject(s) failed: see {output}/failures.tsv", quiet)
+
+
+@app.command("sweep", help=SWEEP_HELP)
+def sweep_cmd(
+    data: list[Path] = typer.Argument(..., metavar="DATA...", help="Input files or directories (as `dsrecon fit`)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory (results.tsv, best_config.json, trials/)."),
+    grid: list[str] = typer.Option([], "--grid", help="NAME=V1,V2,… (repeatable), e.g. 'latent_dim=3,5,8', 'alpha=0.1,adaptive'."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds per grid point (--seed, --seed+1, …)."),
+    asha: bool = typer.Option(False, "--asha", help="Stop poor trials early (ASHA on validation D_stsp; needs Ray)."),
+    asha_grace: int = typer.Option(1, "--asha-grace", help="ASHA: validations every trial gets before it can be stopped."),
+    max_parallel: Optional[int] = MaxParOpt,
+    gpus_per_fit: float = GpusOpt,
+    address: Optional[str] = AddressOpt,
+    tr: Optional[float] = TrOpt, kernel: Optional[str] = KernelOpt, tau_decay: float = TauDecayOpt, backend: str = BackendOpt,
+    latent_dim: Optional[int] = LatentOpt, hidden_dim: int = HiddenOpt, decoder: str = DecoderOpt, alpha: str = AlphaOpt,
+    epochs: int = EpochsOpt, batches_per_epoch: int = BatchesOpt, batch_size: int = BatchSizeOpt,
+    sequence_length: Optional[int] = SeqOpt, learning_rate: float = LrOpt, noise: float = NoiseOpt,
+    test_fraction: float = TestFracOpt, val_every: int = ValEveryOpt, patience: int = PatienceOpt,
+    checkpoint_every: int = CkptOpt, gmm_var: float = GmmVarOpt, atlas: Optional[str] = AtlasOpt,
+    atlas_labels: Optional[str] = AtlasLabelsOpt, confounds: str = ConfoundsOpt, task: Optional[str] = TaskOpt,
+    session: list[str] = SessionOpt, space: Optional[str] = SpaceOpt,
+    seed: int = SeedOpt,
+    device: str = DeviceOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    from dsrecon.distributed.settings import parse_grid
+    from dsrecon.distributed.sweep import run_sweep
+
+    g = parse_grid(list(grid))
+    s = _settings(tr=tr, kernel=kernel, tau_decay=tau_decay, backend=backend, latent_dim=latent_dim, hidden_dim=hidden_dim,
+                  decoder=decoder, alpha=alpha, epochs=epochs, batches_per_epoch=batches_per_epoch, batch_size=batch_size,
+                  sequence_length=sequence_length, learning_rate=learning_rate, noise=noise, test_fraction=test_fraction,
+                  val_every=val_every, patience=patience, checkpoint_every=checkpoint_every, gmm_var=gmm_var, atlas=atlas,
+                  atlas_labels=atlas_labels, confounds=confounds, task=task, session=session, space=space, seed=seed,
+                  device=device.lower())
+    res = run_sweep([str(p) for p in data], output, s, g, seeds=seeds, asha=asha, asha_grace=asha_grace, max_parallel=max_parallel,
+                    gpus_per_trial=gpus_per_fit, address=address, log=lambda m: log(m, quiet))
+    log(f"wrote {output}/results.tsv, results.json, best_config.json", quiet)
+    if as_json:
+        emit(res, True)
+    else:
+        best = res["best"]
+        emit({"trials": res["n_trials"], "complete": res["n_complete"], "stopped early": res["n_stopped"], "failed": res["n_failed"],
+              "best": ", ".join(f"{k}={v}" for k, v in best["params"].items()) or "(no grid)", "best mean D_stsp": best["mean_D_stsp"],
+              "seconds": res["seconds"]}, False, title=f"dsrecon sweep → {output}", quiet=quiet)
