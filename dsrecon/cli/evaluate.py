@@ -98,10 +98,18 @@ def evaluate_cmd(
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics (with seed and versions) to this JSON file."),
+    lyapunov_steps: int = typer.Option(100_000, "--lyapunov-steps", help="RUN / system forms: steps of the Lyapunov spectrum (QR method)."),
+    analysis: bool = typer.Option(True, "--analysis/--no-analysis", help="RUN form: also compute the Lyapunov spectrum, dimensions and fixed points."),
 ) -> None:
     """Compare a generated trajectory with a reference: D_stsp (geometry) and D_H (power spectra).
 
-    Example: dsrecon evaluate --generated gen.tsv --reference test.tsv --json
+    Examples:
+
+      dsrecon evaluate --generated gen.tsv --reference test.tsv --json
+
+      dsrecon evaluate run --data test.tsv          (a fitted model: D_stsp, D_H, PE_n, Lyapunov, fixed points)
+
+      dsrecon evaluate system lorenz63               (Lyapunov spectrum of a benchmark ODE)
 
     Lower is better for both; identical inputs give 0. See docs/metrics.md.
     """
@@ -113,6 +121,7 @@ def evaluate_cmd(
         _evaluate_target(
             list(target), data=data, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing,
             seed=seed, as_json=as_json, quiet=quiet, output=output,
+            lyapunov_steps=lyapunov_steps if (analysis or target[0] == "system") else None,
         )
         return
     if data is not None:

@@ -69,5 +69,17 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
         except ImportError:
             analyze_model = None
         if analyze_model is not None:
-            out["analysis"] = analyze_model(model, lyapunov_steps=int(lyapunov_steps), seed=seed)
+            log(f"analysing the model: Lyapunov spectrum ({int(lyapunov_steps)} steps), correlation dimension, fixed points and cycles", quiet)
+            an = analyze_model(model, lyapunov_steps=int(lyapunov_steps), seed=seed)
+            ly = an.get("lyapunov", {})
+            out.update({
+                "regime": ly.get("regime"),
+                "lambda_max_per_step": ly.get("lambda_max_per_step"),
+                "lambda_max_per_second": ly.get("lambda_max_per_second"),
+                "kaplan_yorke_dimension": ly.get("kaplan_yorke_dimension"),
+                "correlation_dimension": (an.get("correlation_dimension") or {}).get("generated_latent"),
+                "n_fixed_points": (an.get("fixed_points") or {}).get("n_by_period", {}).get("1", 0),
+                "n_cycles": sum(v for k, v in (an.get("fixed_points") or {}).get("n_by_period", {}).items() if k != "1"),
+                "analysis": an,
+            })
     return out
