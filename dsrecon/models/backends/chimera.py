@@ -53,12 +53,13 @@ class Chimera(ClosedLoopSSM):
             raise ValueError(f"state_size must be positive, got {N}")
         self.N = N
         G = HEADS * M
-        self.W_dt1 = nn.Parameter(_uniform((G, M), 0.1 / math.sqrt(M), generator))
-        self.W_dt2 = nn.Parameter(_uniform((G, M), 0.1 / math.sqrt(M), generator))
+        # one projection of u gives every input-dependent parameter: [Δ1, Δ2 (G each), B1, B2, C1, C2 (G·N each)]
+        sizes = (G, G, G * N, G * N, G * N, G * N)
+        self._sizes = sizes
+        scales = (0.1 / math.sqrt(M),) * 2 + (1 / math.sqrt(M),) * 4
+        self.W_sel = nn.Parameter(torch.cat([_uniform((n, M), sc, generator) for n, sc in zip(sizes, scales)]))
         self.b_dt1 = nn.Parameter(self._dt_bias(M, generator))
         self.b_dt2 = nn.Parameter(self._dt_bias(M, generator))
-        for name in ("W_B1", "W_B2", "W_C1", "W_C2"):
-            setattr(self, name, nn.Parameter(_uniform((G * N, M), 1 / math.sqrt(M), generator)))
         self.b_B1 = nn.Parameter(torch.ones(HEADS, M, N))  # B starts at 1 (S4D's B init) plus a selective part
         self.b_B2 = nn.Parameter(torch.ones(HEADS, M, N))
         logA = torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(HEADS, 1)
@@ -87,12 +88,12 @@ class Chimera(ClosedLoopSSM):
         Bsz, M, N = u.shape[0], self.M, self.N
         shp = (Bsz, HEADS, M, N)
         h1, h2 = hidden[:, : HEADS * M * N].reshape(shp), hidden[:, HEADS * M * N :].reshape(shp)
-        dt1 = Fnn.softplus((u @ self.W_dt1.T).view(Bsz, HEADS, M) + self.b_dt1)[..., None]  # (B, 2, M, 1)
-        dt2 = Fnn.softplus((u @ self.W_dt2.T).view(Bsz, HEADS, M) + self.b_dt2)[..., None]
-        B1 = (u @ self.W_B1.T).view(shp) + self.b_B1
-        B2 = (u @ self.W_B2.T).view(shp) + self.b_B2
-        C1 = (u @ self.W_C1.T).view(shp)
-        C2 = (u @ self.W_C2.T).view(shp)
+        p1, p2, pB1, pB2, pC1, pC2 = (u @ self.W_sel.T).split(self._sizes, dim=1)
+        dt1 = Fnn.softplus(p1.view(Bsz, HEADS, M) + self.b_dt1)[..., None]  # (B, 2, M, 1)
+        dt2 = Fnn.softplus(p2.view(Bsz, HEADS, M) + self.b_dt2)[..., None]
+        B1 = pB1.view(shp) + self.b_B1
+        B2 = pB2.view(shp) + self.b_B2
+        C1, C2 = pC1.view(shp), pC2.view(shp)
         A1 = -torch.exp(self.A1_log)[:, None, :]
         A4 = -torch.exp(self.A4_log)[:, None, :]
         x = u[:, None, :, None]  # (B, 1, M, 1)
