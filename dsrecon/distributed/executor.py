@@ -130,15 +130,37 @@ def _pool_init() -> None:
     limit_threads()
 
 
-def _run_pool(fn, jobs, max_parallel, log) -> Iterator[tuple[dict, dict]]:
-    import concurrent.futures as cf
+def _call_with_env(fn: Callable[[dict], dict], job: dict, env: dict[str, str]) -> dict:
+    """_call with the submitting process's environment (a forkserver worker inherits the
+    environment of the server's start, not of the submit)."""
+    for k in set(os.environ) - set(env):
+        del os.environ[k]
+    os.environ.update(env)
+    return _call(fn, job)
+
+
+def _pool_context():
+    """forkserver (spawn where it does not exist): no fork of a parent whose OpenMP/torch threads may
+    be running; the server imports torch and dsrecon once, and every worker forks from it."""
     import multiprocessing as mp
 
-    n = max_parallel or min(len(jobs), os.cpu_count() or 1)
+    try:
+        ctx = mp.get_context("forkserver")
+    except ValueError:  # pragma: no cover - Windows
+        return mp.get_context("spawn")
+    ctx.set_forkserver_preload(["torch", "dsrecon.distributed.cohort", "dsrecon.distributed.sweep", "dsrecon.api", "dsrecon.io.load"])
+    return ctx
+
+
+def _run_pool(fn, jobs, max_parallel, log) -> Iterator[tuple[dict, dict]]:
+    import concurrent.futures as cf
+
+    n = min(max_parallel or os.cpu_count() or 1, len(jobs))
     log(f"Ray is not available ({'DSRECON_NO_RAY is set' if os.environ.get(NO_RAY_ENV) else 'not installed'}): "
         f"running on a local process pool with {n} worker(s)")
-    with cf.ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_pool_init) as pool:
-        futs = {pool.submit(_call, fn, job): job for job in jobs}
+    with cf.ProcessPoolExecutor(max_workers=n, mp_context=_pool_context(), initializer=_pool_init) as pool:
+        env = dict(os.environ)
+        futs = {pool.submit(_call_with_env, fn, job, env): job for job in jobs}
         for fut in cf.as_completed(futs):
             job = futs[fut]
             try:

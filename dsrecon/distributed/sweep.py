@@ -145,6 +145,8 @@ def run_sweep(data: list[str], out: str | Path, base: FitSettings, grid: dict[st
             log(f"[{len(rows)}/{len(jobs)}] {rows[-1]['trial']}: {res.get('status')} D_stsp {res.get('D_stsp', float('nan')):.4g}"
                 if res.get("status") == "complete" else f"[{len(rows)}/{len(jobs)}] {rows[-1]['trial']}: FAILED: {res.get('error')}")
     rows.sort(key=lambda r: r["trial"])
+    for r in rows:
+        r["error"] = r.get("error") or ""
     columns = ["trial", *keys, "seed", "status", "D_stsp", "D_H", "PE", "val_D_stsp", "epochs_run", "best_epoch", "wall_seconds", "run", "error"]
     write_tsv(out / "results.tsv", columns, rows)
     best = _best_config(rows, keys)
@@ -177,7 +179,6 @@ def _best_config(rows: list[dict], keys: list[str]) -> dict | None:
     """The grid point with the lowest mean held-out D_stsp over its completed seeds (ties: lower D_H)."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        r.setdefault("error", "")
         if r["status"] == "complete":
             groups.setdefault(repr([r[k] for k in keys]), []).append(r)
     scored = []
