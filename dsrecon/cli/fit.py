@@ -117,9 +117,10 @@ def fit_cmd(
     if seq is None:  # default 200 (at least K+39), capped at what the shortest training split allows
         seq = max(200, K + 39)
         usable = min(int(r.n_frames - round(r.n_frames * test_fraction)) for r in recs) - int(np.ceil(0.25 * K))
-        if seq > usable and usable >= K + 1:
-            log(f"the training split is short: using --sequence-length {usable} instead of {seq}", quiet)
-            seq = usable
+        if seq > usable // 2 and usable >= K + 1:  # leave room for many distinct sequence starts
+            short = max(K + 1, usable // 2)
+            log(f"the training split is short ({usable} usable frames): using --sequence-length {short} instead of {seq}", quiet)
+            seq = short
     opts = dict(backend_option_pairs(backend_option))
     if pwl_units is not None:
         opts["pwl_units"] = pwl_units
