@@ -1,0 +1,150 @@
+"""fit-cohort and sweep through Ray: the embedded default (`ray.init()`), and a real local
+cluster (a head and a worker node started with `ray start` on this machine) used by --address,
+including a killed-and-rerun cohort. Only localhost is used; `ray stop` always runs at the end."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")  # only users without the `distributed` extra skip; CI installs it
+
+from dsrecon.io.tables import write_table  # noqa: E402
+from dsrecon.systems import simulate_system  # noqa: E402
+
+TINY = ["--epochs", "2", "--batches-per-epoch", "2", "--batch-size", "4", "--hidden-dim", "8", "--sequence-length", "60",
+        "--val-every", "1", "--checkpoint-every", "1", "--lyapunov-steps", "200"]
+ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+RAY_BIN = str(Path(sys.executable).with_name("ray"))
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("DSRECON_NO_RAY", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+def make_cohort(d: Path, n: int, frames: int = 300) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        out = simulate_system("lorenz63", frames, 0.02, 1.0, noise=0.01, seed=i)
+        write_table(d / f"sub-{i + 1:02d}_bold.tsv", out["observed"], out["names"], sidecar={"RepetitionTime": 1.0})
+    return d
+
+
+def metrics(out: Path) -> dict:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("sub-*/cohort_metrics.json"))}
+
+
+def overlapping(ms: dict) -> bool:
+    iv = sorted((m["started"], m["finished"]) for m in ms.values())
+    return any(b[0] < a[1] for a, b in zip(iv, iv[1:]))
+
+
+def test_embedded_ray_fits_subjects_in_parallel(cli, tmp_path):
+    """The default: `ray.init()` starts Ray inside the command; two fits run side by side."""
+    data = make_cohort(tmp_path / "data", 3)
+    out = tmp_path / "out"
+    r = cli("fit-cohort", data, "-o", out, *TINY, "--max-parallel", "2", "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["executor"] == "ray" and res["n_complete"] == 3 and res["versions"]["ray"] == ray.__version__
+    ms = metrics(out)
+    assert len(ms) == 3 and len({m["pid"] for m in ms.values()}) >= 2 and overlapping(ms)
+    assert not ray.is_initialized()  # shut down again
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, **ENV}
+    return subprocess.run([RAY_BIN, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head (1 CPU) and a worker node (1 CPU) on localhost; yields the GCS address."""
+    port = _free_port()
+    addr = f"127.0.0.1:{port}"
+    try:
+        head = _ray("start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
+                    "--include-dashboard=false", "--disable-usage-stats")
+        assert head.returncode == 0, head.stderr[-2000:]
+        worker = _ray("start", f"--address={addr}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
+                      "--disable-usage-stats")
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        yield addr
+    finally:
+        _ray("stop", "--force", timeout=60)
+
+
+def test_cohort_on_a_local_cluster_by_address(cli, cluster, tmp_path):
+    """6 subjects on a head + worker cluster: both nodes do fits, in parallel."""
+    data = make_cohort(tmp_path / "data", 6)
+    out = tmp_path / "out"
+    r = cli("fit-cohort", data, "-o", out, *TINY, "--address", cluster, "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert (res["executor"], res["address"], res["n_complete"], res["n_failed"]) == ("ray", cluster, 6, 0)
+    assert "2 CPU(s)" in r.err and "2 node(s)" in r.err
+    ms = metrics(out)
+    assert len(ms) == 6 and len({m["node"] for m in ms.values()}) == 2 and overlapping(ms)
+    lines = (out / "summary.tsv").read_text().splitlines()
+    assert len(lines) == 7 and all("\tcomplete\t" in ln for ln in lines[1:])
+
+
+def test_killed_cohort_rerun_finishes_only_the_missing_subjects(cli, cluster, tmp_path):
+    data = make_cohort(tmp_path / "data", 6)
+    out = tmp_path / "out"
+    args = ["fit-cohort", str(data), "-o", str(out), *TINY, "--epochs", "6", "--address", cluster, "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-c", "from dsrecon.cli.main import run; run()", *args], env={**os.environ, **ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while not metrics(out) and proc.poll() is None and time.time() - t0 < 180:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = metrics(out)
+    assert 1 <= len(done) < 6, f"killed with {len(done)} subjects done; stderr: {proc.stderr.read().decode()[-1000:]}"
+    time.sleep(2.0)  # Ray cancels the dead driver's tasks
+    stamps = {n: ((out / n / "model.safetensors").stat().st_mtime_ns, (out / n / "cohort_metrics.json").stat().st_mtime_ns)
+              for n in done}
+    r = cli(*args[:-1], "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert (res["n_skipped"], res["n_fitted_now"], res["n_complete"]) == (len(done), 6 - len(done), 6)
+    assert f"{len(done)} subject(s) already finished" in r.err
+    after = metrics(out)
+    assert set(after) == {f"sub-{i:02d}" for i in range(1, 7)}
+    assert {n: ((out / n / "model.safetensors").stat().st_mtime_ns, (out / n / "cohort_metrics.json").stat().st_mtime_ns)
+            for n in done} == stamps
+    assert all(after[n]["epochs_run"] == 6 for n in after)
+
+
+def test_sweep_with_asha_on_the_cluster(cli, cluster, tmp_path):
+    data = make_cohort(tmp_path / "data", 1)
+    out = tmp_path / "sweep"
+    r = cli("sweep", data / "sub-01_bold.tsv", "-o", out, "--grid", "latent_dim=3,4", "--seeds", "2", "--asha",
+            *TINY[:10], "--epochs", "4", "--patience", "0", "--address", cluster, "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)  # stdout holds only the JSON object (Tune's tables go to stderr)
+    assert res["executor"] == "ray-tune" and res["n_trials"] == 4 and res["n_failed"] == 0
+    lines = (out / "results.tsv").read_text().splitlines()
+    cols = lines[0].split("\t")
+    rows = [dict(zip(cols, ln.split("\t"))) for ln in lines[1:]]
+    assert sorted((r_["latent_dim"], r_["seed"]) for r_ in rows) == [("3", "0"), ("3", "1"), ("4", "0"), ("4", "1")]
+    assert {r_["status"] for r_ in rows} <= {"complete", "stopped"} and res["n_complete"] >= 1
+    best = json.loads((out / "best_config.json").read_text())
+    assert best["params"]["latent_dim"] in (3, 4) and best["asha"] and best["versions"]["ray"] == ray.__version__
