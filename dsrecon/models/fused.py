@@ -41,7 +41,6 @@ def fused_available(state0: torch.Tensor) -> bool:
 if _HAVE_NUMBA:
 
     # W2T is W2 transposed, (M, L), so that every inner loop runs over L contiguously (SIMD).
-    @njit(parallel=True, fastmath=_FM, cache=True)
     def _sh_forward(z0, teacher, tmask, alpha, A, W1, W2T, h1, h2, clipped, Z, Zin):  # pragma: no cover - jitted
         B, M = z0.shape
         T = Z.shape[1]
@@ -78,7 +77,6 @@ if _HAVE_NUMBA:
                         v = (1.0 - at) * v + at * teacher[b, t, m]
                     z[m] = v
 
-    @njit(parallel=True, fastmath=_FM, cache=True)
     def _sh_backward(gZ, Zin, tmask, alpha, A, W1, W2T, h2, clipped, dz0, gA, gW1, gW2T, gh1, gh2):  # pragma: no cover
         B, T, M = gZ.shape
         L = W2T.shape[1]
@@ -126,7 +124,6 @@ if _HAVE_NUMBA:
             for m in range(M):
                 dz0[b, m] = gnext[m]
 
-    @njit(parallel=True, fastmath=_FM, cache=True)
     def _pl_forward(z0, teacher, tmask, alpha, A, W, h, relu, Z, Zin):  # pragma: no cover
         B, M = z0.shape
         T = Z.shape[1]
@@ -150,7 +147,6 @@ if _HAVE_NUMBA:
                         v = (1.0 - at) * v + at * teacher[b, t, m]
                     z[m] = v
 
-    @njit(parallel=True, fastmath=_FM, cache=True)
     def _pl_backward(gZ, Zin, tmask, alpha, A, W, relu, dz0, gA, gW, gh):  # pragma: no cover
         B, T, M = gZ.shape
         F = tmask.shape[2]
@@ -177,6 +173,24 @@ if _HAVE_NUMBA:
                     gnext[k] = A[k] * g[k] + (u if on else 0.0)
             for m in range(M):
                 dz0[b, m] = gnext[m]
+
+
+if _HAVE_NUMBA:
+    # Each kernel is compiled twice: parallel over the batch (prange) and serial. With one torch
+    # thread the serial one runs: a numba thread pool on a busy machine costs ~10x the work itself.
+    _KERNELS = {
+        name: (njit(parallel=False, fastmath=_FM, cache=True)(f), njit(parallel=True, fastmath=_FM, cache=True)(f))
+        for name, f in {"sh_forward": _sh_forward, "sh_backward": _sh_backward, "pl_forward": _pl_forward, "pl_backward": _pl_backward}.items()
+    }
+
+
+def _kernel(name: str):
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if n == 1:
+        return _KERNELS[name][0]
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+    return _KERNELS[name][1]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -207,7 +221,7 @@ class _SHRollout(torch.autograd.Function):
         dt = z0.dtype
         Z = torch.empty(B, T, M, dtype=dt)
         Zin = torch.empty(B, T, M, dtype=dt)
-        _sh_forward(_np(z0), teacher_np, tmask_np, alpha_np, _np(A.to(dt)), _np(W1.to(dt)), _np(W2.to(dt).T),
+        _kernel("sh_forward")(_np(z0), teacher_np, tmask_np, alpha_np, _np(A.to(dt)), _np(W1.to(dt)), _np(W2.to(dt).T),
                     _np(h1.to(dt)), _np(h2.to(dt)), clipped, Z.numpy(), Zin.numpy())
         ctx.save_for_backward(Zin, A, W1, W2, h2)
         ctx.extra = (tmask_np, alpha_np, clipped)
@@ -222,7 +236,7 @@ class _SHRollout(torch.autograd.Function):
         dt = Zin.dtype
         z = lambda *s: torch.zeros(*s, dtype=dt)  # noqa: E731
         dz0, gA, gW1, gW2T, gh1, gh2 = z(B, M), z(B, M), z(B, M, L), z(B, M, L), z(B, M), z(B, L)
-        _sh_backward(_np(gZ.to(dt)), Zin.numpy(), tmask_np, alpha_np, _np(A.to(dt)), _np(W1.to(dt)), _np(W2.to(dt).T),
+        _kernel("sh_backward")(_np(gZ.to(dt)), Zin.numpy(), tmask_np, alpha_np, _np(A.to(dt)), _np(W1.to(dt)), _np(W2.to(dt).T),
                      _np(h2.to(dt)), clipped, dz0.numpy(), gA.numpy(), gW1.numpy(), gW2T.numpy(), gh1.numpy(), gh2.numpy())
         pd = A.dtype
         return (dz0, gA.sum(0).to(pd), gW1.sum(0).to(pd), gW2T.sum(0).T.to(pd), gh1.sum(0).to(pd), gh2.sum(0).to(pd),
@@ -237,7 +251,7 @@ class _PLRollout(torch.autograd.Function):
         dt = z0.dtype
         Z = torch.empty(B, T, M, dtype=dt)
         Zin = torch.empty(B, T, M, dtype=dt)
-        _pl_forward(_np(z0), teacher_np, tmask_np, alpha_np, _np(A.to(dt)), _np(W.to(dt)), _np(h.to(dt)), relu_np,
+        _kernel("pl_forward")(_np(z0), teacher_np, tmask_np, alpha_np, _np(A.to(dt)), _np(W.to(dt)), _np(h.to(dt)), relu_np,
                     Z.numpy(), Zin.numpy())
         ctx.save_for_backward(Zin, A, W)
         ctx.extra = (relu_np, tmask_np, alpha_np)
@@ -251,7 +265,7 @@ class _PLRollout(torch.autograd.Function):
         dt = Zin.dtype
         dz0, gA, gW, gh = (torch.zeros(B, M, dtype=dt), torch.zeros(B, M, dtype=dt), torch.zeros(B, M, M, dtype=dt),
                            torch.zeros(B, M, dtype=dt))
-        _pl_backward(_np(gZ.to(dt)), Zin.numpy(), tmask_np, alpha_np, _np(A.to(dt)), _np(W.to(dt)), relu_np,
+        _kernel("pl_backward")(_np(gZ.to(dt)), Zin.numpy(), tmask_np, alpha_np, _np(A.to(dt)), _np(W.to(dt)), relu_np,
                      dz0.numpy(), gA.numpy(), gW.numpy(), gh.numpy())
         pd = A.dtype
         return dz0, gA.sum(0).to(pd), gW.sum(0).to(pd), gh.sum(0).to(pd), None, None, None, None
