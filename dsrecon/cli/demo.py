@@ -90,8 +90,9 @@ def demo_cmd(
 
         rep = build_report(model, out / "report.html", data=test, lyapunov_steps=lyapunov_steps, seed=seed)
         lyap = rep["analysis"].get("lyapunov") or {}
-        if "max_per_second" in lyap:
-            metrics["lambda_max_per_second"] = lyap["max_per_second"]
+        if "lambda_max_per_second" in lyap:
+            metrics["lambda_max_per_second"] = lyap["lambda_max_per_second"]
+            metrics["regime"] = lyap.get("regime")
         metrics["report"] = str(out / "report.html")
     except ImportError:
         pass
