@@ -7,12 +7,12 @@ backend's parameters in `named_parameters()` order:
 - shPLRNN / cshPLRNN: A (M,), W1 (M, L), W2 (L, M), h1 (M,), h2 (L,)
 - PLRNN / ALRNN:      A (M,), W (M, M) (diagonal unused), h (M,)
 
-Layouts (time-major, so that the measurement kernel is one matrix product for all members):
+Layouts (member-major: each of the E·B threads reads and writes contiguous memory):
 
 - z0: (E, B, M) initial states (t = 0);
-- d: (T, E, B, N) teacher signals (noise included), NaN where missing; units 0…F−1 are forced;
+- d: (E, B, T, N) teacher signals (noise included), NaN where missing; units 0…F−1 are forced;
 - alpha: (E, T−1) forcing weight of steps 1…T−1;
-- returns Z: (T, E, B, M) with Z[0] = z0 and Z[t] = F(z̃_{t−1}) the pre-forcing state, where
+- returns Z: (E, B, T, M) with Z[:, :, 0] = z0 and Z[:, :, t] = F(z̃_{t−1}) the pre-forcing state, where
   z̃_t = (1 − α_t) Z[t] + α_t d[t] on the first F units where d[t] is finite (z̃_0 = z0).
 
 This is exactly `ConvSSMNet.teacher_forced`'s latent path, member by member. On CPU the rollout and
@@ -60,7 +60,7 @@ if _HAVE_NUMBA:
     @njit(parallel=True, fastmath=_FM, cache=True)
     def _esh_forward(z0, d, F, alpha, A, W1, W2T, h1, h2, clipped, Z, Zin):  # pragma: no cover - jitted
         E, B, M = z0.shape
-        T = Z.shape[0]
+        T = Z.shape[2]
         L = W2T.shape[2]
         for eb in prange(E * B):
             e = eb // B
@@ -69,7 +69,7 @@ if _HAVE_NUMBA:
             pre = np.empty(L, dtype=z0.dtype)
             act = np.empty(L, dtype=z0.dtype)
             for m in range(M):
-                Z[0, e, b, m] = z[m]
+                Z[e, b, 0, m] = z[m]
             for t in range(1, T):
                 for l in range(L):
                     pre[l] = 0.0
@@ -90,18 +90,18 @@ if _HAVE_NUMBA:
                     for l in range(L):
                         s += W1[e, m, l] * act[l]
                     v = A[e, m] * z[m] + h1[e, m] + s
-                    Z[t, e, b, m] = v
+                    Z[e, b, t, m] = v
                 for m in range(M):
-                    v = Z[t, e, b, m]
+                    v = Z[e, b, t, m]
                     if m < F:
-                        dv = d[t, e, b, m]
+                        dv = d[e, b, t, m]
                         if not math.isnan(dv):
                             v = (1.0 - at) * v + at * dv
                     z[m] = v
 
     @njit(parallel=True, fastmath=_FM, cache=True)
     def _esh_backward(gZ, Zin, d, F, alpha, A, W1, W2T, h2, clipped, dz0, gpar):  # pragma: no cover - jitted
-        T, E, B, M = gZ.shape
+        E, B, T, M = gZ.shape
         L = W2T.shape[2]
         oW1 = M
         oW2 = M + M * L
@@ -128,9 +128,9 @@ if _HAVE_NUMBA:
                     u[l] = 0.0
                 for m in range(M):
                     gn = gnext[m]
-                    if m < F and not math.isnan(d[t, e, b, m]):
+                    if m < F and not math.isnan(d[e, b, t, m]):
                         gn = gn * (1.0 - at)
-                    gm = gZ[t, e, b, m] + gn
+                    gm = gZ[e, b, t, m] + gn
                     g[m] = gm
                     zm = Zin[e, b, t - 1, m]
                     gA[m] += gm * zm
@@ -155,7 +155,7 @@ if _HAVE_NUMBA:
                         s += W2T[e, m, l] * v[l]
                     gnext[m] = A[e, m] * gm + s
             for m in range(M):
-                dz0[e, b, m] = gZ[0, e, b, m] + gnext[m]
+                dz0[e, b, m] = gZ[e, b, 0, m] + gnext[m]
                 gpar[e, b, m] = gA[m]
                 gpar[e, b, oh1 + m] = gh1[m]
                 for l in range(L):
@@ -167,14 +167,14 @@ if _HAVE_NUMBA:
     @njit(parallel=True, fastmath=_FM, cache=True)
     def _epl_forward(z0, d, F, alpha, A, W, h, relu, Z, Zin):  # pragma: no cover - jitted
         E, B, M = z0.shape
-        T = Z.shape[0]
+        T = Z.shape[2]
         for eb in prange(E * B):
             e = eb // B
             b = eb - e * B
             z = z0[e, b].copy()
             ph = np.empty(M, dtype=z0.dtype)
             for m in range(M):
-                Z[0, e, b, m] = z[m]
+                Z[e, b, 0, m] = z[m]
             for t in range(1, T):
                 for m in range(M):
                     zm = z[m]
@@ -185,18 +185,18 @@ if _HAVE_NUMBA:
                     s = A[e, m] * z[m] + h[e, m]
                     for k in range(M):
                         s += W[e, m, k] * ph[k]
-                    Z[t, e, b, m] = s
+                    Z[e, b, t, m] = s
                 for m in range(M):
-                    v = Z[t, e, b, m]
+                    v = Z[e, b, t, m]
                     if m < F:
-                        dv = d[t, e, b, m]
+                        dv = d[e, b, t, m]
                         if not math.isnan(dv):
                             v = (1.0 - at) * v + at * dv
                     z[m] = v
 
     @njit(parallel=True, fastmath=_FM, cache=True)
     def _epl_backward(gZ, Zin, d, F, alpha, A, W, relu, dz0, gpar):  # pragma: no cover - jitted
-        T, E, B, M = gZ.shape
+        E, B, T, M = gZ.shape
         oW = M
         oh = M + M * M
         for eb in prange(E * B):
@@ -211,9 +211,9 @@ if _HAVE_NUMBA:
                 at = alpha[e, t - 1]
                 for m in range(M):
                     gn = gnext[m]
-                    if m < F and not math.isnan(d[t, e, b, m]):
+                    if m < F and not math.isnan(d[e, b, t, m]):
                         gn = gn * (1.0 - at)
-                    g[m] = gZ[t, e, b, m] + gn
+                    g[m] = gZ[e, b, t, m] + gn
                     gA[m] += g[m] * Zin[e, b, t - 1, m]
                     gh[m] += g[m]
                 for k in range(M):
@@ -226,7 +226,7 @@ if _HAVE_NUMBA:
                         s += W[e, m, k] * g[m]
                     gnext[k] = A[e, k] * g[k] + (s if on else 0.0)
             for m in range(M):
-                dz0[e, b, m] = gZ[0, e, b, m] + gnext[m]
+                dz0[e, b, m] = gZ[e, b, 0, m] + gnext[m]
                 gpar[e, b, m] = gA[m]
                 gpar[e, b, oh + m] = gh[m]
                 for k in range(M):
@@ -261,10 +261,10 @@ class _EnsembleRollout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z0, dyn, spec: RolloutSpec, d_np, alpha_np, F):  # type: ignore[override]
         E, B, M = z0.shape
-        T = d_np.shape[0]
+        T = d_np.shape[2]
         dt = z0.dtype
         p = {k: v.detach().contiguous().numpy() for k, v in spec.split(dyn.detach()).items()}
-        Z = torch.empty(T, E, B, M, dtype=dt)
+        Z = torch.empty(E, B, T, M, dtype=dt)
         Zin = torch.empty(E, B, max(T - 1, 0), M, dtype=dt)
         z0n = z0.detach().contiguous().numpy()
         if spec.kind in SH_KINDS:
@@ -282,7 +282,7 @@ class _EnsembleRollout(torch.autograd.Function):
     def backward(ctx, gZ):  # type: ignore[override]
         (Zin,) = ctx.saved_tensors
         spec, d_np, alpha_np, F, p, Wx = ctx.extra
-        T, E, B, M = gZ.shape
+        E, B, T, M = gZ.shape
         dt = Zin.dtype
         dz0 = torch.empty(E, B, M, dtype=dt)
         gpar = torch.empty(E, B, spec.P, dtype=dt)
@@ -298,8 +298,8 @@ def ensemble_rollout(spec: RolloutSpec, dyn: torch.Tensor, z0: torch.Tensor, d: 
                      alpha: np.ndarray | torch.Tensor, F: int) -> torch.Tensor:
     """Teacher-forced rollout of E members over B sequences (shapes in the module docstring).
 
-    dyn: (E, P_dyn) dynamics parameters (differentiable); z0: (E, B, M); d: (T, E, B, ≥F) with NaN
-    where missing; alpha: (E, T−1). Returns Z (T, E, B, M), differentiable w.r.t. dyn and z0.
+    dyn: (E, P_dyn) dynamics parameters (differentiable); z0: (E, B, M); d: (E, B, T, ≥F) with NaN
+    where missing; alpha: (E, T−1). Returns Z (E, B, T, M), differentiable w.r.t. dyn and z0.
     """
     if ensemble_fused_available(z0.device) and z0.dtype in (torch.float32, torch.float64):
         d_np = d if isinstance(d, np.ndarray) else d.detach().cpu().numpy()
@@ -323,7 +323,7 @@ def eager_ensemble_rollout(spec: RolloutSpec, dyn: torch.Tensor, z0: torch.Tenso
         relu = torch.as_tensor(spec.relu, device=dev)
     z = z0
     out = [z0]
-    for t in range(1, d_t.shape[0]):
+    for t in range(1, d_t.shape[2]):
         if spec.kind in SH_KINDS:
             pre = torch.einsum("ebm,elm->ebl", z, p["W2"])
             act = torch.relu(pre + p["h2"][:, None])
@@ -335,6 +335,6 @@ def eager_ensemble_rollout(spec: RolloutSpec, dyn: torch.Tensor, z0: torch.Tenso
             z = p["A"][:, None] * z + torch.einsum("ebk,emk->ebm", ph, W) + p["h"][:, None]
         out.append(z)
         a = a_t[:, t - 1][:, None, None]
-        zf = torch.where(ok[t], (1 - a) * z[..., :F] + a * d0[t], z[..., :F])
+        zf = torch.where(ok[:, :, t], (1 - a) * z[..., :F] + a * d0[:, :, t], z[..., :F])
         z = torch.cat([zf, z[..., F:]], dim=-1)
-    return torch.stack(out, 0)
+    return torch.stack(out, 2)

@@ -99,35 +99,31 @@ class EnsembleNet:
         return flat[:, o : o + int(np.prod(shp, dtype=int))].reshape(flat.shape[0], *shp)
 
     def member_losses(self, flat: torch.Tensor, batch: dict, alpha: np.ndarray, l2: float = 0.0) -> torch.Tensor:
-        """Per-member GTF loss (E',) for a time-major batch (see `EnsembleBatcher.draw`)."""
-        d_np = batch["teacher"]
-        d = batch["teacher_t"]
-        T = d.shape[0]
-        E = flat.shape[0]
-        z0 = d[0, :, :, : self.F]
+        """Per-member GTF loss (E',) for a batch from `EnsembleBatcher.draw` (member-major arrays)."""
+        d = batch["teacher_t"]  # (E, B, T, N)
+        E, Bs, T, N = d.shape
+        z0 = d[:, :, 0, : self.F]
         if self.M > self.F:
             Lw = self.view(flat, "L_init")  # (E, M−F, N)
-            z0 = torch.cat([z0, torch.einsum("ebn,ekn->ebk", d[0], Lw)], dim=-1)
-        Z = ensemble_rollout(self.spec, flat[:, : self.P_dyn], z0.contiguous(), d_np, alpha, self.F)  # (T, E, B, M)
+            z0 = torch.cat([z0, torch.einsum("ebn,ekn->ebk", d[:, :, 0], Lw)], dim=-1)
+        Z = ensemble_rollout(self.spec, flat[:, : self.P_dyn], z0.contiguous(), batch["teacher"], alpha, self.F)  # (E, B, T, M)
         if self.decoder_kind == "identity":
             y = Z[..., : self.N]
         else:
-            y = torch.einsum("tebm,enm->tebn", Z[..., : self.M], self.view(flat, "decoder.B"))
+            y = torch.einsum("ebtm,enm->ebtn", Z[..., : self.M], self.view(flat, "decoder.B"))
         K = self.K
-        if K > 1:
-            Bn = y.shape[1:]
+        if K > 1:  # one (T−K+1, T) Toeplitz product for all members and sequences (time-major copy)
+            Y = y.permute(2, 0, 1, 3).reshape(T, -1)
             if T <= 4 * TOEPLITZ_MAX_T:
-                H = self.template._toeplitz(T, y.dtype, y.device)
-                y = (H @ y.reshape(T, -1)).reshape(T - K + 1, *Bn)
+                Yh = self.template._toeplitz(T, y.dtype, y.device) @ Y
             else:
-                taps = self.template.taps.to(y.dtype)
-                yy = y.reshape(T, -1).T.reshape(-1, 1, T)
-                y = torch.nn.functional.conv1d(yy, taps).reshape(-1, T - K + 1).T.reshape(T - K + 1, *Bn)
+                Yh = torch.nn.functional.conv1d(Y.T.reshape(-1, 1, T), self.template.taps.to(y.dtype)).reshape(-1, T - K + 1).T
+            y = Yh.reshape(T - K + 1, E, Bs, N).permute(1, 2, 0, 3)
         if self.decoder_kind == "regressor" and batch["reg_t"] is not None:
-            y = y + torch.einsum("tebr,enr->tebn", batch["reg_t"][K - 1 :], self.view(flat, "decoder.J"))
-        m = batch["mask_t"]
-        se = (((y - batch["x_t"]) ** 2) * m[..., None]).sum(dim=(0, 2, 3))
-        loss = se / (m.sum(dim=(0, 2)) * self.N).clamp_min(1.0)
+            y = y + torch.einsum("ebtr,enr->ebtn", batch["reg_t"][:, :, K - 1 :], self.view(flat, "decoder.J"))
+        m = batch["mask_t"]  # (E, B, T−K+1)
+        se = (((y - batch["x_t"]) ** 2) * m[..., None]).sum(dim=(1, 2, 3))
+        loss = se / (m.sum(dim=(1, 2)) * N).clamp_min(1.0)
         if l2 > 0:
             loss = loss + l2 * ((flat**2) * self.l2_mask).sum(1)
         return loss
@@ -137,7 +133,7 @@ class EnsembleNet:
 class EnsembleBatcher:
     """Draws every member's batch from its own rng, exactly as `SequenceSampler.sample` then
     `Trainer._batch_loss` would (start indices, then observation noise, then teacher noise), and
-    gathers all of them at once into time-major arrays."""
+    gathers all of them at once (one fancy index per array) into (E, B, …) arrays."""
 
     def __init__(self, sampler: SequenceSampler, noise: float, device: torch.device):
         self.s = sampler
@@ -156,11 +152,11 @@ class EnsembleBatcher:
         return np.stack([rng.integers(0, len(self.s), size=B) for rng in rngs])
 
     def gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Start indices (E, B) → teacher (T, E, B, N), x (T−K+1, E, B, N), mask (T−K+1, E, B), regressors (T, E, B, R)."""
+        """Start indices (E, B) → teacher (E, B, T, N), x (E, B, T−K+1, N), mask (E, B, T−K+1), regressors (E, B, T, R)."""
         T, K = self.s.seq_len, self.s.K
-        g = self.gstart[idx]  # (E, B)
-        tt = np.arange(T)[:, None, None] + g[None]
-        to = np.arange(K - 1, T)[:, None, None] + g[None]
+        g = self.gstart[idx][:, :, None]  # (E, B, 1)
+        tt = g + np.arange(T)
+        to = g + np.arange(K - 1, T)
         return {"teacher": self.Dc[tt], "x": self.Xc[to], "mask": self.Mc[to], "regressors": None if self.Rc is None else self.Rc[tt]}
 
     def draw(self, rngs: list[np.random.Generator], B: int, before_noise: Callable[[dict], None] | None = None) -> dict:
@@ -176,12 +172,14 @@ class EnsembleBatcher:
             for e, rng in enumerate(rngs):  # the same order of draws as Trainer._batch_loss
                 rng.standard_normal(out=nx[e], dtype=np.float32)
                 rng.standard_normal(out=nd[e], dtype=np.float32)
-            b["x"] = b["x"] + self.noise * nx.transpose(2, 0, 1, 3)
-            b["teacher"] = b["teacher"] + self.noise * nd.transpose(2, 0, 1, 3)
-        b["teacher"] = np.ascontiguousarray(b["teacher"])
+            # x + noise·n in float32, in place (bitwise what Trainer._batch_loss computes)
+            nx *= np.float32(self.noise)
+            nd *= np.float32(self.noise)
+            b["x"] += nx
+            b["teacher"] += nd
         dev = self.device
         b["teacher_t"] = torch.from_numpy(b["teacher"]).to(dev)
-        b["x_t"] = torch.from_numpy(np.ascontiguousarray(b["x"])).to(dev)
+        b["x_t"] = torch.from_numpy(b["x"]).to(dev)
         b["mask_t"] = torch.from_numpy(b["mask"]).to(dev, torch.float32)
         b["reg_t"] = None if b["regressors"] is None else torch.from_numpy(b["regressors"]).to(dev)
         return b
@@ -350,7 +348,7 @@ class EnsembleTrainer:
             for j, e in enumerate(idx):
                 if self.alphas[e].mode == "adaptive" and self.batches_done[e] % self.o.adaptive_every == 0:
                     net = self.member_net(e, flat[j].detach())
-                    teacher = torch.from_numpy(np.ascontiguousarray(b["teacher"][:, j].transpose(1, 0, 2))).to(self.device)
+                    teacher = torch.from_numpy(b["teacher"][j]).to(self.device)
                     self.alphas[e].update_adaptive(jacobian_growth(net, teacher))
         return hook
 
