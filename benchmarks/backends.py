@@ -187,7 +187,11 @@ counts the latent model only (not decoder or L_init).
 This is a short budget (minutes, not the hours the published results use): it checks that every
 backend trains and generates, and ranks them early in training. Lower D_stsp / D_H is better; a
 D_stsp near the linear row means the free run has not found the attractor (decayed to a fixed point or
-a cycle). Do not read these numbers as converged reconstructions.
+a cycle). Do not read these numbers as converged reconstructions. When every row sits at about the
+same D_stsp (13–14 here, the value for a collapsed free run) none of the backends reconstructed the
+attractor, and the "beats linear" column only reports differences within seed noise; D_H "nan" marks a
+free run that converged to a constant. A longer budget (e.g. `--epochs 200 --batches-per-epoch 50`) is
+needed for a real ranking.
 """
     if not a.no_docs:
         write_docs(section)

@@ -31,7 +31,7 @@ def test_registry_has_every_backend():
 
 @pytest.mark.parametrize("name", ALL)
 def test_backend_fits_and_free_runs_10000_finite_steps(name, lorenz):
-    model = ConvSSM(backend=name, epochs=2, batches_per_epoch=2, batch_size=4, hidden_dim=8, val_every=2,
+    model = ConvSSM(backend=name, epochs=2, batches_per_epoch=2, batch_size=4, hidden_dim=8, val_every=2, sequence_length=80,
                     backend_options=SMALL.get(name, {}), seed=0).fit(lorenz)
     assert model.config["training"]["epochs_run"] == 2
     sim = model.simulate(10_000)
