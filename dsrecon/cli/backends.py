@@ -20,7 +20,7 @@ def backends_cmd(as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """
     rows = {}
     for name, cls in sorted(available_backends().items()):
-        params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "latent_dim", "kwargs")]
+        params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "latent_dim", "kwargs", "generator")]
         rows[name] = {"description": cls.description, "parameters": params}
     if as_json:
         emit({"backends": rows}, True)

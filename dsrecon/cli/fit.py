@@ -44,6 +44,10 @@ def fit_cmd(
     hidden_dim: int = typer.Option(50, "--hidden-dim", "-L", help="Hidden width L of the shPLRNN."),
     pwl_units: Optional[int] = typer.Option(None, "--pwl-units", help="ALRNN: number of piecewise-linear units P."),
     bases: Optional[int] = typer.Option(None, "--bases", help="dendPLRNN: number of basis functions B."),
+    init: Optional[str] = typer.Option(None, "--init", help="s4d: initialisation of the diagonal A: lin|inv|real."),
+    real: bool = typer.Option(False, "--real", help="s4d: real-valued diagonal instead of complex modes."),
+    r_min: Optional[float] = typer.Option(None, "--r-min", help="lru: inner radius of the eigenvalue ring init."),
+    r_max: Optional[float] = typer.Option(None, "--r-max", help="lru: outer radius of the eigenvalue ring init."),
     backend_option: list[str] = typer.Option([], "--backend-option", help="Extra backend argument KEY=VALUE (repeatable)."),
     decoder: str = typer.Option("identity", "--decoder", help="identity|affine|regressor."),
     alpha: str = typer.Option("0.15", "--alpha", help="GTF forcing weight in [0, 1], or 'adaptive'."),
@@ -126,6 +130,11 @@ def fit_cmd(
         opts["pwl_units"] = pwl_units
     if bases is not None:
         opts["bases"] = bases
+    for key, val in (("init", init), ("r_min", r_min), ("r_max", r_max)):
+        if val is not None:
+            opts[key] = val
+    if real:
+        opts["real"] = True
     if decoder == "identity" and recs[0].regressors is not None:
         log("nuisance regressors present: use --decoder regressor to model them; the identity decoder ignores them", quiet)
     model = ConvSSM(
