@@ -195,7 +195,8 @@ if _HAVE_NUMBA:
                     z[m] = v
 
     @njit(parallel=True, fastmath=_FM, cache=True)
-    def _epl_backward(gZ, Zin, d, F, alpha, A, W, relu, dz0, gpar):  # pragma: no cover - jitted
+    def _epl_backward(gZ, Zin, d, F, alpha, A, WT, relu, dz0, gpar):  # pragma: no cover - jitted
+        # WT[e, k, m] = W[e, m, k]: the inner loops run over m contiguously
         E, B, T, M = gZ.shape
         oW = M
         oh = M + M * M
@@ -206,7 +207,7 @@ if _HAVE_NUMBA:
             g = np.empty(M, dtype=gZ.dtype)
             gA = np.zeros(M, dtype=gZ.dtype)
             gh = np.zeros(M, dtype=gZ.dtype)
-            gW = np.zeros((M, M), dtype=gZ.dtype)
+            gWT = np.zeros((M, M), dtype=gZ.dtype)
             for t in range(T - 1, 0, -1):
                 at = alpha[e, t - 1]
                 for m in range(M):
@@ -222,15 +223,15 @@ if _HAVE_NUMBA:
                     ph = zk if on else 0.0
                     s = 0.0
                     for m in range(M):
-                        gW[m, k] += g[m] * ph
-                        s += W[e, m, k] * g[m]
+                        gWT[k, m] += g[m] * ph
+                        s += WT[e, k, m] * g[m]
                     gnext[k] = A[e, k] * g[k] + (s if on else 0.0)
             for m in range(M):
                 dz0[e, b, m] = gZ[e, b, 0, m] + gnext[m]
                 gpar[e, b, m] = gA[m]
                 gpar[e, b, oh + m] = gh[m]
                 for k in range(M):
-                    gpar[e, b, oW + m * M + k] = 0.0 if k == m else gW[m, k]
+                    gpar[e, b, oW + m * M + k] = 0.0 if k == m else gWT[k, m]
 
 
 class RolloutSpec:
@@ -274,7 +275,7 @@ class _EnsembleRollout(torch.autograd.Function):
         else:
             W = p["W"] * (1.0 - np.eye(M, dtype=p["W"].dtype))
             _epl_forward(z0n, d_np, F, alpha_np, p["A"], W, p["h"], spec.relu, Z.numpy(), Zin.numpy())
-            ctx.extra = (spec, d_np, alpha_np, F, p, W)
+            ctx.extra = (spec, d_np, alpha_np, F, p, np.ascontiguousarray(W.transpose(0, 2, 1)))
         ctx.save_for_backward(Zin)
         return Z
 
