@@ -170,3 +170,22 @@ def test_existing_output_and_bad_backend_are_one_line_errors(lorenz_bold, tmp_pa
     with pytest.raises(DsreconError, match="PLRNN family"):
         fit_ensemble(lorenz_bold, tmp_path / "ens2", 2, backend="lru", epochs=1)
     assert not (tmp_path / "ens2").exists()
+
+
+def test_cli_fit_ensemble_writes_member_runs_and_best(cli, tmp_path):
+    x = str(tmp_path / "x.tsv")
+    assert cli("simulate", "system", "lorenz63", "--length", "800", "--tr", "0.5", "--noise", "0.01", "-o", x).code == 0
+    out = tmp_path / "ens"
+    args = ["fit", x, "-o", str(out), "--epochs", "2", "--batches-per-epoch", "3", "--hidden-dim", "8", "--val-every", "1",
+            "--ensemble", "3", "--ensemble-alpha", "0.1,0.3", "--seed", "2", "--json", "--quiet"]
+    r = cli(*args)
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["size"] == 3 and [m["seed"] for m in res["members"]] == [2, 3, 4]
+    assert [m["alpha"] for m in res["members"]] == ["0.1", "0.3", "0.1"]
+    best = dsrecon.load_run(out / "best")
+    assert best.config["seed"] == 2 + res["best_member"]
+    r = cli(*args)  # the directory exists now
+    assert r.code == 1 and "already exists" in r.err and len(r.err.strip().splitlines()) == 1
+    r = cli(*args[:-2], "--resume", "--quiet")
+    assert r.code == 1 and "--resume is not supported with --ensemble" in r.err

@@ -28,6 +28,8 @@ Examples:
   dsrecon fit bold.nii.gz --atlas labels.nii.gz --confounds scrubbing -o run
 
   dsrecon fit run --resume   (continue a killed fit: give the same inputs and options)
+
+  dsrecon fit x.tsv --ensemble 16 --ensemble-alpha 0.1,0.15,0.2 -o ens   (16 models at once; ens/best)
 """
 
 
@@ -87,6 +89,8 @@ def fit_cmd(
     neuropil_factor: float = typer.Option(0.7, "--neuropil-factor", help="suite2p: F − factor·Fneu."),
     regressor_column: list[str] = typer.Option([], "--regressor-column", help="Table column to use as a nuisance regressor (repeatable)."),
     drop_column: list[str] = typer.Option([], "--drop-column", help="Table column to ignore (repeatable)."),
+    ensemble: int = typer.Option(1, "--ensemble", help="Train K independent models (seeds SEED…SEED+K−1) in one batched computation; writes OUT/member-XX runs, ensemble.json and OUT/best (PLRNN family)."),
+    ensemble_alpha: Optional[str] = typer.Option(None, "--ensemble-alpha", help="With --ensemble: comma-separated α values; member k uses the (k mod n)-th."),
     seed: int = SeedOpt,
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
@@ -144,6 +148,13 @@ def fit_cmd(
         sparse_tf_interval=sparse_tf_interval, noise=noise, l2=l2, test_fraction=test_fraction, val_every=val_every,
         patience=patience, stsp=stsp, gmm_var=gmm_var, smoothing=smoothing, checkpoint_every=checkpoint_every,
     )
+    if ensemble != 1 or ensemble_alpha is not None:
+        from dsrecon.training.ensemble import fit_ensemble_cli
+
+        if ensemble < 1:
+            raise DsreconError(f"--ensemble must be at least 1, got {ensemble}")
+        return fit_ensemble_cli(model, recs, output, ensemble, ensemble_alpha, resume=resume, force=force, quiet=quiet,
+                                as_json=as_json, inputs=[str(p) for p in inputs])
     n_frames = sum(r.n_frames for r in recs)
     log(f"fitting {backend} on {len(recs)} recording(s), {recs[0].n_regions} regions, {n_frames} frames, TR {recs[0].tr:g} s, kernel {kernel_name} ({K} taps) → {output}", quiet)
     t0 = time.perf_counter()

@@ -580,3 +580,45 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return json.loads((run / ENSEMBLE_FILE).read_text())
+
+
+def convssm_kwargs(model) -> dict:
+    """The constructor arguments of a (not yet fitted) `dsrecon.ConvSSM`, for `fit_ensemble`."""
+    from dataclasses import asdict
+
+    kw = {k: getattr(model, k) for k in ("backend", "latent_dim", "hidden_dim", "kernel", "tau_decay", "tau_rise", "decoder",
+                                         "backend_options", "seed", "device")}
+    kw.update(model.train_options.public())
+    return kw
+
+
+def fit_ensemble_cli(model, recs, output, size: int, alphas: str | None, *, resume: bool, force: bool, quiet: bool,
+                     as_json: bool, inputs: list[str]) -> None:
+    """`dsrecon fit --ensemble K [--ensemble-alpha a1,a2,…]`: train, write OUT/member-XX + ensemble.json, report."""
+    from dsrecon.cli.common import emit, log, progress_bar
+
+    if resume:
+        raise DsreconError("--resume is not supported with --ensemble (ensembles are written only when complete); rerun with --force")
+    al = [a.strip() for a in alphas.split(",") if a.strip()] if alphas else None
+    if alphas is not None and not al:
+        raise DsreconError(f"--ensemble-alpha expects comma-separated numbers, got '{alphas}'")
+    kw = convssm_kwargs(model)
+    epochs = kw["epochs"]
+    log(f"ensemble of {size}: seeds {kw['seed']}…{kw['seed'] + size - 1}" + (f", α cycling over {', '.join(al)}" if al else ""), quiet)
+    t0 = time.perf_counter()
+    with progress_bar(quiet) as prog:
+        task_id = prog.add_task("fit", total=epochs, status="")
+
+        def on_epoch(epoch: int, total: int, status: str) -> None:
+            prog.update(task_id, completed=epoch, total=total, status=status)
+
+        summary = fit_ensemble(recs, output, size, alphas=al, overwrite=force, progress=on_epoch, log=lambda s: log(s, quiet),
+                               inputs=inputs, **kw)
+    best = summary["members"][summary["best_member"]]
+    result = {"run": str(output), "seconds": time.perf_counter() - t0, "size": size, "best_member": summary["best_member"],
+              "best_run": str(output / summary["best_run"]) if hasattr(output, "joinpath") else summary["best_run"],
+              "best_val_D_stsp": best["best_val_D_stsp"], "best_val_D_H": best["best_val_D_H"],
+              "members": [{k: m[k] for k in ("run", "seed", "alpha", "best_val_D_stsp", "best_val_D_H", "final_loss", "epochs_run", "failed")}
+                          for m in summary["members"]]}
+    log(f"wrote {output}/member-XX (one run each), ensemble.json, best → {summary['best_run']}", quiet)
+    emit(result, as_json, title=f"dsrecon fit --ensemble {size} → {output}", quiet=quiet)
