@@ -231,6 +231,14 @@ class ConvSSM:
             })
         write_json_atomic(run / CONFIG_FILE, self.config_)
 
+    def to(self, device: str) -> "ConvSSM":
+        """Move the fitted model (for generation and scoring) to a torch device: cpu or cuda.
+
+        Free runs are sequential, so the CPU (fused numba path) is usually the faster choice."""
+        self._net().to(device)
+        self.device = device
+        return self
+
     # ---------------------------------------------------------------- generation
     def _state0(self, data: Recording | None, net: ConvSSMNet) -> torch.Tensor:
         if data is None:
@@ -242,7 +250,7 @@ class ConvSSM:
         ok = np.flatnonzero(np.isfinite(d).all(axis=1))
         if ok.size == 0:
             raise DataError(f"{data.source}: too short to infer an initial state (no reliable deconvolved frame)")
-        return net.init_state(torch.as_tensor(d[ok[-1]][None], dtype=torch.float32))
+        return net.init_state(torch.as_tensor(d[ok[-1]][None], dtype=torch.float32, device=net.z_init.device))
 
     @torch.no_grad()
     def simulate(self, n_steps: int, seed: int = 0, data: Recording | None = None) -> dict:
@@ -254,8 +262,8 @@ class ConvSSM:
         net = self._net()
         seed_everything(seed)
         x, Z = net.free_run(self._state0(data, net), n_steps)
-        x = x[0].numpy().astype(np.float64)
-        lat = Z[0, net.K - 1 :, : net.M].numpy().astype(np.float64)
+        x = x[0].cpu().numpy().astype(np.float64)
+        lat = Z[0, net.K - 1 :, : net.M].cpu().numpy().astype(np.float64)
         if not (np.isfinite(x).all() and np.isfinite(lat).all()) or np.abs(lat).max() > 1e4:
             bad = np.flatnonzero(~np.isfinite(lat).all(1) | (np.abs(lat).max(1) > 1e4))
             raise DivergenceError(f"the free run diverged (non-finite or exploding states from step {int(bad[0]) if bad.size else '?'}); nothing was written")
@@ -278,8 +286,8 @@ class ConvSSM:
         n_total = int(math.ceil(1.25 * T))
         with torch.no_grad():
             gen, Z = net.free_run(net.z_init[None].clone(), n_total)
-        gen = gen[0, n_total - T :].numpy().astype(np.float64)
-        diverged = not np.isfinite(gen).all() or np.abs(Z.numpy()).max() > 1e4
+        gen = gen[0, n_total - T :].cpu().numpy().astype(np.float64)
+        diverged = not np.isfinite(gen).all() or np.abs(Z.cpu().numpy()).max() > 1e4
         if diverged:
             d_stsp, method, d_h = float("inf"), stsp, float("nan")
         else:

@@ -99,6 +99,7 @@ def evaluate_cmd(
     quiet: bool = QuietOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics (with seed and versions) to this JSON file."),
     lyapunov_steps: int = typer.Option(100_000, "--lyapunov-steps", help="RUN / system forms: steps of the Lyapunov spectrum (QR method)."),
+    device: str = typer.Option("cpu", "--device", help="RUN form: auto|cpu|cuda for the free run and PE_n (analysis runs on the CPU)."),
     analysis: bool = typer.Option(True, "--analysis/--no-analysis", help="RUN form: also compute the Lyapunov spectrum, dimensions and fixed points."),
 ) -> None:
     """Compare a generated trajectory with a reference: D_stsp (geometry) and D_H (power spectra).
@@ -121,7 +122,7 @@ def evaluate_cmd(
         _evaluate_target(
             list(target), data=data, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing,
             seed=seed, as_json=as_json, quiet=quiet, output=output,
-            lyapunov_steps=lyapunov_steps if (analysis or target[0] == "system") else None,
+            lyapunov_steps=lyapunov_steps if (analysis or target[0] == "system") else None, device=device,
         )
         return
     if data is not None:

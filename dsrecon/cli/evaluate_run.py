@@ -25,7 +25,7 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
         if len(target) != 1:
             raise DsreconError(f"expected one run directory, got {len(target)} arguments: {' '.join(target)}")
         res = evaluate_run(Path(target[0]), data, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, quiet=quiet,
-                           lyapunov_steps=extra.get("lyapunov_steps"))
+                           lyapunov_steps=extra.get("lyapunov_steps"), device=extra.get("device") or "cpu")
         title = f"dsrecon evaluate {target[0]} (lower is better)"
     res = {**res, "seed": seed, "versions": versions()}
     if output is not None:
@@ -35,12 +35,14 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
 
 
 def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var: float, smoothing: float, seed: int, quiet: bool,
-                 lyapunov_steps: int | None = None) -> dict:
+                 lyapunov_steps: int | None = None, device: str = "cpu") -> dict:
     """§6 protocol: generate 1.25·T, drop 0.25·T, compare with the test data; PE_n from its teacher."""
     from dsrecon.api import load_run
     from dsrecon.io.load import InputSpec, load_inputs
 
-    model = load_run(run)
+    from dsrecon.cli.common import resolve_device
+
+    model = load_run(run).to(resolve_device(device))
     if data is not None:
         recs = load_inputs([str(data)], InputSpec(tr=model.tr))
         test = recs[0]
@@ -70,6 +72,7 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
             analyze_model = None
         if analyze_model is not None:
             log(f"analysing the model: Lyapunov spectrum ({int(lyapunov_steps)} steps), correlation dimension, fixed points and cycles", quiet)
+            model.to("cpu")
             an = analyze_model(model, lyapunov_steps=int(lyapunov_steps), seed=seed)
             ly = an.get("lyapunov", {})
             out.update({

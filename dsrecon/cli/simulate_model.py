@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from dsrecon._util import atomic_path, dsrecon_version, versions, write_json_atomic
-from dsrecon.cli.common import JsonOpt, QuietOpt, SeedOpt, emit, log
+from dsrecon.cli.common import DeviceOpt, JsonOpt, QuietOpt, SeedOpt, emit, log, resolve_device
 from dsrecon.cli.simulate import latent_path, simulate_app
 from dsrecon.errors import DsreconError
 
@@ -21,6 +21,7 @@ def model_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Observations to write (OUT.tsv); also OUT_latent.tsv and sidecars."),
     from_data: Optional[Path] = typer.Option(None, "--from", help="Start from the state inferred at the end of this recording (default: the end of the training data)."),
     seed: int = SeedOpt,
+    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda. Free runs are sequential: the CPU (fused path) is usually faster."),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -35,7 +36,7 @@ def model_cmd(
         raise DsreconError(f"--output {output}: must end in .tsv")
     if steps < 1:
         raise DsreconError(f"--steps must be positive, got {steps}")
-    model = load_run(run)
+    model = load_run(run).to(resolve_device(device))
     data = None
     if from_data is not None:
         from dsrecon.io.load import InputSpec, load_inputs

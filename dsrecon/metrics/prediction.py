@@ -24,10 +24,10 @@ def prediction_error(net, x: np.ndarray, teacher: np.ndarray, n: int, mask: np.n
     ts = np.array([t for t in range(hist - 1, T - n) if ok[t - hist + 1 : t + 1].all() and mask[t + n]], dtype=int)
     if ts.size == 0:
         return float("nan")
-    d = torch.as_tensor(np.nan_to_num(teacher), dtype=torch.float32)
+    d = torch.as_tensor(np.nan_to_num(teacher), dtype=torch.float32, device=net.taps.device)
     lat_teacher = net.init_state(d)  # (T, S) teacher-derived states
     Z = net.dynamics.rollout(lat_teacher[ts], n, None, 0.0)  # (B, n, S): z_{t+1} … z_{t+n}
     idx = ts[:, None] + np.arange(-hist + 1, 1)[None]  # t−hist+1 … t
     seq = torch.cat([lat_teacher[idx], Z], dim=1)[:, -K:]
-    xhat = net.observe(seq)[:, -1].numpy()  # (B, N): prediction of x_{t+n}
+    xhat = net.observe(seq)[:, -1].cpu().numpy()  # (B, N): prediction of x_{t+n}
     return float(np.mean((xhat - x[ts + n]) ** 2))
