@@ -158,7 +158,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=5, help="timed epochs per measurement")
     ap.add_argument("--baseline-epochs", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS), help="side-by-side configs (none: skip)")
     ap.add_argument("--ensemble", nargs="*", type=int, default=[1, 8, 64], help="ensemble sizes K for the throughput table")
     ap.add_argument("--ensemble-configs", nargs="+", default=["convssm", "alrnn"], choices=list(CONFIGS))

@@ -185,8 +185,10 @@ if _HAVE_NUMBA:
 
 
 def _kernel(name: str):
+    """The serial kernel unless DSRECON_NUMBA_PARALLEL=1: a batch of 16 sequences is ~1 ms of work,
+    which a thread pool can at best halve but, on a busy machine, makes 10-40x slower (measured)."""
     n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if n == 1:
+    if n == 1 or not os.environ.get("DSRECON_NUMBA_PARALLEL"):
         return _KERNELS[name][0]
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)

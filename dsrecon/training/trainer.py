@@ -139,7 +139,7 @@ class Trainer:
         self.sampler = SequenceSampler(data.train, opts.sequence_length, net.K)
         self.device = next(net.parameters()).device
         self.alpha = opts.schedule()
-        self.opt = torch.optim.RAdam(net.parameters(), lr=opts.learning_rate)
+        self.opt = torch.optim.RAdam(net.parameters(), lr=opts.learning_rate, foreach=True)
         self.gamma = (opts.lr_end / opts.learning_rate) ** (1.0 / max(opts.epochs, 1))
         self.rng = np.random.default_rng(seed)
         self.epoch = 0
@@ -238,7 +238,7 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.opts.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.opts.grad_clip)
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.opts.grad_clip, foreach=True)
             self.opt.step()
             self.batches_done += 1
             losses.append(loss.item())
