@@ -226,7 +226,7 @@ class ConvSSM:
         if rows is not None:
             arr = np.array([[r.get(c, np.nan) for c in LOG_COLUMNS] for r in rows], dtype=float).reshape(-1, len(LOG_COLUMNS))
             write_table(run / LOG_FILE, arr, LOG_COLUMNS, sidecar={
-                "Description": "dsrecon training log: one row per epoch; val_* are validation metrics on the held-out tail (NaN between validations)",
+                "Description": "dsrecon training log: one row per epoch. val_D_stsp / val_D_H compare a >= 10 000-step free run (started after the training split) with all observed frames (training head + held-out tail); binned D_stsp there uses at most (n_frames/2)^(1/N) bins. NaN between validations.",
                 "seed": self.seed, "versions": versions(),
             })
         write_json_atomic(run / CONFIG_FILE, self.config_)
