@@ -154,6 +154,7 @@ class Trainer:
         self.best_state: dict | None = None
         self.best_score = (float("inf"), float("inf"))
         self.best_epoch = 0
+        self.best_metrics = (float("nan"), float("nan"))
         self.bad_validations = 0
         self.stopped_early = False
         self.batches_done = 0
@@ -175,7 +176,7 @@ class Trainer:
         ckpt.save_tensors(self.ckpt_dir / "state.safetensors", tensors)
         ckpt.write_state_json(self.ckpt_dir / "state.json", {
             "epoch": self.epoch, "lr_scale": self.lr_scale, "divergences": self.divergences, "rows": self.rows,
-            "best_score": list(self.best_score), "best_epoch": self.best_epoch, "bad_validations": self.bad_validations,
+            "best_score": list(self.best_score), "best_metrics": list(self.best_metrics), "best_epoch": self.best_epoch, "bad_validations": self.bad_validations,
             "alpha": self.alpha.state(), "rng": ckpt.rng_state_to_json(self.rng), "optimizer": opt_meta,
             "batches_done": self.batches_done, "has_best": self.best_state is not None,
         })
@@ -194,6 +195,7 @@ class Trainer:
         bs = st["best_score"]
         self.best_score = tuple(float("inf") if v is None else v for v in bs)
         self.best_epoch, self.bad_validations = st["best_epoch"], st["bad_validations"]
+        self.best_metrics = tuple(float("nan") if v is None else v for v in st.get("best_metrics", [None, None]))
         self.alpha.load(st["alpha"])
         self.rng = ckpt.rng_from_json(st["rng"])
         self.batches_done = st["batches_done"]
@@ -289,6 +291,7 @@ class Trainer:
                 score = (v["D_stsp"] if math.isfinite(v["D_stsp"]) else float("inf"), v["D_H"] if math.isfinite(v["D_H"]) else float("inf"))
                 if score < self.best_score:
                     self.best_score, self.best_epoch, self.bad_validations = score, self.epoch, 0
+                    self.best_metrics = (v["D_stsp"], v["D_H"])
                     self.best_state = copy.deepcopy(self.net.state_dict())
                 else:
                     self.bad_validations += 1
@@ -310,8 +313,8 @@ class Trainer:
             self.net.load_state_dict(self.best_state)
         return {
             "epochs_run": self.epoch, "best_epoch": self.best_epoch or self.epoch,
-            "best_val_D_stsp": self.best_score[0] if self.best_epoch else None,
-            "best_val_D_H": self.best_score[1] if self.best_epoch else None,
+            "best_val_D_stsp": self.best_metrics[0] if self.best_epoch else None,
+            "best_val_D_H": self.best_metrics[1] if self.best_epoch else None,
             "stopped_early": self.stopped_early, "final_loss": self.rows[-1]["loss"] if self.rows else None,
             "divergence_restarts": self.divergences, "final_alpha": self.alpha.value,
         }
