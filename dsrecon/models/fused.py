@@ -200,12 +200,12 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _teacher_arrays(teacher: torch.Tensor | None, B: int, T: int, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     if teacher is None:
-        z = np.zeros((B, T, 0), dtype=torch.empty(0, dtype=dtype).numpy().dtype)
-        return z, np.zeros((B, T, 0), dtype=np.bool_)
-    t = teacher.detach().to(dtype)
-    mask = torch.isfinite(t)
-    return _np(torch.nan_to_num(t)), _np(mask)
+        return np.zeros((B, T, 0), dtype=np_dtype), np.zeros((B, T, 0), dtype=np.bool_)
+    t = teacher.detach().cpu().numpy().astype(np_dtype, copy=False)  # numpy: no torch dispatch per batch
+    mask = np.isfinite(t)
+    return np.ascontiguousarray(np.where(mask, t, 0.0).astype(np_dtype, copy=False)), mask
 
 
 def _alpha_array(alpha, T: int, dtype: torch.dtype) -> np.ndarray:
