@@ -423,7 +423,8 @@ class EnsembleTrainer:
                     else:
                         self.bad_validations[e] += 1
                 self.rows[e].append(row)
-                if do_val and o.patience > 0 and self.bad_validations[e] >= o.patience:
+                min_epochs = o.epochs // 2 if o.min_epochs is None else o.min_epochs  # as in Trainer.fit
+                if do_val and o.patience > 0 and self.bad_validations[e] >= o.patience and self.epoch >= min_epochs:
                     self.stopped_early[e] = True
                     self.log(f"member {e} (seed {self.seeds[e]}): early stop at epoch {self.epoch}")
             finite = [float(losses[j]) for j, e in enumerate(idx) if self.failed[e] is None]

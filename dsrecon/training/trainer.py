@@ -48,6 +48,7 @@ class TrainOptions:
     test_fraction: float = 0.25
     val_every: int = 25
     patience: int = 20  # validations without improvement; 0 disables early stopping
+    min_epochs: int | None = None  # no early stop before this epoch (default: half of `epochs`)
     stsp: str = "auto"
     bins: int = 30
     gmm_var: float = 1.0
@@ -300,7 +301,10 @@ class Trainer:
             if self.best_epoch:
                 status += f" best D_stsp {self.best_score[0]:.3g}@{self.best_epoch}"
             self.progress(self.epoch, total, status)
-            early = do_val and o.patience > 0 and self.bad_validations >= o.patience
+            min_epochs = o.epochs // 2 if o.min_epochs is None else o.min_epochs
+            # chaotic training is not monotone in D_stsp: an attractor often appears only after a
+            # long plateau, so early stopping waits for half the budget (measured on Lorenz63-BOLD)
+            early = do_val and o.patience > 0 and self.bad_validations >= o.patience and self.epoch >= min_epochs
             if self.epoch % o.checkpoint_every == 0 or do_val or early:
                 self.save_checkpoint()
             if early:
