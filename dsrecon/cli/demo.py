@@ -21,7 +21,7 @@ DEMO_TEST = 500
 @app.command("demo")
 def demo_cmd(
     output: Path = typer.Option(Path("demo_output"), "--output", "-o", help="Folder for everything the demo writes."),
-    epochs: int = typer.Option(1000, "--epochs", help="Training epochs (the quality benchmark uses more)."),
+    epochs: int = typer.Option(1500, "--epochs", help="Training epochs (at most; early stopping may end sooner)."),
     lyapunov_steps: int = typer.Option(20_000, "--lyapunov-steps", help="Steps for the Lyapunov spectrum in the report."),
     seed: int = SeedOpt,
     device: str = DeviceOpt,
