@@ -19,14 +19,9 @@ DEFAULT_SMOOTHING = 20.0
 
 
 def _as_2d(x: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[:, None]
-    if a.ndim != 2:
-        raise DataError(f"{name}: expected a 2-D (time, regions) array, got shape {a.shape}")
-    if a.shape[0] < 2 or a.shape[1] == 0:
-        raise DataError(f"{name}: need at least 2 time points and 1 column, got shape {a.shape}")
-    return a
+    from dsrecon.metrics.stsp import as_2d
+
+    return as_2d(x, name, min_rows=2)
 
 
 def power_spectra(x: np.ndarray, smoothing: float = DEFAULT_SMOOTHING) -> np.ndarray:

@@ -35,15 +35,21 @@ _DENSE_CELLS = 1 << 22
 _CHUNK_ENTRIES = 1 << 18
 
 
-def _as_2d(x: np.ndarray, name: str) -> np.ndarray:
+def as_2d(x: np.ndarray, name: str, min_rows: int = 1) -> np.ndarray:
+    """A (time, regions) float64 view of ``x`` (1-D becomes one column); DataError otherwise."""
     a = np.asarray(x, dtype=np.float64)
     if a.ndim == 1:
         a = a[:, None]
     if a.ndim != 2:
         raise DataError(f"{name}: expected a 2-D (time, regions) array, got shape {a.shape}")
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise DataError(f"{name}: empty array of shape {a.shape}")
+    if a.shape[0] < max(min_rows, 1) or a.shape[1] == 0:
+        if min_rows <= 1:
+            raise DataError(f"{name}: empty array of shape {a.shape}")
+        raise DataError(f"{name}: need at least {min_rows} time points and 1 column, got shape {a.shape}")
     return a
+
+
+_as_2d = as_2d
 
 
 def check_pair(generated: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
