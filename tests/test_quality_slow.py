@@ -15,7 +15,7 @@ from dsrecon.metrics.fixed_points import find_cycles
 from dsrecon.metrics.lyapunov import dynamics_lyapunov
 from dsrecon.systems import simulate_system
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 DT = 0.01  # Lorenz time per sample
 LORENZ_LMAX = 0.9056
