@@ -9,6 +9,8 @@ import torch
 
 #: default fixed forcing weight for the convSSM
 DEFAULT_ALPHA = 0.15
+#: adaptive α evaluates Jacobian norms on every JACOBIAN_STRIDE-th frame of a batch
+JACOBIAN_STRIDE = 4
 #: default interval of sparse teacher forcing (ALRNN tutorial)
 DEFAULT_SPARSE_INTERVAL = 16
 
@@ -56,6 +58,7 @@ def jacobian_growth(net, teacher: torch.Tensor) -> float:
 
     teacher: (B, T, N) with NaN where missing; states ẑ_t = init_state(d̂_t) on finite frames.
     """
+    teacher = teacher[:, ::JACOBIAN_STRIDE]  # the geometric mean over time is estimated on every 4th frame
     B, T, N = teacher.shape
     flat = teacher.reshape(B * T, N)
     ok = torch.isfinite(flat).all(dim=1)
@@ -63,7 +66,8 @@ def jacobian_growth(net, teacher: torch.Tensor) -> float:
         return float("nan")
     z = net.init_state(flat[ok])
     J = net.dynamics.jacobian(z)
-    norms = torch.linalg.matrix_norm(J, ord=2).clamp_min(1e-12).log()
+    # ‖J‖₂² = λ_max(JᵀJ): a batched symmetric eigensolve is several times cheaper than an SVD
+    norms = 0.5 * torch.linalg.eigvalsh(J.mT @ J)[..., -1].clamp_min(1e-24).log()
     logs = torch.full((B * T,), float("nan"), dtype=norms.dtype)
     logs[ok] = norms
     per_seq = torch.nanmean(logs.reshape(B, T), dim=1)

@@ -1,0 +1,45 @@
+"""Forcing schedules and the adaptive-α Jacobian growth against slow paths."""
+
+import numpy as np
+import pytest
+import torch
+
+from dsrecon.models.backends.plrnn import ClippedSHPLRNN
+from dsrecon.models.convssm import ConvSSMNet
+from dsrecon.models.decoders import IdentityDecoder
+from dsrecon.training.gtf import JACOBIAN_STRIDE, AlphaSchedule, jacobian_growth
+
+
+def test_sparse_forcing_every_tau_steps():
+    a = AlphaSchedule("sparse", interval=4).weights(10)
+    np.testing.assert_array_equal(a, [0, 0, 0, 1, 0, 0, 0, 1, 0, 0])
+
+
+def test_adaptive_update_rule():
+    s = AlphaSchedule("adaptive")
+    assert s.alpha == 1.0
+    s.update_adaptive(2.0)  # α_est = 0.5 < α: slow decay
+    assert s.alpha == pytest.approx(0.999 + 0.001 * 0.5)
+    s.alpha = 0.1
+    s.update_adaptive(4.0)  # α_est = 0.75 > α: jump
+    assert s.alpha == pytest.approx(0.75)
+    s.update_adaptive(0.5)  # G < 1: α_est = 0
+    assert s.alpha == pytest.approx(0.999 * 0.75)
+
+
+def test_jacobian_growth_matches_a_slow_path():
+    torch.manual_seed(0)
+    dyn = ClippedSHPLRNN(3, 7, generator=torch.Generator().manual_seed(1))
+    net = ConvSSMNet(dyn, IdentityDecoder(3, 3), torch.ones(1), 3)
+    d = torch.randn(4, 20, 3)
+    d[1, 8:, :] = float("nan")  # missing teacher frames are skipped
+    G = jacobian_growth(net, d)
+    best = -np.inf
+    for b in range(4):
+        logs = []
+        for t in range(0, 20, JACOBIAN_STRIDE):
+            if torch.isfinite(d[b, t]).all():
+                J = dyn.jacobian(d[b, t][None])[0].detach().double().numpy()
+                logs.append(np.log(np.linalg.svd(J, compute_uv=False)[0]))
+        best = max(best, np.mean(logs))
+    assert G == pytest.approx(np.exp(best), rel=1e-5)
