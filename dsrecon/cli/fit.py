@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
 from dsrecon.cli.common import DeviceOpt, JsonOpt, QuietOpt, SeedOpt, emit, log, progress_bar, resolve_device
@@ -123,13 +122,12 @@ def fit_cmd(
 
     K = make_kernel(kernel_name, recs[0].tr, tau_decay=tau_decay, tau_rise=tau_rise).K
     seq = sequence_length
-    if seq is None:  # default 200 (at least K+39), capped at what the shortest training split allows
-        seq = max(200, K + 39)
-        usable = min(int(r.n_frames - round(r.n_frames * test_fraction)) for r in recs) - int(np.ceil(0.25 * K))
-        if seq > usable // 2 and usable >= K + 1:  # leave room for many distinct sequence starts
-            short = max(K + 1, usable // 2)
-            log(f"the training split is short ({usable} usable frames): using --sequence-length {short} instead of {seq}", quiet)
-            seq = short
+    if seq is None:
+        from dsrecon.training.batches import DEFAULT_SEQUENCE_LENGTH, default_sequence_length
+
+        seq, usable = default_sequence_length([r.n_frames for r in recs], K, test_fraction)
+        if seq < max(DEFAULT_SEQUENCE_LENGTH, K + 39):
+            log(f"the training split is short ({usable} usable frames): using --sequence-length {seq}", quiet)
     opts = dict(backend_option_pairs(backend_option))
     if pwl_units is not None:
         opts["pwl_units"] = pwl_units

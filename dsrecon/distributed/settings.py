@@ -11,7 +11,6 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 
 from dsrecon.errors import DsreconError
 
@@ -112,11 +111,9 @@ class FitSettings:
         """As `dsrecon fit`: 200 (at least K+39) capped by the shortest training split."""
         if self.sequence_length is not None:
             return int(self.sequence_length)
-        seq = max(200, n_taps + 39)
-        usable = min(int(r.n_frames - round(r.n_frames * self.test_fraction)) for r in recs) - int(np.ceil(0.25 * n_taps))
-        if seq > usable and usable >= n_taps + 1:
-            seq = usable
-        return seq
+        from dsrecon.training.batches import default_sequence_length
+
+        return default_sequence_length([r.n_frames for r in recs], n_taps, self.test_fraction)[0]
 
     def model(self, recs: list, device: str = "cpu"):
         """A ConvSSM configured for these recordings (kernel and sequence length resolved)."""

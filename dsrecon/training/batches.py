@@ -78,3 +78,20 @@ class SequenceSampler:
             if reg is not None:
                 reg[b] = r.regressors[s : s + T]
         return {"teacher": d, "x": x, "mask": m, "regressors": reg}
+
+
+#: default latent sequence length T̃ (ALGORITHMS.md §4)
+DEFAULT_SEQUENCE_LENGTH = 200
+
+
+def default_sequence_length(n_frames: list[int], K: int, test_fraction: float) -> tuple[int, int]:
+    """The default T̃ for recordings of these lengths and a K-tap kernel → (T̃, usable frames).
+
+    200 (at least K + 39), but at most half of the shortest training split's frames with a reliable
+    teacher signal (so that many distinct sequence starts remain), and never below K + 1.
+    """
+    seq = max(DEFAULT_SEQUENCE_LENGTH, K + 39)
+    usable = min(int(n - round(n * test_fraction)) for n in n_frames) - int(np.ceil(0.25 * K))
+    if seq > usable // 2 and usable >= K + 1:
+        seq = max(K + 1, usable // 2)
+    return seq, usable
