@@ -176,10 +176,7 @@ class ConvSSM:
             raise
         net = net.cpu()  # generation and analysis are sequential: they run on the CPU
         # initial state for later simulation: the last reliable teacher frame of the training data
-        last = data.train[-1]
-        ok = np.flatnonzero(np.isfinite(last.teacher).all(axis=1))
-        z_init = net.init_state(torch.as_tensor(last.teacher[ok[-1]][None], dtype=torch.float32)).detach()[0]
-        net.register_buffer("z_init", z_init)
+        net.register_buffer("z_init", net.state_from_last_reliable(data.train[-1].teacher).detach()[0])
         config.update({"status": "complete", "training": summary})
         self.net_, self.config_, self.run_dir_ = net, config, run
         self.history_ = trainer.rows
@@ -246,11 +243,10 @@ class ConvSSM:
         from dsrecon.signal.deconvolution import wiener_deconvolve
 
         x = self.norm_.apply(data.data)
-        d = wiener_deconvolve(x, self.kernel_.taps)
-        ok = np.flatnonzero(np.isfinite(d).all(axis=1))
-        if ok.size == 0:
+        state0 = net.state_from_last_reliable(wiener_deconvolve(x, self.kernel_.taps))
+        if state0 is None:
             raise DataError(f"{data.source}: too short to infer an initial state (no reliable deconvolved frame)")
-        return net.init_state(torch.as_tensor(d[ok[-1]][None], dtype=torch.float32, device=net.z_init.device))
+        return state0
 
     @torch.no_grad()
     def simulate(self, n_steps: int, seed: int = 0, data: Recording | None = None) -> dict:

@@ -76,6 +76,22 @@ def _parse_params(items: list[str]) -> dict[str, float]:
     return out
 
 
+def write_observed_and_latent(output: Path, observed, names: list[str], side: dict, latent, latent_names: list[str],
+                              latent_side: dict) -> Path:
+    """Write OUT.tsv + OUT.json and OUT_latent.tsv + OUT_latent.json: all four to temporary names
+    first, renamed only when all were written. Returns the latent table's path."""
+    from dsrecon.io.tables import sidecar_path, write_table
+
+    lat = latent_path(output)
+    with contextlib.ExitStack() as stack:
+        tmp = {p: stack.enter_context(atomic_path(p)) for p in (output, sidecar_path(output), lat, sidecar_path(lat))}
+        write_table(tmp[output], observed, names)
+        write_json_atomic(tmp[sidecar_path(output)], side)
+        write_table(tmp[lat], latent, latent_names)
+        write_json_atomic(tmp[sidecar_path(lat)], latent_side)
+    return lat
+
+
 def latent_path(output: Path) -> Path:
     """x.tsv → x_latent.tsv (next to the observations)."""
     return output.with_name(output.name[: -len(".tsv")] + "_latent.tsv")
@@ -105,7 +121,7 @@ def system_cmd(
 
     Example: dsrecon simulate system lorenz63 --length 3000 --tr 0.2 --dt 0.01 --noise 0.01 --seed 0 -o x.tsv
     """
-    from dsrecon.io.tables import sidecar_path, write_table
+    from dsrecon.io.tables import sidecar_path
     from dsrecon.signal.kernels import make_kernel
     from dsrecon.systems import get_system, simulate_system
 
@@ -137,13 +153,7 @@ def system_cmd(
     side = {**res["sidecar"], "latent_file": lat_path.name, "command": "dsrecon simulate system"}
     lat_side = {**res["latent_sidecar"], "observed_file": output.name, "command": "dsrecon simulate system"}
 
-    # all four files go to temporary names first and are renamed only when all were written
-    with contextlib.ExitStack() as stack:
-        tmp = {p: stack.enter_context(atomic_path(p)) for p in (output, sidecar_path(output), lat_path, sidecar_path(lat_path))}
-        write_table(tmp[output], res["observed"], res["names"])
-        write_json_atomic(tmp[sidecar_path(output)], side)
-        write_table(tmp[lat_path], res["latent"], res["names"])
-        write_json_atomic(tmp[sidecar_path(lat_path)], lat_side)
+    write_observed_and_latent(output, res["observed"], res["names"], side, res["latent"], res["names"], lat_side)
 
     result = {
         "output": str(output),

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from dsrecon._util import atomic_path, dsrecon_version, versions, write_json_atomic
+from dsrecon._util import dsrecon_version, versions
 from dsrecon.cli.common import DeviceOpt, JsonOpt, QuietOpt, SeedOpt, emit, log, resolve_device
-from dsrecon.cli.simulate import latent_path, simulate_app
+from dsrecon.cli.simulate import latent_path, simulate_app, write_observed_and_latent
 from dsrecon.errors import DsreconError
 
 
@@ -30,7 +29,6 @@ def model_cmd(
     Example: dsrecon simulate model run --steps 10000 -o gen.tsv
     """
     from dsrecon.api import load_run
-    from dsrecon.io.tables import sidecar_path, write_table
 
     if output.suffix != ".tsv":
         raise DsreconError(f"--output {output}: must end in .tsv")
@@ -48,13 +46,10 @@ def model_cmd(
     lat_names = [f"z{i + 1}" for i in range(out["latent"].shape[1])]
     common = {"RepetitionTime": model.tr, "run": str(run), "steps": steps, "seed": seed, "from": None if from_data is None else str(from_data),
               "DsreconVersion": dsrecon_version(), "versions": versions(), "command": "dsrecon simulate model"}
-    lat = latent_path(output)
-    with contextlib.ExitStack() as stack:
-        tmp = {p: stack.enter_context(atomic_path(p)) for p in (output, sidecar_path(output), lat, sidecar_path(lat))}
-        write_table(tmp[output], out["observed"], model.names)
-        write_json_atomic(tmp[sidecar_path(output)], {**common, "Units": "data units (normalisation inverted)", "latent_file": lat.name})
-        write_table(tmp[lat], out["latent"], lat_names)
-        write_json_atomic(tmp[sidecar_path(lat)], {**common, "Units": "latent (normalised) units; row j aligned with observation j"})
+    lat = write_observed_and_latent(
+        output, out["observed"], model.names, {**common, "Units": "data units (normalisation inverted)", "latent_file": latent_path(output).name},
+        out["latent"], lat_names, {**common, "Units": "latent (normalised) units; row j aligned with observation j"},
+    )
     log(f"wrote {output} and {lat}", quiet or as_json)
     emit({"output": str(output), "latent": str(lat), "n_steps": steps, "n_regions": len(model.names), "latent_dim": len(lat_names), "seed": seed},
          as_json, title="dsrecon simulate model", quiet=quiet)

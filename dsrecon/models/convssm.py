@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as Fnn
 from torch import nn
@@ -56,6 +57,14 @@ class ConvSSMNet(nn.Module):
         if self.M > self.F:
             z = torch.cat([z, d0 @ self.L_init.T], dim=1)
         return self.dynamics.init_state(z)
+
+    def state_from_last_reliable(self, teacher: np.ndarray) -> torch.Tensor | None:
+        """Initial state (1, S) from the last teacher frame (T, N) with no NaN; None if there is none."""
+        ok = np.flatnonzero(np.isfinite(teacher).all(axis=1))
+        if ok.size == 0:
+            return None
+        d0 = torch.as_tensor(teacher[ok[-1]][None], dtype=torch.float32, device=self.taps.device)
+        return self.init_state(d0)
 
     def observe(self, Z: torch.Tensor, regressors: torch.Tensor | None = None) -> torch.Tensor:
         """Latent states (B, T, ≥M) → observations (B, T−K+1, N) (causal valid convolution)."""

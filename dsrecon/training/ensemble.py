@@ -529,9 +529,6 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     members = []
     try:
-        last = data.train[-1]
-        ok = np.flatnonzero(np.isfinite(last.teacher).all(axis=1))
-        d_last = torch.as_tensor(last.teacher[ok[-1]][None], dtype=torch.float32)
         for k, (m, net, summ) in enumerate(zip(models, nets, summaries)):
             name = f"member-{k:02d}" if size <= 100 else f"member-{k:03d}"
             entry = {"member": k, "run": name, "seed": m.seed, "alpha": m.train_options.alpha, **summ}
@@ -539,7 +536,7 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
             if summ["failed"]:
                 continue
             net = net.cpu()
-            net.register_buffer("z_init", net.init_state(d_last).detach()[0])
+            net.register_buffer("z_init", net.state_from_last_reliable(data.train[-1].teacher).detach()[0])
             config = m._config(recs, kern, data_hash, inputs)
             config.update({"normalisation": data.norm.to_dict(), "data": data.info, "latent_dim": net.M,
                            "backend_kwargs": net.dynamics.extra_config(), "status": "complete", "training": summ,

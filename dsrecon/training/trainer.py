@@ -123,12 +123,11 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
 @torch.no_grad()
 def generate_after(net: ConvSSMNet, train, n: int) -> np.ndarray | None:
     """Generate 1.25·n observations from the last reliable training teacher state, drop 0.25·n."""
-    ok = np.isfinite(train.teacher).all(axis=1)
-    if not ok.any():
+    state0 = net.state_from_last_reliable(train.teacher)
+    if state0 is None:
         return None
-    d0 = torch.as_tensor(train.teacher[np.flatnonzero(ok)[-1]][None], dtype=torch.float32)
     n_total = int(math.ceil(1.25 * n))
-    x, Z = net.free_run(net.init_state(d0), n_total)
+    x, Z = net.free_run(state0, n_total)
     x = x[0, n_total - n :].numpy()
     if not np.isfinite(x).all() or np.abs(Z.numpy()).max() > DIVERGENCE_BOUND:
         return None
