@@ -41,10 +41,14 @@ def true_lorenz(n: int, seed: int) -> np.ndarray:
     return zscore(integrate(sys_, n, 0.01, transient=50.0, rng=np.random.default_rng(1000 + seed)))
 
 
-def run_one(seed: int, variant: str, epochs: int, n_gen: int, extra: dict, out_dir: Path | None) -> dict:
-    data = simulate_system("lorenz63", 2500, 0.01, 0.2, kernel="spm", noise=0.01, seed=seed)
-    train = Recording(data["observed"][:2000], tr=0.2, names=data["names"], source=f"lorenz-bold-seed{seed}")
-    test = Recording(data["observed"][2000:], tr=0.2, names=data["names"], source="test")
+def run_one(seed: int, variant: str, epochs: int, n_gen: int, extra: dict, out_dir: Path | None,
+            n_train: int = 2000, n_fit: int | None = None) -> dict:
+    """n_fit: frames handed to fit (default n_train): fit keeps its last test_fraction (0.25) for
+    validation, so n_fit = n_train / 0.75 makes the gradient steps see n_train samples."""
+    n_fit = n_train if n_fit is None else n_fit
+    data = simulate_system("lorenz63", n_fit + 500, 0.01, 0.2, kernel="spm", noise=0.01, seed=seed)
+    train = Recording(data["observed"][:n_fit], tr=0.2, names=data["names"], source=f"lorenz-bold-seed{seed}")
+    test = Recording(data["observed"][n_fit:], tr=0.2, names=data["names"], source="test")
     opts = {"latent_dim": 3, "epochs": epochs, "seed": seed, **VARIANTS[variant], **extra}
     t0 = time.perf_counter()
     model = ConvSSM(**opts).fit(train, run_dir=None if out_dir is None else out_dir / f"{variant}_s{seed}", overwrite=True)
@@ -74,6 +78,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", nargs="*", default=[], help="extra ConvSSM options KEY=VALUE")
     ap.add_argument("--out", type=Path, default=None, help="keep run directories here")
+    ap.add_argument("--n-fit", type=int, default=2000,
+                    help="frames handed to fit; it trains on the first 75%% and validates on the rest "
+                    "(2667 → 2 000 training samples)")
     ap.add_argument("--jsonl", type=Path, default=None, help="append one JSON row per run")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -91,12 +98,12 @@ def main() -> None:
     print(f"{'variant':12s} {'seed':>4s} {'epochs':>6s} {'best':>5s} {'D_stsp':>8s} {'D_H':>6s} {'PE20':>8s} {'wall_s':>7s}", flush=True)
     for variant in a.variants:
         for seed in a.seeds:
-            r = run_one(seed, variant, a.epochs, a.n_gen, extra, a.out)
+            r = run_one(seed, variant, a.epochs, a.n_gen, extra, a.out, n_fit=a.n_fit)
             rows.append(r)
             print(f"{variant:12s} {seed:4d} {r['epochs_run']:6d} {r['best_epoch']:5d} {r['D_stsp_latent']:8.3f} {r['D_H_latent']:6.3f} {r['PE20']:8.4f} {r['wall_s']:7.1f}", flush=True)
             if a.jsonl:
                 with open(a.jsonl, "a") as f:
-                    f.write(json.dumps({**r, "extra": extra}) + "\n")
+                    f.write(json.dumps({**r, "extra": extra, "n_fit": a.n_fit}) + "\n")
     print("\nmedian latent D_stsp per variant:")
     for variant in a.variants:
         vals = [r["D_stsp_latent"] for r in rows if r["variant"] == variant]
