@@ -161,3 +161,36 @@ def test_cli_fit_selects_backend_and_options(cli, tmp_path):
     assert cfg["backend"] == "s4d" and cfg["backend_options"]["real"] is True
     r = cli("fit", x, "-o", tmp_path / "bad", "--backend", "s4d", "--backend-option", "init=bogus", "--epochs", "1")
     assert r.code == 1 and "init must be lin, inv or real" in r.err and "Traceback" not in r.err
+
+
+@pytest.mark.parametrize("name,opts", [("s4d", {}), ("s4d", {"real": True}), ("lru", {}), ("lru", {"transition": "dense"})])
+def test_rollout_with_parameters_fixed_equals_plain_steps(name, opts):
+    """A forced rollout computes the discretised transition once; values and gradients must equal
+    a loop of `step` + forcing that recomputes it at every step."""
+    from dsrecon.models.base import force
+
+    torch.manual_seed(0)
+    m = get_backend(name)(3, hidden_dim=8, state_size=4, **opts).double()
+    if opts.get("transition") == "dense":
+        with torch.no_grad():
+            m.Q.normal_(0, 0.05)
+    z0 = m.init_state(torch.randn(4, 3, dtype=torch.float64)).detach()
+    teacher = torch.randn(4, 30, 3, dtype=torch.float64)
+    teacher[1, 5:9] = float("nan")  # missing teacher values: no forcing there
+
+    out = m.rollout(z0, 30, teacher, 0.3)
+    g_fast = torch.autograd.grad(out.square().sum(), list(m.parameters()), allow_unused=True)
+    z, ref = z0, []
+    for t in range(30):
+        z = m.step(z)
+        ref.append(z)
+        z = force(z, teacher[:, t], torch.tensor(0.3, dtype=torch.float64))
+    ref = torch.stack(ref, 1)
+    g_ref = torch.autograd.grad(ref.square().sum(), list(m.parameters()), allow_unused=True)
+    assert m._discrete_cache is None
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g_fast, g_ref):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -27,6 +27,7 @@ is linear (or selective with known coefficients) in the hidden state and the bac
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -91,7 +92,14 @@ class ClosedLoopSSM(LatentDynamics):
             if res is not None:
                 hidden, s = res
                 return torch.cat([self.readout(u, s), hidden], dim=2)
-        return super().rollout(state0, T, teacher, alpha, inputs)
+        with self.parameters_fixed():
+            return super().rollout(state0, T, teacher, alpha, inputs)
+
+    def parameters_fixed(self):
+        """Context in which parameter-only quantities (e.g. the discretised transition) are computed
+        once instead of at every step: a rollout's parameters do not change between its steps, and
+        autograd then sums the gradients of all steps into the one computation."""
+        return nullcontext()
 
     def _inputs_fixed(self, teacher, alpha, T: int, state0: torch.Tensor) -> bool:
         """True when forcing replaces every fed-back input: α = 1 and finite teacher on all M units."""
@@ -142,6 +150,19 @@ class ComplexDiagonalSSM(ClosedLoopSSM):
         """(λ_re (H,), λ_im (H,), B̄_re (H, M), B̄_im (H, M))."""
         raise NotImplementedError
 
+    _discrete_cache: tuple[torch.Tensor, ...] | None = None
+
+    @contextmanager
+    def parameters_fixed(self):
+        self._discrete_cache = self.discrete()
+        try:
+            yield
+        finally:
+            self._discrete_cache = None
+
+    def _discrete(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.discrete() if self._discrete_cache is None else self._discrete_cache
+
     def _C(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.C_re, self.C_im
 
@@ -169,7 +190,7 @@ class ComplexDiagonalSSM(ClosedLoopSSM):
         return self.out_scale * (hidden[..., :H] @ Cr.T - hidden[..., H:] @ Ci.T)
 
     def _advance(self, u, hidden):
-        lr, li, Br, Bi = self.discrete()
+        lr, li, Br, Bi = self._discrete()
         drive = self._drive(u, Br, Bi)
         if self.transition != "diag":
             hidden = hidden @ self.transition_matrix(lr, li).T + drive
