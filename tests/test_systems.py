@@ -11,8 +11,8 @@ from dsrecon.signal.kernels import convolve_valid, spm_hrf
 from dsrecon.systems import get_system, integrate, list_systems, simulate_system
 
 ALL = [
-    "chua", "fitzhugh_nagumo", "hindmarsh_rose", "jansen_rit", "lorenz63",
-    "lorenz96", "rossler", "thomas", "van_der_pol",
+    "chen", "chua", "fitzhugh_nagumo", "hindmarsh_rose", "jansen_rit", "lorenz63",
+    "lorenz96", "rossler", "rucklidge", "thomas", "van_der_pol",
 ]
 
 
@@ -49,7 +49,7 @@ def test_dysts_names_exist_in_dysts_reference_table():
 
 
 def test_unknown_system_is_a_one_line_user_error():
-    with pytest.raises(DsreconError, match=r"unknown system 'nope' \(available: chua, .*van_der_pol\)"):
+    with pytest.raises(DsreconError, match=r"unknown system 'nope' \(available: chen, chua, .*van_der_pol\)"):
         get_system("nope")
 
 

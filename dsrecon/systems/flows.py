@@ -155,6 +155,32 @@ class Chua(System):
         return np.array([[-p["alpha"] * (1.0 + dg), p["alpha"], 0.0], [1.0, -1.0, 1.0], [0.0, -p["beta"], 0.0]])
 
 
+@register("chen")
+class Chen(System):
+    def _rhs(self, x):
+        p = self.params
+        u, v, w = _cols(x)
+        return np.stack([p["a"] * (v - u), (p["c"] - p["a"]) * u - u * w + p["c"] * v, u * v - p["b"] * w], axis=-1)
+
+    def _jac(self, x):
+        p = self.params
+        u, v, w = x
+        return np.array([[-p["a"], p["a"], 0.0], [p["c"] - p["a"] - w, p["c"], -u], [v, u, -p["b"]]])
+
+
+@register("rucklidge")
+class Rucklidge(System):
+    def _rhs(self, x):
+        p = self.params
+        u, v, w = _cols(x)
+        return np.stack([-p["a"] * u + p["b"] * v - v * w, u, -w + v**2], axis=-1)
+
+    def _jac(self, x):
+        p = self.params
+        _, v, w = x
+        return np.array([[-p["a"], p["b"] - w, -v], [1.0, 0.0, 0.0], [0.0, 2.0 * v, -1.0]])
+
+
 @register("thomas")
 class Thomas(System):
     def _rhs(self, x):
