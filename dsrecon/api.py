@@ -28,7 +28,7 @@ from dsrecon.models.decoders import make_decoder
 from dsrecon.signal.kernels import Kernel, make_kernel
 from dsrecon.training import checkpoint as ckpt
 from dsrecon.training.prepare import Normalisation, prepare
-from dsrecon.training.trainer import LOG_COLUMNS, TrainOptions, Trainer, generate_after
+from dsrecon.training.trainer import LOG_COLUMNS, TrainOptions, Trainer
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
