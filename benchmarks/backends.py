@@ -48,8 +48,17 @@ from dsrecon.systems import simulate_system  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["linear", "plrnn", "shplrnn", "cshplrnn", "alrnn", "dendplrnn", "s4d", "s4d-real", "lru", "mamba", "chimera"]
-#: table rows that are a backend with options (the complex-versus-real S4D comparison)
-VARIANTS = {"s4d-real": ("s4d", {"real": True})}
+#: table rows that are a backend with options: (backend, backend options, ConvSSM overrides). s4d-real
+#: is the complex-versus-real S4D comparison; the -M20 rows give the backends without a hidden layer
+#: (15-95 parameters at M = 3) the latent size their published use takes (not in the default list)
+VARIANTS = {
+    "s4d-real": ("s4d", {"real": True}, {}),
+    "plrnn-M20": ("plrnn", {}, {"latent_dim": 20}),
+    "alrnn-M20": ("alrnn", {}, {"latent_dim": 20}),
+    "dendplrnn-M20": ("dendplrnn", {}, {"latent_dim": 20}),
+}
+#: row order of the table
+ROW_ORDER = BACKENDS + [v for v in VARIANTS if v not in BACKENDS]
 SETTINGS = {"none": {"kernel": "none"}, "hrf": {"kernel": "spm"}}
 #: sequence length per setting when --sequence-length is not given: the HRF (161 taps at TR 0.2)
 #: needs sequences longer than the kernel; direct observation does not
@@ -58,20 +67,21 @@ TR = 0.2
 
 
 def run_one(name: str, setting: str, seed: int, a: argparse.Namespace) -> dict:
-    backend, options = VARIANTS.get(name, (name, {}))
+    backend, options, overrides = VARIANTS.get(name, (name, {}, {}))
+    latent_dim = overrides.get("latent_dim", 3)
     kern = SETTINGS[setting]["kernel"]
     seq = a.sequence_length or DEFAULT_SEQ[setting]
     data = simulate_system("lorenz63", a.n_train + 500, 0.01, TR, kernel=kern, noise=0.01, seed=seed)
     train = Recording(data["observed"][: a.n_train], tr=TR, names=data["names"], source=f"lorenz-{setting}-s{seed}")
     test = Recording(data["observed"][a.n_train :], tr=TR, names=data["names"], source="test")
-    model = ConvSSM(backend=backend, backend_options=options, latent_dim=3, hidden_dim=a.hidden_dim, kernel=kern, seed=seed,
+    model = ConvSSM(backend=backend, backend_options=options, latent_dim=latent_dim, hidden_dim=a.hidden_dim, kernel=kern, seed=seed,
                     epochs=a.epochs, batches_per_epoch=a.batches_per_epoch, batch_size=a.batch_size, sequence_length=seq,
                     learning_rate=a.lr, lr_end=a.lr_end, val_every=a.epochs, patience=0, checkpoint_every=10**6)
     t0 = time.perf_counter()
     model.fit(train)
     wall = time.perf_counter() - t0
     n_par = sum(p.numel() for p in model.dynamics.parameters())
-    row = {"backend": name, "setting": setting, "seed": seed, "params": n_par,
+    row = {"backend": name, "setting": setting, "seed": seed, "params": n_par, "latent_dim": latent_dim,
            "s_per_epoch": wall / max(model.config["training"]["epochs_run"], 1),
            "budget": {"epochs": a.epochs, "batches_per_epoch": a.batches_per_epoch, "batch_size": a.batch_size,
                       "sequence_length": seq, "hidden_dim": a.hidden_dim, "lr": a.lr, "lr_end": a.lr_end,
@@ -191,7 +201,7 @@ Commands (from the repository root), {minutes:.0f} min of fitting in all:
 Machine: {machine()}.
 
 Setup: Lorenz63 (dt 0.01 per sample, noise 0.01) observed directly (`none`, `kernel="none"`) or through
-the SPM HRF at TR {TR} s (`hrf`); M = 3, GTF α = 0.15 (so the SSM backends train through repeated
+the SPM HRF at TR {TR} s (`hrf`); M = 3 (M = 20 in the `-M20` rows), GTF α = 0.15 (so the SSM backends train through repeated
 `step`, not the scan: see docs/backends.md). Budgets:
 
 {budget_text(rows, settings)}
@@ -200,6 +210,9 @@ D_stsp (binned, 30 bins) and D_H (smoothing 20) of the first 3 latent units of t
 against a z-scored true Lorenz63 trajectory; PE20 on a 500-sample held-out segment. Columns are
 medians over the seeds whose free run stayed bounded; "bounded" counts those seeds out of {n_seeds}.
 params counts the latent model only (not decoder or L_init). `s4d-real` is `--backend s4d --real`.
+plrnn, alrnn and dendplrnn have no hidden layer, so at M = 3 they have 15–95 parameters and cannot
+represent Lorenz63's quadratic terms; their `-M20` rows (where run) use 20 latent units, of which the
+identity decoder reads the first 3.
 
 {table}
 
@@ -241,7 +254,7 @@ def main() -> None:
         rows = read_rows(a.table_from)
         if not rows:
             sys.exit("no rows in " + ", ".join(map(str, a.table_from)))
-        backends = [b for b in BACKENDS if any(r["backend"] == b for r in rows)]
+        backends = [b for b in ROW_ORDER if any(r["backend"] == b for r in rows)]
         settings = [st for st in SETTINGS if any(r["setting"] == st for r in rows)]
         commands = sorted({r["command"] for r in rows if "command" in r}) + [cmd]
         minutes = sum(r.get("wall_s", 0.0) for r in rows) / 60
