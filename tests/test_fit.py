@@ -170,3 +170,47 @@ def test_load_run_round_trip_and_errors(tmp_path):
     np.testing.assert_array_equal(m.simulate(50)["observed"], m2.simulate(50)["observed"])
     with pytest.raises(DataError, match="not a dsrecon run"):
         load_run(tmp_path)
+
+
+def _rotation_net(radius: float, kern):
+    """A linear latent map z' = r·R(θ) z in 2-D: a sustained (r = 1) or slowly decaying (r < 1)
+    oscillation, built directly, with the identity decoder."""
+    from dsrecon.models.backends.linear import LinearAR
+    from dsrecon.models.convssm import ConvSSMNet
+    from dsrecon.models.decoders import make_decoder
+
+    dyn = LinearAR(2, transition="dense")
+    th = 2 * np.pi / 50
+    A = radius * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    with torch.no_grad():
+        dyn.A.copy_(torch.as_tensor(A, dtype=torch.float32))
+        dyn.b.zero_()
+    return ConvSSMNet(dyn, make_decoder("identity", 2, 2, 0), torch.as_tensor(kern.taps), 2)
+
+
+def test_validation_judges_the_end_of_a_long_free_run():
+    """A model whose oscillation dies out over ~20 000 steps still oscillates in the first 12 500
+    steps after the data; validation must score it as the fixed point it ends on."""
+    from dsrecon.signal.kernels import make_kernel
+    from dsrecon.training.prepare import prepare
+    from dsrecon.training.trainer import VAL_HORIZON, TrainOptions, generate_after, validate
+
+    t = np.arange(1200)
+    x = np.stack([np.cos(2 * np.pi * t / 50), np.sin(2 * np.pi * t / 50)], 1)
+    kern = make_kernel("none", 1.0)
+    data = prepare([Recording(x, tr=1.0, names=["a", "b"])], kern, 0.25)
+    opts = TrainOptions()
+    sustained, decaying = _rotation_net(1.0, kern), _rotation_net(0.9997, kern)
+
+    # the window is the tail of one long run
+    tail = generate_after(decaying, data.train[0], 10_000, total=VAL_HORIZON)
+    with torch.no_grad():
+        x_all, _ = decaying.free_run(decaying.state_from_last_reliable(data.train[0].teacher), VAL_HORIZON)
+    np.testing.assert_allclose(tail, x_all[0, -10_000:].numpy())
+    early = generate_after(decaying, data.train[0], 10_000)  # the old window: 1.25·n, first 0.25·n dropped
+    assert np.abs(early).max() > 0.05 and np.abs(tail).max() < 1e-3
+
+    v_sus = validate(sustained, data, opts)
+    v_dec = validate(decaying, data, opts)
+    assert v_sus["D_stsp"] < 1.0, v_sus
+    assert v_dec["D_stsp"] > 5 * v_sus["D_stsp"], (v_sus, v_dec)
