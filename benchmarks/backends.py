@@ -10,6 +10,10 @@ it. Writes/updates the "## Backends" section of docs/benchmarks.md (--no-docs to
 
     .venv/bin/python benchmarks/backends.py                       # default (short) budget
     .venv/bin/python benchmarks/backends.py --epochs 200 --batches-per-epoch 50 --n-gen 100000
+    # the table in docs/benchmarks.md (equal steps per epoch in both settings), in one process:
+    .venv/bin/python benchmarks/backends.py --backends linear plrnn shplrnn cshplrnn alrnn dendplrnn s4d s4d-real \
+        lru mamba chimera plrnn-M20 alrnn-M20 dendplrnn-M20 --epochs 150 --batches-per-epoch 20 \
+        --batches-per-epoch-hrf 5 --batch-size 16 --hidden-dim 50 --n-gen 20000
 
 The two settings can run as separate processes (one per core) that append their rows to JSON-lines
 files; `--table-from` then writes the section from those files without fitting anything:
@@ -71,11 +75,12 @@ def run_one(name: str, setting: str, seed: int, a: argparse.Namespace) -> dict:
     latent_dim = overrides.get("latent_dim", 3)
     kern = SETTINGS[setting]["kernel"]
     seq = a.sequence_length or DEFAULT_SEQ[setting]
+    bpe = a.batches_per_epoch_hrf if setting == "hrf" and a.batches_per_epoch_hrf else a.batches_per_epoch
     data = simulate_system("lorenz63", a.n_train + 500, 0.01, TR, kernel=kern, noise=0.01, seed=seed)
     train = Recording(data["observed"][: a.n_train], tr=TR, names=data["names"], source=f"lorenz-{setting}-s{seed}")
     test = Recording(data["observed"][a.n_train :], tr=TR, names=data["names"], source="test")
     model = ConvSSM(backend=backend, backend_options=options, latent_dim=latent_dim, hidden_dim=a.hidden_dim, kernel=kern, seed=seed,
-                    epochs=a.epochs, batches_per_epoch=a.batches_per_epoch, batch_size=a.batch_size, sequence_length=seq,
+                    epochs=a.epochs, batches_per_epoch=bpe, batch_size=a.batch_size, sequence_length=seq,
                     learning_rate=a.lr, lr_end=a.lr_end, val_every=a.epochs, patience=0, checkpoint_every=10**6)
     t0 = time.perf_counter()
     model.fit(train)
@@ -83,7 +88,7 @@ def run_one(name: str, setting: str, seed: int, a: argparse.Namespace) -> dict:
     n_par = sum(p.numel() for p in model.dynamics.parameters())
     row = {"backend": name, "setting": setting, "seed": seed, "params": n_par, "latent_dim": latent_dim,
            "s_per_epoch": wall / max(model.config["training"]["epochs_run"], 1),
-           "budget": {"epochs": a.epochs, "batches_per_epoch": a.batches_per_epoch, "batch_size": a.batch_size,
+           "budget": {"epochs": a.epochs, "batches_per_epoch": bpe, "batch_size": a.batch_size,
                       "sequence_length": seq, "hidden_dim": a.hidden_dim, "lr": a.lr, "lr_end": a.lr_end,
                       "n_train": a.n_train, "n_gen": a.n_gen}}
     try:
@@ -234,6 +239,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5, help="number of seeds (0 … n−1)")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batches-per-epoch", type=int, default=5)
+    ap.add_argument("--batches-per-epoch-hrf", type=int, default=None,
+                    help="batches per epoch in the hrf setting (default: --batches-per-epoch); 5 with sequences of "
+                    "200 gives the same steps per epoch as 20 of 50 in the none setting")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--sequence-length", type=int, default=None,
                     help="default per setting: 50 for none, 200 for hrf (must cover the HRF's 161 taps at TR 0.2)")
