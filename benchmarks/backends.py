@@ -61,6 +61,10 @@ VARIANTS = {
     "alrnn-M20": ("alrnn", {}, {"latent_dim": 20}),
     "dendplrnn-M20": ("dendplrnn", {}, {"latent_dim": 20}),
 }
+#: a backend "beats linear" only by more than this much latent D_stsp: the linear baseline's free
+#: run decays to a fixed point or a cycle (about 14), and other collapsed runs land within about
+#: ±0.5 of it from seed to seed
+MARGIN = 1.0
 #: row order of the table
 ROW_ORDER = BACKENDS + [v for v in VARIANTS if v not in BACKENDS]
 SETTINGS = {"none": {"kernel": "none"}, "hrf": {"kernel": "spm"}}
@@ -135,8 +139,12 @@ def summarise(rows: list[dict], backends: list[str], settings: list[str], n_seed
                 verdict = "yes" if np.isfinite(t["D_stsp"]) else "no (diverged)"
             elif not np.isfinite(t["D_stsp"]):
                 verdict = "**no** (diverged)"
+            elif t["D_stsp"] < base["D_stsp"] - MARGIN:
+                verdict = "yes"
+            elif t["D_stsp"] <= base["D_stsp"] + MARGIN:
+                verdict = f"**no** (within {MARGIN:g})"
             else:
-                verdict = "yes" if t["D_stsp"] < base["D_stsp"] else "**no**"
+                verdict = "**no** (worse)"
             if verdict.startswith("**no"):
                 worse.append(f"{b} ({s})")
             lines.append(f"| {s} | {b} | {t['params']} | {t['spe']:.2f} | {t['D_stsp']:.3f} | {t['D_H']:.3f} | {t['PE20']:.4f} | {t['bounded']}/{t['n']} | {verdict} |")
@@ -221,7 +229,8 @@ identity decoder reads the first 3.
 
 {table}
 
-{verdict}
+{verdict} "Beats" means a median latent D_stsp lower by more than {MARGIN:g}: collapsed free runs land within about
+±0.5 of the linear row from seed to seed.
 
 How to read it: lower D_stsp / D_H is better. Two independent 100 000-step Lorenz63 runs give D_stsp
 0.15–0.25; a free run that collapsed to a fixed point or a small cycle gives about 13–16 (D_H "nan"
