@@ -32,4 +32,8 @@ def test_lyapunov_max_of_fitted_lorenz_within_15_percent(fitted):
 
 
 def test_scyfi_finds_the_three_lorenz_equilibria(fitted):
-    assert_lorenz_equilibria_found(*fitted)
+    # Not required to be saddles here: a fresh fit may turn a wing equilibrium into a weakly stable
+    # focus (measured 2026-11-27: |eig| 0.993 at one wing) around which its chaotic attractor
+    # circles; that is the "empty inner wing" failure in docs/benchmarks.md, not a SCYFI error.
+    # The shipped fit in test_fitted_lorenz.py has all three as saddles and is checked for it.
+    assert_lorenz_equilibria_found(*fitted, saddles=False)
