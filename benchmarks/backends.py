@@ -49,6 +49,7 @@ from dsrecon.errors import DivergenceError  # noqa: E402
 from dsrecon.metrics.spectrum import hellinger_spectral  # noqa: E402
 from dsrecon.metrics.stsp import stsp_binned  # noqa: E402
 from dsrecon.systems import simulate_system  # noqa: E402
+from dsrecon.training.trainer import TrainOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["linear", "plrnn", "shplrnn", "cshplrnn", "alrnn", "dendplrnn", "s4d", "s4d-real", "lru", "mamba", "chimera"]
@@ -172,7 +173,8 @@ def budget_text(rows: list[dict], settings: list[str]) -> str:
         bs = {json.dumps(r["budget"], sort_keys=True) for r in rows if r["setting"] == st}
         for b in map(json.loads, sorted(bs)):
             out.append(
-                f"`{st}`: {b['n_train']} training samples, hidden width {b['hidden_dim']}, {b['epochs']} epochs × "
+                f"`{st}`: {b['n_train']} frames handed to fit (it trains on the first {round((1 - TrainOptions().test_fraction) * b['n_train'])} and "
+                f"validates on the rest), hidden width {b['hidden_dim']}, {b['epochs']} epochs × "
                 f"{b['batches_per_epoch']} batches of {b['batch_size']} sequences of {b['sequence_length']} steps, "
                 f"learning rate {b['lr']:g} → {b['lr_end']:g}, free runs of {b['n_gen']} steps."
             )
@@ -274,11 +276,9 @@ def main() -> None:
         backends = [b for b in ROW_ORDER if any(r["backend"] == b for r in rows)]
         settings = [st for st in SETTINGS if any(r["setting"] == st for r in rows)]
         commands = sorted({r["command"] for r in rows if "command" in r}) + [cmd]
-        minutes = sum(r.get("wall_s", 0.0) for r in rows) / 60
     else:
         done = {(r["backend"], r["setting"], r["seed"]): r for r in read_rows([a.rows] if a.rows else [])}
         rows = []
-        t_all = time.perf_counter()
         print(f"{'setting':7s} {'backend':10s} {'seed':>4s} {'params':>6s} {'s/ep':>6s} {'D_stsp':>7s} {'D_H':>6s} {'PE20':>8s} bounded", flush=True)
         for st in a.settings:
             for b in a.backends:
@@ -296,7 +296,7 @@ def main() -> None:
                     print(f"{st:7s} {b:10s} {seed:4d} {r['params']:6d} {r['s_per_epoch']:6.2f} {r['D_stsp']:7.3f} {r['D_H']:6.3f} "
                           f"{r['PE20']:8.4f} {r['bounded']}", flush=True)
         backends, settings, commands = a.backends, a.settings, [cmd]
-        minutes = (time.perf_counter() - t_all) / 60
+    minutes = sum(r.get("wall_s", 0.0) for r in rows) / 60  # rows resumed from --rows count too
     section = section_text(rows, backends, settings, commands, minutes)
     print("\n" + section)
     if not a.no_docs:

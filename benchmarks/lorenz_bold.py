@@ -46,10 +46,9 @@ def true_lorenz(n: int, seed: int) -> np.ndarray:
 
 
 def run_one(seed: int, variant: str, epochs: int, n_gen: int, extra: dict, out_dir: Path | None,
-            n_train: int = 2000, n_fit: int | None = None) -> dict:
-    """n_fit: frames handed to fit (default n_train): fit keeps its last test_fraction (0.25) for
-    validation, so n_fit = n_train / 0.75 makes the gradient steps see n_train samples."""
-    n_fit = n_train if n_fit is None else n_fit
+            n_fit: int = 2000) -> dict:
+    """n_fit: frames handed to fit. Fit keeps its last test_fraction (0.25) for validation, so it
+    trains on 0.75·n_fit samples (2667 → 2 000)."""
     data_kernel = "none" if variant == "direct" else "spm"
     data = simulate_system("lorenz63", n_fit + 500, 0.01, 0.2, kernel=data_kernel, noise=0.01, seed=seed)
     train = Recording(data["observed"][:n_fit], tr=0.2, names=data["names"], source=f"lorenz-bold-seed{seed}")
