@@ -189,3 +189,33 @@ def test_cli_fit_ensemble_writes_member_runs_and_best(cli, tmp_path):
     assert r.code == 1 and "already exists" in r.err and len(r.err.strip().splitlines()) == 1
     r = cli(*args[:-2], "--resume", "--quiet")
     assert r.code == 1 and "--resume is not supported with --ensemble" in r.err
+
+
+def test_collapse_restore_in_a_member_equals_the_single_fit(lorenz_bold, tmp_path, monkeypatch):
+    """A validation that reports a collapsed free run restores the best state and resets the RAdam
+    moments, in the batched member exactly as in the single fit (validation faked: good at the
+    first check, collapsed at the second, so the restore happens mid-run)."""
+    import dsrecon.training.ensemble as ens_mod
+    import dsrecon.training.trainer as trainer_mod
+
+    def fake_factory():
+        n = {"calls": 0}
+
+        def fake(net, data, opts, seed=0):
+            n["calls"] += 1
+            good = n["calls"] == 1
+            return {"D_stsp": 1.0 if good else 9.0, "D_H": 0.1, "D_stsp_method": "binned", "collapsed": not good}
+        return fake
+
+    opts = {**OPTS, "epochs": 6, "val_every": 2, "patience": 0, "restore_on_collapse": True}
+    monkeypatch.setattr(trainer_mod, "validate", fake_factory())
+    single = ConvSSM(seed=2, **opts).fit(lorenz_bold)
+    monkeypatch.setattr(ens_mod, "validate", fake_factory())
+    s = fit_ensemble(lorenz_bold, tmp_path / "ens", 1, seed=2, **opts)
+    assert single.config["training"]["collapse_restores"] == 2  # checks 2 and 3 both collapsed
+    assert s["members"][0]["collapse_restores"] == 2
+    member = dsrecon.load_run(tmp_path / "ens" / "member-00")
+    np.testing.assert_allclose(np.genfromtxt(tmp_path / "ens" / "member-00" / "training_log.tsv", names=True, delimiter="\t")["loss"],
+                               [r["loss"] for r in single.history_], rtol=1e-4)
+    for name, v in single.net_.state_dict().items():
+        torch.testing.assert_close(member.net_.state_dict()[name], v, atol=1e-4, rtol=1e-4)

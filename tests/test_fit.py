@@ -214,3 +214,60 @@ def test_validation_judges_the_end_of_a_long_free_run():
     v_dec = validate(decaying, data, opts)
     assert v_sus["D_stsp"] < 1.0, v_sus
     assert v_dec["D_stsp"] > 5 * v_sus["D_stsp"], (v_sus, v_dec)
+
+
+def test_validation_flags_a_collapsed_free_run():
+    """The decaying rotation ends on its fixed point (spread ≈ 0): collapsed; the sustained one is not."""
+    from dsrecon.signal.kernels import make_kernel
+    from dsrecon.training.prepare import prepare
+    from dsrecon.training.trainer import TrainOptions, validate
+
+    t = np.arange(1200)
+    x = np.stack([np.cos(2 * np.pi * t / 50), np.sin(2 * np.pi * t / 50)], 1)
+    kern = make_kernel("none", 1.0)
+    data = prepare([Recording(x, tr=1.0, names=["a", "b"])], kern, 0.25)
+    assert validate(_rotation_net(0.9997, kern), data, TrainOptions())["collapsed"] is True
+    assert validate(_rotation_net(1.0, kern), data, TrainOptions())["collapsed"] is False
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_collapse_restores_the_best_model_with_fresh_optimiser(tmp_path, monkeypatch, restore):
+    """A validation that finds the free run collapsed (and worse than the best) puts the best state
+    back and clears the optimiser moments; the checkpoint written at that epoch holds the best state."""
+    import dsrecon.training.trainer as trainer_mod
+    from dsrecon.training import checkpoint as ckpt
+
+    calls = []
+
+    def fake_validate(net, data, opts, seed=0):
+        calls.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        good = len(calls) == 1
+        return {"D_stsp": 1.0 if good else 9.0, "D_H": 0.1, "D_stsp_method": "binned", "collapsed": not good}
+
+    monkeypatch.setattr(trainer_mod, "validate", fake_validate)
+    run = tmp_path / "run"
+    m = ConvSSM(kernel="spm", seed=0, restore_on_collapse=restore, patience=0,
+                **{**TINY, "epochs": 4, "val_every": 2, "checkpoint_every": 2})
+    m.fit(lorenz_rec(), run_dir=run)
+    assert len(calls) == 2
+    best, before_restore = calls[0], calls[1]
+    tensors = ckpt.load_tensors(run / "checkpoint" / "state.safetensors")
+    net_ckpt = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+    same = all(torch.equal(net_ckpt[k], best[k]) for k in best)
+    moved = any(not torch.equal(before_restore[k], best[k]) for k in best)
+    assert moved  # training did change the model between the two validations
+    assert same is restore
+    assert any(k.startswith("opt.") for k in tensors) is (not restore)
+    assert m.config["training"]["collapse_restores"] == int(restore)
+
+
+def test_cli_restore_on_collapse_is_recorded(cli, tmp_path):
+    x = tmp_path / "x.tsv"
+    assert cli("simulate", "system", "lorenz63", "--length", "600", "--tr", "0.5", "--dt", "0.01", "-o", x).code == 0
+    for flag, want in ((["--restore-on-collapse"], True), ([], False)):
+        run = tmp_path / f"run{int(want)}"
+        r = cli("fit", x, "-o", run, "--epochs", "2", "--batches-per-epoch", "2", "--hidden-dim", "8", "--val-every", "1", "--quiet", *flag)
+        assert r.code == 0, r.err
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["train_options"]["restore_on_collapse"] is want
+        assert cfg["training"]["collapse_restores"] >= 0

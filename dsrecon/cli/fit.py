@@ -65,6 +65,8 @@ def fit_cmd(
     val_every: int = typer.Option(25, "--val-every", help="Validate (D_stsp, D_H) every this many epochs."),
     patience: int = typer.Option(20, "--patience", help="Stop after this many validations without improvement (0: never)."),
     min_epochs: Optional[int] = typer.Option(None, "--min-epochs", help="Never stop early before this epoch (default: half of --epochs)."),
+    restore_on_collapse: bool = typer.Option(False, "--restore-on-collapse",
+                                             help="When a validation free run has collapsed onto a fixed point, continue from the best model so far."),
     stsp: str = typer.Option("auto", "--stsp", help="Validation D_stsp: auto|binned|gmm."),
     gmm_var: float = typer.Option(1.0, "--gmm-var", help="σ² of the GMM D_stsp (0.3 is typical for BOLD)."),
     smoothing: float = typer.Option(20.0, "--smoothing", help="D_H spectral smoothing σ (bins)."),
@@ -145,7 +147,7 @@ def fit_cmd(
         decoder=decoder, backend_options=opts, seed=seed, device=dev, epochs=epochs, batches_per_epoch=batches_per_epoch,
         batch_size=batch_size, sequence_length=seq, learning_rate=learning_rate, lr_end=lr_end, alpha=alpha,
         sparse_tf_interval=sparse_tf_interval, noise=noise, l2=l2, test_fraction=test_fraction, val_every=val_every,
-        patience=patience, min_epochs=min_epochs, stsp=stsp, gmm_var=gmm_var, smoothing=smoothing, checkpoint_every=checkpoint_every,
+        patience=patience, min_epochs=min_epochs, restore_on_collapse=restore_on_collapse, stsp=stsp, gmm_var=gmm_var, smoothing=smoothing, checkpoint_every=checkpoint_every,
     )
     if ensemble != 1 or ensemble_alpha is not None:
         from dsrecon.training.ensemble import fit_ensemble_cli

@@ -32,7 +32,7 @@ from dsrecon.models.fused_ensemble import PL_KINDS, SH_KINDS, RolloutSpec, ensem
 from dsrecon.training.batches import SequenceSampler
 from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData
-from dsrecon.training.trainer import MAX_DIVERGENCE_RETRIES, TrainOptions, validate
+from dsrecon.training.trainer import MAX_DIVERGENCE_RETRIES, TrainOptions, collapse_worth_restoring, validate
 
 SUPPORTED_BACKENDS = SH_KINDS + PL_KINDS
 _L2_NAMES = ("W", "W1", "W2", "B")
@@ -284,6 +284,7 @@ class EnsembleTrainer:
         self.stopped_early = [False] * E
         self.failed: list[str | None] = [None] * E
         self.epochs_run = [0] * E
+        self.collapse_restores = [0] * E
 
     # ------------------------------------------------------------------ pieces
     def active(self) -> np.ndarray:
@@ -369,6 +370,17 @@ class EnsembleTrainer:
             self.alphas[e].load(snap["alpha"][j])
             self.batches_done[e] = snap["batches"][j]
 
+    def _restore_best(self, e: int) -> None:
+        """As `Trainer._restore_best`: member e's free run collapsed; continue from its best state
+        with fresh RAdam moments (and step count, as a new torch optimiser would have)."""
+        with torch.no_grad():
+            self.enet.flat[e] = self.best_row[e]
+            self.opt.m[e].zero_()
+            self.opt.v[e].zero_()
+        self.opt.step_count[e] = 0
+        self.collapse_restores[e] += 1
+        self.log(f"member {e} (seed {self.seeds[e]}): free run collapsed at epoch {self.epoch}: restored its best model (epoch {self.best_epoch[e]})")
+
     # ------------------------------------------------------------------ the loop
     def fit(self) -> list[dict]:
         o = self.o
@@ -422,6 +434,8 @@ class EnsembleTrainer:
                         self.best_row[e] = self.enet.flat[e].detach().clone()
                     else:
                         self.bad_validations[e] += 1
+                        if self.opts_list[e].restore_on_collapse and self.best_row[e] is not None and collapse_worth_restoring(v, self.best_score[e][0]):
+                            self._restore_best(e)
                 self.rows[e].append(row)
                 min_epochs = o.epochs // 2 if o.min_epochs is None else o.min_epochs  # as in Trainer.fit
                 if do_val and o.patience > 0 and self.bad_validations[e] >= o.patience and self.epoch >= min_epochs:
@@ -440,6 +454,7 @@ class EnsembleTrainer:
                 "best_val_D_stsp": self.best_score[e][0] if be else None, "best_val_D_H": self.best_score[e][1] if be else None,
                 "stopped_early": self.stopped_early[e], "final_loss": self.rows[e][-1]["loss"] if self.rows[e] else None,
                 "divergence_restarts": int(self.divergences[e]), "final_alpha": self.alphas[e].value, "failed": self.failed[e],
+                "collapse_restores": self.collapse_restores[e],
             })
         return out
 

@@ -32,6 +32,9 @@ VAL_MIN_STEPS = 10_000
 #: ... taken from the end of a free run this long: a model whose chaos is only a transient (it
 #: settles on a fixed point after 10-20 thousand steps) must not pass as a reconstruction
 VAL_HORIZON = 50_000
+#: a validation free run whose spread is below this fraction of the data's (every region) has
+#: collapsed onto a fixed point or a tiny cycle
+COLLAPSE_SPREAD = 0.05
 
 
 @dataclass
@@ -51,6 +54,7 @@ class TrainOptions:
     test_fraction: float = 0.25
     val_every: int = 25
     patience: int = 20  # validations without improvement; 0 disables early stopping
+    restore_on_collapse: bool = False  # a collapsed validation free run restores the best model so far (opt-in)
     min_epochs: int | None = None  # no early stop before this epoch (default: half of `epochs`)
     stsp: str = "auto"
     bins: int = 30
@@ -81,6 +85,15 @@ class TrainOptions:
         return d
 
 
+def collapse_worth_restoring(v: dict, best_d_stsp: float) -> bool:
+    """A validation result v calls for going back to the best model: its free run collapsed, and the
+    best model was a real improvement on it (D_stsp at most half of the collapsed run's). Early in
+    training every model sits near a fixed point; going back to one of those helps nothing and only
+    changes the random path of the fit."""
+    d = v.get("D_stsp", float("nan"))
+    return bool(v.get("collapsed")) and math.isfinite(best_d_stsp) and (not math.isfinite(d) or best_d_stsp <= 0.5 * d)
+
+
 class Interrupted(Exception):
     """Raised by the stop_after_epoch hook, as if the process had been killed after a checkpoint."""
 
@@ -98,7 +111,7 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
         return {"D_stsp": float("nan"), "D_H": float("nan"), "D_stsp_method": None}
     if next(net.parameters()).device.type != "cpu":  # free runs are sequential: the fused CPU path is faster
         net = copy.deepcopy(net).cpu()
-    gens, refs, dhs = [], [], []
+    gens, refs, dhs, spreads = [], [], [], []
     for tr, te in zip(data.train, data.test):
         # Reference: all observed frames of the recording (training head + held-out tail), as the
         # published convSSM code validates; a 25 % tail alone covers too little of an attractor.
@@ -115,6 +128,7 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
             return {"D_stsp": float("inf"), "D_H": float("nan"), "D_stsp_method": None, "diverged": True}
         gens.append(gen)
         refs.append(full[fmask])
+        spreads.append(float(np.max(gen.std(0) / np.maximum(full[fmask].std(0), 1e-12))))
         if T >= 8:
             dhs.append(hellinger_spectral(gen[-T:], full, smoothing=opts.smoothing))
     ref = np.concatenate(refs)
@@ -123,7 +137,8 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
     # caps the bins at (n_ref/2)^(1/N) (10 for 2 000 frames of 3 regions); reported scores use --bins.
     bins = max(5, min(opts.bins, int((ref.shape[0] / 2) ** (1.0 / ref.shape[1]))))
     d, method = state_space_divergence(np.concatenate(gens), ref, method=opts.stsp, bins=bins, var=opts.gmm_var, seed=seed)
-    return {"D_stsp": float(d), "D_H": float(np.mean(dhs)) if dhs else float("nan"), "D_stsp_method": method}
+    return {"D_stsp": float(d), "D_H": float(np.mean(dhs)) if dhs else float("nan"), "D_stsp_method": method,
+            "collapsed": max(spreads) < COLLAPSE_SPREAD}
 
 
 @torch.no_grad()
@@ -165,6 +180,7 @@ class Trainer:
         self.bad_validations = 0
         self.stopped_early = False
         self.batches_done = 0
+        self.collapse_restores = 0
         self._nan_fired = False
 
     # ------------------------------------------------------------------ checkpoints
@@ -186,6 +202,7 @@ class Trainer:
             "best_score": list(self.best_score), "best_metrics": list(self.best_metrics), "best_epoch": self.best_epoch, "bad_validations": self.bad_validations,
             "alpha": self.alpha.state(), "rng": ckpt.rng_state_to_json(self.rng), "optimizer": opt_meta,
             "batches_done": self.batches_done, "has_best": self.best_state is not None,
+            "collapse_restores": self.collapse_restores,
         })
 
     def load_checkpoint(self) -> bool:
@@ -206,6 +223,7 @@ class Trainer:
         self.alpha.load(st["alpha"])
         self.rng = ckpt.rng_from_json(st["rng"])
         self.batches_done = st["batches_done"]
+        self.collapse_restores = st.get("collapse_restores", 0)
         return True
 
     # ------------------------------------------------------------------ the loop
@@ -269,6 +287,18 @@ class Trainer:
         self.alpha.load(snap["alpha"])
         self.batches_done = snap["batches"]
 
+    def _restore_best(self) -> None:
+        """The free run has collapsed onto a fixed point (or a tiny cycle) and the model is clearly
+        worse than its best: continue from the best state with fresh optimiser moments instead of
+        training on in the collapsed regime (`--restore-on-collapse`). The batch stream goes on, so
+        the retried stretch sees other batches. Opt-in: on Lorenz63-BOLD one seed that had collapsed
+        at epoch 425 was still collapsed at epoch 2 000 and gained from it, another recovered by itself
+        without it and lost (docs/benchmarks.md, round 5)."""
+        self.net.load_state_dict(self.best_state)
+        self.opt.state.clear()
+        self.collapse_restores += 1
+        self.log(f"free run collapsed at epoch {self.epoch}: restored the best model (epoch {self.best_epoch})")
+
     def fit(self) -> dict:
         o = self.opts
         total = o.epochs
@@ -302,6 +332,8 @@ class Trainer:
                     self.best_state = copy.deepcopy(self.net.state_dict())
                 else:
                     self.bad_validations += 1
+                    if o.restore_on_collapse and self.best_state is not None and collapse_worth_restoring(v, self.best_score[0]):
+                        self._restore_best()
             self.rows.append(row)
             status = f"loss {loss:.4g} α {self.alpha.value:.3g}"
             if self.best_epoch:
@@ -327,4 +359,5 @@ class Trainer:
             "best_val_D_H": self.best_metrics[1] if self.best_epoch else None,
             "stopped_early": self.stopped_early, "final_loss": self.rows[-1]["loss"] if self.rows else None,
             "divergence_restarts": self.divergences, "final_alpha": self.alpha.value,
+            "collapse_restores": self.collapse_restores,
         }
