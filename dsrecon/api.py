@@ -306,6 +306,10 @@ def _jsonable(d: dict) -> dict:
 
 
 def _check_resumable(run: Path, old: dict, new: dict) -> None:
+    old = dict(old)
+    if isinstance(old.get("train_options"), dict):
+        # a run started by an older version lacks the options added since; they had their defaults
+        old["train_options"] = {**_jsonable(TrainOptions().public()), **old["train_options"]}
     for key in ("data_hash", "backend", "backend_options", "latent_dim_requested", "hidden_dim", "decoder", "kernel", "seed", "train_options"):
         if json.dumps(old.get(key), sort_keys=True) != json.dumps(json.loads(json.dumps(new.get(key))), sort_keys=True):
             raise DsreconError(f"{run}: cannot resume: '{key}' differs from the original run (same data and options are required)")

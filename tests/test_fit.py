@@ -271,3 +271,19 @@ def test_cli_restore_on_collapse_is_recorded(cli, tmp_path):
         cfg = json.loads((run / "config.json").read_text())
         assert cfg["train_options"]["restore_on_collapse"] is want
         assert cfg["training"]["collapse_restores"] >= 0
+
+
+def test_resume_accepts_a_run_from_before_a_new_option(tmp_path):
+    """A checkpointed run whose config.json predates an option (here restore_on_collapse) resumes
+    when that option is at its default, and is refused when it is not."""
+    rec = lorenz_rec()
+    with pytest.raises(Interrupted):
+        ConvSSM(**{**TINY, "epochs": 6, "stop_after_epoch": 5}).fit(rec, run_dir=tmp_path / "old")
+    cfg_path = tmp_path / "old" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["train_options"]["restore_on_collapse"]
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(DsreconError, match="train_options"):
+        ConvSSM(**{**TINY, "epochs": 6, "restore_on_collapse": True}).fit(rec, run_dir=tmp_path / "old", resume=True)
+    resumed = ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "old", resume=True)
+    assert resumed.config["training"]["epochs_run"] == 6
