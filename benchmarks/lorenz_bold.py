@@ -90,7 +90,7 @@ def published_protocol_dstsp(model: ConvSSM, rec: Recording) -> float:
     teacher = wiener_deconvolve(x, model.kernel_.taps)
     first = np.flatnonzero(np.isfinite(teacher).all(axis=1))[0]
     state0 = net.init_state(torch.as_tensor(teacher[first][None], dtype=torch.float32))
-    gen, Z = net.free_run(state0, x.shape[0])
+    gen, _ = net.free_run(state0, x.shape[0])
     gen = gen[0].numpy().astype(np.float64)
     if not np.isfinite(gen).all():
         return float("inf")

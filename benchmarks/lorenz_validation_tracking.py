@@ -39,7 +39,8 @@ def track(seed: int, epochs: int, n_fit: int) -> list[dict]:
         lat = Z[0, -100_000:, :3].numpy().astype(np.float64)
         ok = np.isfinite(lat).all() and np.all(lat.std(0) > 1e-8)
         latent = float(stsp_binned(lorenz_bold.zscore(lat), ref, bins=30)) if ok else float("inf")
-        rows.append({"epoch": (len(rows) + 1) * opts.val_every, "val": v["D_stsp"], "latent": latent})
+        # the trainer validates every val_every epochs and once more at the last epoch
+        rows.append({"epoch": min((len(rows) + 1) * opts.val_every, epochs), "val": v["D_stsp"], "latent": latent})
         return v
 
     trainer_mod.validate = validate

@@ -32,7 +32,7 @@ from dsrecon.models.fused_ensemble import PL_KINDS, SH_KINDS, RolloutSpec, ensem
 from dsrecon.training.batches import SequenceSampler
 from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData
-from dsrecon.training.trainer import MAX_DIVERGENCE_RETRIES, TrainOptions, collapse_worth_restoring, validate
+from dsrecon.training.trainer import MAX_DIVERGENCE_RETRIES, TrainOptions, should_restore_best, validate
 
 SUPPORTED_BACKENDS = SH_KINDS + PL_KINDS
 _L2_NAMES = ("W", "W1", "W2", "B")
@@ -434,7 +434,7 @@ class EnsembleTrainer:
                         self.best_row[e] = self.enet.flat[e].detach().clone()
                     else:
                         self.bad_validations[e] += 1
-                        if self.opts_list[e].restore_on_collapse and self.best_row[e] is not None and collapse_worth_restoring(v, self.best_score[e][0]):
+                        if should_restore_best(v, self.best_score[e][0], self.opts_list[e]):
                             self._restore_best(e)
                 self.rows[e].append(row)
                 min_epochs = o.epochs // 2 if o.min_epochs is None else o.min_epochs  # as in Trainer.fit

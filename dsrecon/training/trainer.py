@@ -85,13 +85,14 @@ class TrainOptions:
         return d
 
 
-def collapse_worth_restoring(v: dict, best_d_stsp: float) -> bool:
-    """A validation result v calls for going back to the best model: its free run collapsed, and the
-    best model was a real improvement on it (D_stsp at most half of the collapsed run's). Early in
-    training every model sits near a fixed point; going back to one of those helps nothing and only
-    changes the random path of the fit."""
+def should_restore_best(v: dict, best_d_stsp: float, opts: TrainOptions) -> bool:
+    """With --restore-on-collapse, a validation result v calls for going back to the best model: its
+    free run collapsed, and the best model was a real improvement on it (D_stsp at most half of the
+    collapsed run's; inf while there is no best model). Early in training every model sits near a
+    fixed point; going back to one of those helps nothing and only changes the random path of the fit."""
     d = v.get("D_stsp", float("nan"))
-    return bool(v.get("collapsed")) and math.isfinite(best_d_stsp) and (not math.isfinite(d) or best_d_stsp <= 0.5 * d)
+    return (opts.restore_on_collapse and bool(v.get("collapsed")) and math.isfinite(best_d_stsp)
+            and (not math.isfinite(d) or best_d_stsp <= 0.5 * d))
 
 
 class Interrupted(Exception):
@@ -332,7 +333,7 @@ class Trainer:
                     self.best_state = copy.deepcopy(self.net.state_dict())
                 else:
                     self.bad_validations += 1
-                    if o.restore_on_collapse and self.best_state is not None and collapse_worth_restoring(v, self.best_score[0]):
+                    if should_restore_best(v, self.best_score[0], o):
                         self._restore_best()
             self.rows.append(row)
             status = f"loss {loss:.4g} α {self.alpha.value:.3g}"
