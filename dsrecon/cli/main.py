@@ -89,4 +89,8 @@ def run() -> None:  # console-script entry point
 
 
 if __name__ == "__main__":
-    run()
+    # `python -m dsrecon.cli.main` runs this file as __main__, a second copy of the module; the
+    # command modules register on the importable one's app, so run that
+    from dsrecon.cli.main import run as _run
+
+    _run()
