@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dsrecon._util import versions, write_json_atomic
-from dsrecon.cli.common import emit, log
+from dsrecon.cli.common import emit, err_console, log
 from dsrecon.errors import DataError, DsreconError
 
 
@@ -44,13 +44,21 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
 
     model = load_run(run).to(resolve_device(device))
     if data is not None:
-        recs = load_inputs([str(data)], InputSpec(tr=model.tr))
-        test = recs[0]
+        from dsrecon.io.matching import load_matched
+
+        test, notes = load_matched(data, model)
+        for note in notes:
+            if not quiet:
+                err_console.print(note, soft_wrap=True, markup=False, highlight=False)
         source = str(data)
     else:
         # default: the held-out tail of the training inputs, when they are still where they were
+        prov = (model.config.get("provenance") or [{}])[0] or {}
+        spec = InputSpec(tr=model.tr, tr_label="the model's TR", quiet=True,
+                         drop_columns=list(prov.get("dropped_columns") or []),
+                         regressor_columns=list(prov.get("regressor_columns") or []))
         try:
-            recs = load_inputs(list(model.config["inputs"][:1]), InputSpec(tr=model.tr))
+            recs = load_inputs(list(model.config["inputs"][:1]), spec)
         except DataError:
             raise DsreconError(f"{run}: the training inputs are not readable any more; give test data with --data TEST.tsv") from None
         frac = model.config["train_options"]["test_fraction"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dsrecon.cli.common import JsonOpt, QuietOpt, SeedOpt, emit, log
+from dsrecon.cli.common import JsonOpt, QuietOpt, SeedOpt, emit, err_console, log
 from dsrecon.cli.main import app
 from dsrecon.errors import DsreconError
 
@@ -27,7 +27,7 @@ def report_cmd(
     Example: dsrecon report run --data test.tsv -o report.html
     """
     import dsrecon
-    from dsrecon.io.tables import read_table
+    from dsrecon.io.matching import load_matched
     from dsrecon.plots.report import build_report
 
     if lyapunov_steps < 1:
@@ -39,9 +39,10 @@ def report_cmd(
     model = dsrecon.load_run(run)
     test = None
     if data is not None:
-        test = read_table(data, tr=model.tr)
-        if test.n_regions != len(model.names):
-            raise DsreconError(f"{data}: {test.n_regions} columns, the model was fitted on {len(model.names)} regions")
+        test, notes = load_matched(data, model)
+        for note in notes:
+            if not quiet:
+                err_console.print(note, soft_wrap=True, markup=False, highlight=False)
     out = output if output is not None else run / "report.html"
     log(f"analysing {run} (Lyapunov {lyapunov_steps} steps, cycles k ≤ {k_max})…", quiet)
     res = build_report(model, out, data=test, lyapunov_steps=lyapunov_steps, k_max=k_max, seed=seed)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dsrecon._util import dsrecon_version, versions
-from dsrecon.cli.common import DeviceOpt, JsonOpt, QuietOpt, SeedOpt, emit, log, resolve_device
+from dsrecon.cli.common import DeviceOpt, JsonOpt, QuietOpt, SeedOpt, emit, err_console, log, resolve_device
 from dsrecon.cli.simulate import latent_path, simulate_app, write_observed_and_latent
 from dsrecon.errors import DsreconError
 
@@ -37,11 +37,12 @@ def model_cmd(
     model = load_run(run).to(resolve_device(device))
     data = None
     if from_data is not None:
-        from dsrecon.io.load import InputSpec, load_inputs
+        from dsrecon.io.matching import load_matched
 
-        data = load_inputs([str(from_data)], InputSpec(tr=model.tr))[0]
-        if data.n_regions != len(model.names):
-            raise DsreconError(f"{from_data}: {data.n_regions} columns, the model was fitted on {len(model.names)} regions")
+        data, notes = load_matched(from_data, model)
+        for note in notes:
+            if not (quiet or as_json):
+                err_console.print(note, soft_wrap=True, markup=False, highlight=False)
     out = model.simulate(steps, seed=seed, data=data)
     lat_names = [f"z{i + 1}" for i in range(out["latent"].shape[1])]
     common = {"RepetitionTime": model.tr, "run": str(run), "steps": steps, "seed": seed, "from": None if from_data is None else str(from_data),

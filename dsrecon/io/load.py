@@ -10,7 +10,8 @@ across recordings. What each path becomes:
   is given: fMRIPrep runs discovered with nilearn's BIDS helpers, one Recording per run.
 * a suite2p folder (``plane*/`` with F.npy …, or a suite2p root with one plane): ΔF/F, see
   :mod:`dsrecon.io.calcium`.
-* ``*.tsv`` / ``*.csv`` / ``*.txt`` / ``*.npy`` tables, or a directory of them.
+* ``*.tsv`` / ``*.csv`` / ``*.txt`` (optionally ``.gz``) / ``*.npy`` tables, or a directory of them;
+  what the table reader guessed (a dropped row index, no header) is one line on stderr.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from dsrecon.errors import DataError
 from dsrecon.io.recording import Recording
-from dsrecon.io.tables import TABLE_SUFFIXES, read_sidecar, read_table
+from dsrecon.io.tables import is_table_path, read_sidecar, read_table
 
 
 @dataclass
@@ -30,6 +31,8 @@ class InputSpec:
     """Everything the loaders need besides the paths (CLI options of `dsrecon fit`)."""
 
     tr: float | None = None
+    # where ``tr`` came from, for the error when it contradicts a table's sidecar ("the model's TR")
+    tr_label: str = "--tr"
     # NIfTI + atlas
     atlas: str | None = None
     atlas_labels: str | None = None
@@ -95,13 +98,13 @@ def _load_path(p: Path, spec: InputSpec) -> list[Recording]:
         if _wants_bids(p, spec):
             runs = discover_runs(p, spec.participant_label, spec.task, spec.session, spec.space)
             return [load_nifti(r, spec) for r in runs]
-        tables = sorted(q for q in p.iterdir() if q.suffix in TABLE_SUFFIXES and not q.name.endswith("_latent.tsv"))
+        tables = sorted(q for q in p.iterdir() if q.is_file() and is_table_path(q) and not q.name.endswith("_latent.tsv"))
         if not tables:
             raise DataError(f"{p}: directory holds no TSV/CSV/NPY tables, no sub-* runs and no suite2p output")
         return [_load_table(q, spec) for q in tables]
     if is_nifti_path(p):
         return [load_nifti(p, spec)]
-    if p.suffix in TABLE_SUFFIXES:
+    if is_table_path(p):
         return [_load_table(p, spec)]
     raise DataError(f"{p}: unsupported input type (expected a NIfTI image, a TSV/CSV/NPY table, "
                     "a suite2p folder or a directory of them)")
@@ -176,7 +179,9 @@ def load_nifti(path: str | Path, spec: InputSpec | None = None) -> Recording:
 
 
 def _load_table(p: Path, spec: InputSpec) -> Recording:
-    rec = read_table(p, tr=spec.tr)
+    rec = read_table(p, tr=spec.tr, tr_label=spec.tr_label)
+    for note in rec.provenance.get("notes", []):
+        _warn(note, spec)
     drop = set(spec.drop_columns)
     regs = [c for c in spec.regressor_columns if c in rec.names]
     missing = [c for c in list(spec.regressor_columns) + list(spec.drop_columns) if c not in rec.names]
