@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,7 +27,7 @@ from dsrecon.models.decoders import make_decoder
 from dsrecon.signal.kernels import Kernel, make_kernel
 from dsrecon.training import checkpoint as ckpt
 from dsrecon.training.prepare import Normalisation, prepare
-from dsrecon.training.trainer import LOG_COLUMNS, TrainOptions, Trainer
+from dsrecon.training.trainer import LOG_COLUMNS, Interrupted, TrainOptions, Trainer
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -127,29 +126,34 @@ class ConvSSM:
     def fit(self, recordings: Recording | Sequence[Recording], run_dir: str | Path | None = None, *, resume: bool = False,
             overwrite: bool = False, progress: Callable[[int, int, str], None] | None = None,
             log: Callable[[str], None] | None = None, inputs: list[str] | None = None) -> "ConvSSM":
-        """Fit on one or more recordings (each a separate sequence source). Returns self."""
+        """Fit on one or more recordings (each a separate sequence source). Returns self.
+
+        With ``run_dir`` the run is built in a staging directory beside it and renamed into place
+        when complete (`dsrecon.io.runs`): a failure leaves nothing, an interruption leaves the
+        staging directory for ``resume=True``, and ``overwrite=True`` replaces a previous run only
+        once the new one has succeeded."""
         recs = [recordings] if isinstance(recordings, Recording) else list(recordings)
         if not recs:
             raise DataError("no recordings to fit")
+        if run_dir is None:
+            return self._fit(recs, None, True, progress, log, inputs, None)
+        from dsrecon.io.runs import StagedRun
+
+        with StagedRun(run_dir, resume=resume, force=overwrite, log=log) as st:
+            self._fit(recs, st.dir, st.fresh, progress, log, inputs, Path(run_dir))
+            self.run_dir_ = st.commit()
+        return self
+
+    def _fit(self, recs: list[Recording], run: Path | None, fresh: bool, progress, log, inputs, target: Path | None) -> "ConvSSM":
+        """Train into ``run`` (the staging directory, or None); ``target`` names the run in messages."""
         kern = make_kernel(self.kernel, recs[0].tr, tau_decay=self.tau_decay, tau_rise=self.tau_rise)
         data_hash = array_hash(*[r.data for r in recs], *[r.mask for r in recs])
-        run = Path(run_dir) if run_dir is not None else None
         config = self._config(recs, kern, data_hash, inputs)
         cache = None
-        fresh = True
-        exists = run is not None and ((run / "checkpoint" / "state.json").exists() or (run / CONFIG_FILE).exists())
-        if exists:
-            if resume:
-                old = json.loads((run / CONFIG_FILE).read_text())
-                _check_resumable(run, old, config)
-                cache = _read_teacher_cache(run, len(recs))
-                fresh = False
-            elif not overwrite:
-                raise DsreconError(f"{run}: run directory already exists; use --resume to continue it or --force to overwrite")
-            else:
-                shutil.rmtree(run)
-        elif resume and run is not None:
-            raise DsreconError(f"{run}: nothing to resume (no checkpoint found)")
+        if not fresh:
+            old = json.loads((run / CONFIG_FILE).read_text())
+            _check_resumable(target, old, config)
+            cache = _read_teacher_cache(run, len(recs), target)
         data = prepare(recs, kern, self.train_options.test_fraction, teacher_cache=cache)
         seed_everything(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
@@ -161,7 +165,6 @@ class ConvSSM:
         })
         trainer = Trainer(net, data, self.train_options, self.seed, run, progress, log)
         if run is not None:
-            run.mkdir(parents=True, exist_ok=True)
             if fresh:
                 _write_teacher_cache(run, data, recs)
                 write_json_atomic(run / CONFIG_FILE, {**config, "status": "training"})
@@ -170,10 +173,18 @@ class ConvSSM:
                 trainer.load_checkpoint()
         try:
             summary = trainer.fit()
-        except DivergenceError:
-            if run is not None and fresh:
-                shutil.rmtree(run, ignore_errors=True)
+        except Interrupted:
             raise
+        except KeyboardInterrupt as e:
+            from dsrecon.errors import FitInterrupted, Terminated
+
+            c = trainer.checkpoint_epoch
+            raise FitInterrupted(
+                f"interrupted at epoch {trainer.epoch} of {self.train_options.epochs}; "
+                + (f"the checkpoint of epoch {c} is kept (continue with --resume)" if c is not None and run is not None
+                   else "no checkpoint had been written yet"),
+                signal="SIGTERM" if isinstance(e, Terminated) else "SIGINT", epoch=trainer.epoch, checkpoint_epoch=c,
+                staging=None if run is None else str(run)) from None
         net = net.cpu()  # generation and analysis are sequential: they run on the CPU
         # initial state for later simulation: the last reliable teacher frame of the training data
         net.register_buffer("z_init", net.state_from_last_reliable(data.train[-1].teacher).detach()[0])
@@ -342,12 +353,12 @@ def _write_teacher_cache(run: Path, data, recs: list[Recording]) -> None:
     write_json_atomic(run / TEACHER_DIR / "index.json", {"files": files})
 
 
-def _read_teacher_cache(run: Path, n: int) -> list[np.ndarray]:
+def _read_teacher_cache(run: Path, n: int, target: Path | None = None) -> list[np.ndarray]:
     from dsrecon.io.tables import read_array
 
     idx = json.loads((run / TEACHER_DIR / "index.json").read_text())
     if len(idx["files"]) != n:
-        raise DsreconError(f"{run}: cannot resume: teacher cache holds {len(idx['files'])} recordings, data has {n}")
+        raise DsreconError(f"{target or run}: cannot resume: teacher cache holds {len(idx['files'])} recordings, data has {n}")
     return [read_array(run / TEACHER_DIR / f, allow_nan=True)[0].astype(np.float32) for f in idx["files"]]
 
 

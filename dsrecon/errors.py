@@ -17,3 +17,19 @@ class DataError(DsreconError):
 
 class DivergenceError(DsreconError):
     """Training or generation produced non-finite or exploding states."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised by the CLI's signal handler so that clean-up code runs as for Ctrl-C."""
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """A fit stopped by SIGINT/SIGTERM; its message says the epoch reached and how to resume.
+
+    ``signal`` is the signal's name; ``epoch`` the last epoch finished; ``checkpoint_epoch`` the
+    epoch the kept checkpoint holds (None when there is none); ``staging`` the kept directory."""
+
+    def __init__(self, message: str, *, signal: str = "SIGINT", epoch: int = 0, checkpoint_epoch: int | None = None,
+                 staging: str | None = None):
+        super().__init__(message)
+        self.signal, self.epoch, self.checkpoint_epoch, self.staging = signal, epoch, checkpoint_epoch, staging

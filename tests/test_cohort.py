@@ -92,16 +92,24 @@ def test_discover_subjects_tables_runs_and_folders(tmp_path):
 def test_run_state(tmp_path):
     run = tmp_path / "r"
     assert run_state(run) == ABSENT
+    st = tmp_path / ".r.staging"  # where an interrupted fit keeps its checkpoint
+    st.mkdir()
+    (st / "config.json").write_text(json.dumps({"status": "training"}))
+    assert run_state(run) == ABSENT
+    (st / "checkpoint").mkdir()
+    (st / "checkpoint" / "state.json").write_text("{}")
+    assert run_state(run) == PARTIAL
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"status": "training"}))
-    assert run_state(run) == STALE
-    (run / "checkpoint").mkdir()
-    (run / "checkpoint" / "state.json").write_text("{}")
-    assert run_state(run) == PARTIAL
     (run / "model.safetensors").write_bytes(b"")
-    assert run_state(run) == PARTIAL  # the model of a run still training does not count
+    assert run_state(run) == PARTIAL  # the staging directory is what a resume continues
     (run / "config.json").write_text(json.dumps({"status": "complete"}))
     assert run_state(run) == COMPLETE
+    import shutil
+
+    shutil.rmtree(st)
+    (run / "config.json").write_text(json.dumps({"status": "training"}))
+    assert run_state(run) == STALE
 
 
 def test_cohort_and_sweep_on_the_process_pool(cli, tmp_path, monkeypatch):

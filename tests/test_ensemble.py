@@ -165,8 +165,9 @@ def test_existing_output_and_bad_backend_are_one_line_errors(lorenz_bold, tmp_pa
 
     (tmp_path / "ens").mkdir()
     (tmp_path / "ens" / "x").write_text("")
-    with pytest.raises(DsreconError, match="already exists"):
+    with pytest.raises(DsreconError, match="not a dsrecon run"):
         fit_ensemble(lorenz_bold, tmp_path / "ens", 2, **OPTS)
+    assert [p.name for p in (tmp_path / "ens").iterdir()] == ["x"]
     with pytest.raises(DsreconError, match="PLRNN family"):
         fit_ensemble(lorenz_bold, tmp_path / "ens2", 2, backend="lru", epochs=1)
     assert not (tmp_path / "ens2").exists()

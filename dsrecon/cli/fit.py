@@ -101,7 +101,12 @@ def fit_cmd(
     from dsrecon.api import ConvSSM
     from dsrecon.io.load import InputSpec, load_inputs
 
+    from dsrecon.io.runs import check_target
+
     dev = resolve_device(device)
+    if resume and (ensemble != 1 or ensemble_alpha is not None):
+        raise DsreconError("--resume is not supported with --ensemble (ensembles are written only when complete); rerun with --force")
+    check_target(output, resume=resume, force=force)  # refuse an unusable -o before loading anything
     for name, val in (("--epochs", epochs), ("--batches-per-epoch", batches_per_epoch), ("--batch-size", batch_size), ("--val-every", val_every), ("--checkpoint-every", checkpoint_every)):
         if val < 1:
             raise DsreconError(f"{name} must be at least 1, got {val}")
@@ -168,7 +173,7 @@ def fit_cmd(
         model.fit(recs, output, resume=resume, overwrite=force, progress=on_epoch, log=lambda s: log(s, quiet),
                   inputs=[str(p) for p in inputs])
     tr_sum = model.config["training"]
-    result = {"run": str(output), "seconds": time.perf_counter() - t0, **tr_sum}
+    result = {"run": str(output), "seconds": time.perf_counter() - t0, **tr_sum, "seed": seed, "versions": model.config["versions"]}
     log(f"wrote {output}/model.safetensors, config.json, training_log.tsv", quiet)
     emit(result, as_json, title=f"dsrecon fit → {output}", quiet=quiet)
 

@@ -6,6 +6,8 @@ Exit codes: 0 success, 1 user or data error (one line on stderr, no traceback), 
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
 
 import typer
@@ -15,7 +17,10 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover - older typer depends on click
     from click import exceptions as _cx
 
-from dsrecon.errors import DsreconError
+from dsrecon.errors import DsreconError, FitInterrupted, Terminated
+
+#: the arguments of the command being run (for messages that repeat the command, e.g. --resume)
+CURRENT_ARGV: list[str] = []
 
 app = typer.Typer(
     name="dsrecon",
@@ -58,9 +63,31 @@ def _register() -> None:
                 raise
 
 
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise Terminated()
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that continues the current fit: the same arguments plus --resume."""
+    args = list(CURRENT_ARGV if argv is None else argv)
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(["dsrecon", *args])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI on ``argv``; return the exit code (never raises for user errors)."""
+    """Run the CLI on ``argv``; return the exit code (never raises for user errors).
+
+    SIGTERM is turned into an exception (a KeyboardInterrupt, like Ctrl-C) for the duration, so
+    that every clean-up (temporary files, staging directories, locks) runs as for Ctrl-C."""
+    global CURRENT_ARGV
     _register()
+    CURRENT_ARGV = list(sys.argv[1:] if argv is None else argv)
+    old_term = None
+    try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
     try:
         rv = app(args=argv, prog_name="dsrecon", standalone_mode=False)
     except DsreconError as e:
@@ -73,14 +100,24 @@ def main(argv: list[str] | None = None) -> int:
     except _cx.ClickException as e:
         e.show()
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except FitInterrupted as e:
+        if e.checkpoint_epoch is not None:
+            hint = f"checkpoint at epoch {e.checkpoint_epoch} kept; resume with: {resume_command()}"
+        else:
+            hint = "no checkpoint yet; run the same command again to start over"
+        print(f"interrupted ({e.signal}) at epoch {e.epoch}; {hint}", file=sys.stderr)
+        return 143 if e.signal == "SIGTERM" else 130
+    except KeyboardInterrupt as e:
+        print("terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except Exception as e:  # a bug, not a data error: one line unless asked for the traceback
         if os.environ.get("DSRECON_DEBUG"):
             raise
         print(f"error: internal error: {e.__class__.__name__}: {e} (set DSRECON_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     return rv if isinstance(rv, int) else 0
 
 

@@ -117,8 +117,9 @@ def _table_subjects(root: Path) -> list[Subject]:
 
 
 def run_state(run: Path) -> str:
-    """COMPLETE (model.safetensors + config.json with status complete), PARTIAL (a checkpoint to
-    resume), STALE (a started run without a checkpoint) or ABSENT."""
+    """COMPLETE (model.safetensors + config.json with status complete), PARTIAL (an interrupted
+    fit's staging directory with a checkpoint to resume), STALE (something there, nothing to
+    resume) or ABSENT."""
     cfg = run / "config.json"
     if (run / "model.safetensors").exists() and cfg.exists():
         try:
@@ -126,7 +127,10 @@ def run_state(run: Path) -> str:
                 return COMPLETE
         except (json.JSONDecodeError, OSError):
             pass
-    if (run / "checkpoint" / "state.json").exists() and cfg.exists():
+    from dsrecon.io.runs import has_checkpoint, staging_path
+
+    st = staging_path(run)
+    if has_checkpoint(st) and (st / "config.json").exists():  # an interrupted fit's staging directory
         return PARTIAL
     if run.exists() and any(run.iterdir()):
         return STALE

@@ -487,18 +487,12 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
     convssm_kwargs: the `dsrecon.ConvSSM` arguments (seed: of member 0; alpha: the default α).
     Returns the content of ensemble.json.
     """
-    import datetime as _dt
     import json
-    import os
-    import shutil
     from pathlib import Path
 
-    from dsrecon._util import array_hash, seed_everything, versions, write_json_atomic
-    from dsrecon.api import ConvSSM, _write_dataset_description, _write_teacher_cache
+    from dsrecon.api import ConvSSM
     from dsrecon.errors import DataError
     from dsrecon.io.recording import Recording
-    from dsrecon.signal.kernels import make_kernel
-    from dsrecon.training.prepare import prepare
 
     t_start = time.perf_counter()
     recs = [recordings] if isinstance(recordings, Recording) else list(recordings)
@@ -520,9 +514,30 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
     if m0.backend not in SUPPORTED_BACKENDS:
         raise DsreconError(f"--ensemble supports the PLRNN family ({', '.join(SUPPORTED_BACKENDS)}), not --backend {m0.backend}")
     run = Path(run_dir)
-    if run.exists() and any(run.iterdir()):
-        if not overwrite:
-            raise DsreconError(f"{run}: output directory already exists; use --force to overwrite (ensembles cannot be resumed)")
+    from dsrecon.io.runs import StagedRun
+
+    with StagedRun(run, force=overwrite, log=log) as st:
+        try:
+            _fit_ensemble_staged(st, recs, run, size, seeds, al, models, base_seed, t_start, progress, log, inputs)
+        except KeyboardInterrupt:  # ensembles have no checkpoint to resume from: leave nothing behind
+            import shutil
+
+            shutil.rmtree(st.dir, ignore_errors=True)
+            raise
+    return json.loads((run / ENSEMBLE_FILE).read_text())
+
+
+def _fit_ensemble_staged(st, recs, run, size, seeds, al, models, base_seed, t_start, progress, log, inputs) -> None:
+    """Train the members and write them into the staging directory ``st.dir``; commit it."""
+    import datetime as _dt
+    import os
+
+    from dsrecon._util import array_hash, seed_everything, versions, write_json_atomic
+    from dsrecon.api import _write_dataset_description, _write_teacher_cache
+    from dsrecon.signal.kernels import make_kernel
+    from dsrecon.training.prepare import prepare
+
+    m0 = models[0]
     kern = make_kernel(m0.kernel, recs[0].tr, tau_decay=m0.tau_decay, tau_rise=m0.tau_rise)
     data_hash = array_hash(*[r.data for r in recs], *[r.mask for r in recs])
     data = prepare(recs, kern, m0.train_options.test_fraction)
@@ -538,61 +553,51 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
 
         raise DivergenceError(f"all {size} ensemble members diverged; try a smaller --learning-rate or a larger --alpha")
 
-    tmp = run.with_name(f".{run.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = st.dir
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     members = []
+    for k, (m, net, summ) in enumerate(zip(models, nets, summaries)):
+        name = f"member-{k:02d}" if size <= 100 else f"member-{k:03d}"
+        entry = {"member": k, "run": name, "seed": m.seed, "alpha": m.train_options.alpha, **summ}
+        members.append(entry)
+        if summ["failed"]:
+            continue
+        net = net.cpu()
+        net.register_buffer("z_init", net.state_from_last_reliable(data.train[-1].teacher).detach()[0])
+        config = m._config(recs, kern, data_hash, inputs)
+        config.update({"normalisation": data.norm.to_dict(), "data": data.info, "latent_dim": net.M,
+                       "backend_kwargs": net.dynamics.extra_config(), "status": "complete", "training": summ,
+                       "ensemble": {"size": size, "member": k, "seeds": seeds, "alphas": al, "directory": str(run),
+                                    "engine": "batched" if trainer.device.type == "cpu" else str(trainer.device)}})
+        m.net_, m.config_, m.run_dir_ = net, config, run / name
+        m.history_ = trainer.rows[k]
+        mdir = tmp / name
+        mdir.mkdir()
+        _write_teacher_cache(mdir, data, recs)
+        _write_dataset_description(mdir)
+        m.save(mdir, trainer.rows[k])
+    ok_members = [e for e in members if not e["failed"]]
+    has_val = any(e["best_val_D_stsp"] is not None for e in ok_members)
+    if has_val:
+        key = lambda e: (e["best_val_D_stsp"] if e["best_val_D_stsp"] is not None and math.isfinite(e["best_val_D_stsp"]) else float("inf"),  # noqa: E731
+                         e["best_val_D_H"] if e["best_val_D_H"] is not None and math.isfinite(e["best_val_D_H"]) else float("inf"))
+        selection = "lowest validation D_stsp on the held-out tail, then D_H"
+    else:
+        key = lambda e: e["final_loss"] if e["final_loss"] is not None and math.isfinite(e["final_loss"]) else float("inf")  # noqa: E731
+        selection = "lowest final training loss (no held-out tail: --test-fraction 0)"
+    best = min(ok_members, key=key)
+    summary = {
+        "format": "dsrecon-ensemble/1", "created": created, "versions": versions(), "size": size, "seed": base_seed,
+        "seeds": seeds, "alphas": al, "backend": m0.backend, "selection": selection, "best_member": best["member"],
+        "best_run": best["run"], "members": members, "epochs": trainer.epoch,
+        "seconds": time.perf_counter() - t_start, "device": str(trainer.device), "data_hash": data_hash,
+    }
+    write_json_atomic(tmp / ENSEMBLE_FILE, summary)
     try:
-        for k, (m, net, summ) in enumerate(zip(models, nets, summaries)):
-            name = f"member-{k:02d}" if size <= 100 else f"member-{k:03d}"
-            entry = {"member": k, "run": name, "seed": m.seed, "alpha": m.train_options.alpha, **summ}
-            members.append(entry)
-            if summ["failed"]:
-                continue
-            net = net.cpu()
-            net.register_buffer("z_init", net.state_from_last_reliable(data.train[-1].teacher).detach()[0])
-            config = m._config(recs, kern, data_hash, inputs)
-            config.update({"normalisation": data.norm.to_dict(), "data": data.info, "latent_dim": net.M,
-                           "backend_kwargs": net.dynamics.extra_config(), "status": "complete", "training": summ,
-                           "ensemble": {"size": size, "member": k, "seeds": seeds, "alphas": al, "directory": str(run),
-                                        "engine": "batched" if trainer.device.type == "cpu" else str(trainer.device)}})
-            m.net_, m.config_, m.run_dir_ = net, config, run / name
-            m.history_ = trainer.rows[k]
-            mdir = tmp / name
-            mdir.mkdir()
-            _write_teacher_cache(mdir, data, recs)
-            _write_dataset_description(mdir)
-            m.save(mdir, trainer.rows[k])
-        ok_members = [e for e in members if not e["failed"]]
-        has_val = any(e["best_val_D_stsp"] is not None for e in ok_members)
-        if has_val:
-            key = lambda e: (e["best_val_D_stsp"] if e["best_val_D_stsp"] is not None and math.isfinite(e["best_val_D_stsp"]) else float("inf"),  # noqa: E731
-                             e["best_val_D_H"] if e["best_val_D_H"] is not None and math.isfinite(e["best_val_D_H"]) else float("inf"))
-            selection = "lowest validation D_stsp on the held-out tail, then D_H"
-        else:
-            key = lambda e: e["final_loss"] if e["final_loss"] is not None and math.isfinite(e["final_loss"]) else float("inf")  # noqa: E731
-            selection = "lowest final training loss (no held-out tail: --test-fraction 0)"
-        best = min(ok_members, key=key)
-        summary = {
-            "format": "dsrecon-ensemble/1", "created": created, "versions": versions(), "size": size, "seed": base_seed,
-            "seeds": seeds, "alphas": al, "backend": m0.backend, "selection": selection, "best_member": best["member"],
-            "best_run": best["run"], "members": members, "epochs": trainer.epoch,
-            "seconds": time.perf_counter() - t_start, "device": str(trainer.device), "data_hash": data_hash,
-        }
-        write_json_atomic(tmp / ENSEMBLE_FILE, summary)
-        try:
-            os.symlink(best["run"], tmp / "best", target_is_directory=True)
-        except OSError:  # filesystems without symlinks: ensemble.json's best_run names it
-            pass
-        if run.exists():
-            shutil.rmtree(run)
-        run.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, run)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return json.loads((run / ENSEMBLE_FILE).read_text())
+        os.symlink(best["run"], tmp / "best", target_is_directory=True)
+    except OSError:  # filesystems without symlinks: ensemble.json's best_run names it
+        pass
+    st.commit()
 
 
 def convssm_kwargs(model) -> dict:
@@ -628,7 +633,8 @@ def fit_ensemble_cli(model, recs, output, size: int, alphas: str | None, *, resu
         summary = fit_ensemble(recs, output, size, alphas=al, overwrite=force, progress=on_epoch, log=lambda s: log(s, quiet),
                                inputs=inputs, **kw)
     best = summary["members"][summary["best_member"]]
-    result = {"run": str(output), "seconds": time.perf_counter() - t0, "size": size, "best_member": summary["best_member"],
+    result = {"run": str(output), "seconds": time.perf_counter() - t0, "size": size, "seed": kw["seed"], "versions": summary["versions"],
+              "best_member": summary["best_member"],
               "best_run": str(output / summary["best_run"]) if hasattr(output, "joinpath") else summary["best_run"],
               "best_val_D_stsp": best["best_val_D_stsp"], "best_val_D_H": best["best_val_D_H"],
               "members": [{k: m[k] for k in ("run", "seed", "alpha", "best_val_D_stsp", "best_val_D_H", "final_loss", "epochs_run", "failed")}

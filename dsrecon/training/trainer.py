@@ -95,8 +95,9 @@ def should_restore_best(v: dict, best_d_stsp: float, opts: TrainOptions) -> bool
             and (not math.isfinite(d) or best_d_stsp <= 0.5 * d))
 
 
-class Interrupted(Exception):
-    """Raised by the stop_after_epoch hook, as if the process had been killed after a checkpoint."""
+class Interrupted(KeyboardInterrupt):
+    """Raised by the stop_after_epoch hook, as if the process had been killed after a checkpoint
+    (a KeyboardInterrupt, so the run's staging directory is kept for --resume, as after a kill)."""
 
 
 def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int = 0) -> dict:
@@ -182,6 +183,7 @@ class Trainer:
         self.stopped_early = False
         self.batches_done = 0
         self.collapse_restores = 0
+        self.checkpoint_epoch: int | None = None  # the epoch the checkpoint on disk holds
         self._nan_fired = False
 
     # ------------------------------------------------------------------ checkpoints
@@ -190,6 +192,9 @@ class Trainer:
         return None if self.run_dir is None else self.run_dir / "checkpoint"
 
     def save_checkpoint(self) -> None:
+        """Write the checkpoint so that a kill at any moment leaves a consistent one: the tensors go
+        to a new file, then state.json (written atomically) names it, then older tensor files go.
+        Until state.json is replaced it still names the previous, complete tensor file."""
         if self.ckpt_dir is None:
             return
         tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
@@ -197,20 +202,25 @@ class Trainer:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
         opt_t, opt_meta = ckpt.optimizer_to_flat(self.opt)
         tensors.update(opt_t)
-        ckpt.save_tensors(self.ckpt_dir / "state.safetensors", tensors)
+        name = f"state-{self.epoch:06d}-{self.batches_done}.safetensors"
+        ckpt.save_tensors(self.ckpt_dir / name, tensors)
         ckpt.write_state_json(self.ckpt_dir / "state.json", {
             "epoch": self.epoch, "lr_scale": self.lr_scale, "divergences": self.divergences, "rows": self.rows,
             "best_score": list(self.best_score), "best_metrics": list(self.best_metrics), "best_epoch": self.best_epoch, "bad_validations": self.bad_validations,
             "alpha": self.alpha.state(), "rng": ckpt.rng_state_to_json(self.rng), "optimizer": opt_meta,
             "batches_done": self.batches_done, "has_best": self.best_state is not None,
-            "collapse_restores": self.collapse_restores,
+            "collapse_restores": self.collapse_restores, "stopped_early": self.stopped_early, "tensors": name,
         })
+        for old in self.ckpt_dir.glob("state*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        self.checkpoint_epoch = self.epoch
 
     def load_checkpoint(self) -> bool:
         if self.ckpt_dir is None or not (self.ckpt_dir / "state.json").exists():
             return False
         st = ckpt.read_state_json(self.ckpt_dir / "state.json")
-        tensors = ckpt.load_tensors(self.ckpt_dir / "state.safetensors")
+        tensors = ckpt.load_tensors(self.ckpt_dir / st.get("tensors", "state.safetensors"))
         self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         if st["has_best"]:
             self.best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
@@ -225,6 +235,8 @@ class Trainer:
         self.rng = ckpt.rng_from_json(st["rng"])
         self.batches_done = st["batches_done"]
         self.collapse_restores = st.get("collapse_restores", 0)
+        self.stopped_early = bool(st.get("stopped_early", False))
+        self.checkpoint_epoch = self.epoch
         return True
 
     # ------------------------------------------------------------------ the loop
@@ -303,7 +315,7 @@ class Trainer:
     def fit(self) -> dict:
         o = self.opts
         total = o.epochs
-        while self.epoch < total:
+        while self.epoch < total and not self.stopped_early:
             t0 = time.perf_counter()
             snap = self._snapshot()
             loss = self.run_epoch()

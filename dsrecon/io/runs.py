@@ -1,0 +1,292 @@
+"""The run directory: what dsrecon owns, and how it is written without touching anything else.
+
+A fit never writes into its target directly. It builds the run in a staging directory beside the
+target, ``PARENT/.NAME.staging``, and renames it into place only when the run is complete:
+
+* a failure (bad data, divergence, an exception) removes the staging directory and nothing else;
+* an interruption (SIGINT, SIGTERM, ``kill -9``) keeps it, with its checkpoint, so ``--resume``
+  continues from it; a later fit without ``--resume`` clears it, with a note;
+* ``--force`` replaces a previous run only after the new one has succeeded: until the final
+  rename the old run stays complete and loadable;
+* an existing target is used only when it is empty or is a dsrecon run holding nothing but run
+  files; anything else (``-o .`` over the user's inputs) is refused, naming what is there.
+
+One process at a time writes a run: ``PARENT/.NAME.lock`` is held with ``flock`` for the whole fit.
+A second process exits naming the holder; a lock left by a dead process (``kill -9``) is taken
+over with a note (the kernel releases ``flock`` locks of dead processes).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from dsrecon.errors import DsreconError
+
+CONFIG_FILE = "config.json"
+ENSEMBLE_FILE = "ensemble.json"
+CHECKPOINT_DIR = "checkpoint"
+#: names dsrecon writes into a run directory (single fit, ensemble, cohort member, report)
+RUN_ENTRIES = frozenset({
+    "model.safetensors", CONFIG_FILE, "training_log.tsv", "training_log.json", "teacher", CHECKPOINT_DIR,
+    "dataset_description.json", "cohort_metrics.json", "report.html", "figures", ENSEMBLE_FILE, "best",
+    "subject_features.tsv", "subject_features.json",
+})
+_MEMBER = re.compile(r"^member-\d+$")
+
+
+def staging_path(target: Path) -> Path:
+    target = _abs(target)
+    return target.with_name(f".{target.name}.staging")
+
+
+def lock_path(target: Path) -> Path:
+    target = _abs(target)
+    return target.with_name(f".{target.name}.lock")
+
+
+def _abs(p: Path) -> Path:
+    return Path(os.path.abspath(Path(p).expanduser()))
+
+
+def is_run(d: Path) -> bool:
+    """A dsrecon run (single fit or ensemble), recognised by its config.json / ensemble.json."""
+    return d.is_dir() and ((d / CONFIG_FILE).is_file() or (d / ENSEMBLE_FILE).is_file())
+
+
+def foreign_entries(d: Path) -> list[str]:
+    """Entries of directory d that dsrecon does not write into a run."""
+    return sorted(p.name for p in d.iterdir() if p.name not in RUN_ENTRIES and not _MEMBER.match(p.name))
+
+
+def _listing(names: list[str], n: int = 5) -> str:
+    head = ", ".join(names[:n])
+    return head + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def has_checkpoint(d: Path) -> bool:
+    return (d / CHECKPOINT_DIR / "state.json").is_file()
+
+
+def check_target(target: Path, *, resume: bool = False, force: bool = False) -> None:
+    """Refuse an output that cannot become a run, before any work (no side effects).
+
+    Raises DsreconError naming the directory and the problem."""
+    t = Path(target)
+    ta = _abs(t)
+    if t.exists() and not t.is_dir():
+        raise DsreconError(f"{t}: exists and is not a directory; -o names the run directory to create")
+    parent = ta.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DsreconError(f"{t}: cannot create the run directory: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DsreconError(f"{t}: cannot write the run directory: {probe} is not writable")
+    staged = has_checkpoint(staging_path(ta))
+    if t.is_dir():
+        entries = list(t.iterdir())
+        if not entries:
+            if resume and not staged:
+                raise DsreconError(f"{t}: nothing to resume (no checkpoint found)")
+            return
+        if not is_run(t):
+            raise DsreconError(f"{t}: not empty and not a dsrecon run (holds {_listing(sorted(p.name for p in entries))}); "
+                               "give -o a new or empty directory")
+        foreign = foreign_entries(t)
+        if foreign and (force or resume):
+            raise DsreconError(f"{t}: holds files that are not part of a dsrecon run ({_listing(foreign)}); "
+                               "dsrecon will not replace them: move them away or choose another -o")
+        if resume:
+            if not staged:
+                if _status(t) == "complete":
+                    raise DsreconError(f"{t}: the run is complete, there is nothing to resume (use --force to fit it again)")
+                raise DsreconError(f"{t}: nothing to resume (no checkpoint of an interrupted fit found)")
+            return
+        if not force:
+            raise DsreconError(f"{t}: run directory already exists; use --resume to continue it or --force to replace it")
+        return
+    if resume and not staged:
+        raise DsreconError(f"{t}: nothing to resume (no checkpoint found)")
+
+
+def _status(d: Path) -> str | None:
+    try:
+        return json.loads((d / CONFIG_FILE).read_text()).get("status")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+class RunLock:
+    """An exclusive ``flock`` on PARENT/.NAME.lock; the file names the holder (pid, host, command)."""
+
+    def __init__(self, target: Path, log: Callable[[str], None] | None = None):
+        self.target = Path(target)
+        self.path = lock_path(target)
+        self.log = log or (lambda s: None)
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise DsreconError(f"{self.target}: another dsrecon process is writing this run ({holder}); "
+                                   "wait for it to finish or choose another -o") from None
+            try:  # the file we locked must still be the one at the path (a releasing holder unlinks it)
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            old = _read_holder(fd, raw=True)
+            if old:
+                self.log(f"note: took over the lock of {self.target} left by a process that is no longer running ({old})")
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                                     "command": " ".join(["dsrecon", *sys.argv[1:]])}).encode())
+            os.fsync(fd)
+            self.fd = fd
+            return self
+        raise DsreconError(f"{self.target}: could not take the lock {self.path}")
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(fd: int, raw: bool = False) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 4096).decode(errors="replace").strip()
+    except OSError:
+        return ""
+    if not text:
+        return "" if raw else "process unknown"
+    try:
+        h = json.loads(text)
+    except json.JSONDecodeError:
+        return text[:200]
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.get("started", 0)))
+    return f"process {h.get('pid')} on {h.get('host')}, since {when}"
+
+
+class StagedRun:
+    """Where a fit writes (``.dir``, the staging directory) and how it ends.
+
+    Use as ``with StagedRun(target, resume=..., force=...) as st:``; call ``st.commit()`` when the
+    run is complete. Leaving the block by an exception removes the staging directory, except for
+    KeyboardInterrupt (SIGINT; SIGTERM is raised as its subclass by the CLI), which keeps it for
+    ``--resume``; a failed resume keeps the checkpoint it continued. The lock is released either way."""
+
+    def __init__(self, target: str | os.PathLike, *, resume: bool = False, force: bool = False,
+                 log: Callable[[str], None] | None = None):
+        self.target = Path(target)
+        self.resume, self.force = resume, force
+        self.log = log or (lambda s: None)
+        self.dir = staging_path(self.target)
+        self.lock = RunLock(self.target, self.log)
+        self.committed = False
+        self.fresh = True
+        self._made_parents: list[Path] = []
+
+    def __enter__(self) -> "StagedRun":
+        check_target(self.target, resume=self.resume, force=self.force)
+        parent = _abs(self.target).parent
+        p = parent
+        while not p.exists():
+            self._made_parents.append(p)
+            p = p.parent
+        self.lock.acquire()
+        try:
+            check_target(self.target, resume=self.resume, force=self.force)  # again, now that we hold the lock
+            if self.resume:
+                self.fresh = False
+            elif self.dir.exists():
+                if not self._looks_staged(self.dir):
+                    raise DsreconError(f"{self.dir}: exists and was not written by dsrecon; move it away")
+                shutil.rmtree(self.dir)
+                self.log(f"note: removed the staging directory of an earlier, interrupted fit ({self.dir.name}); "
+                         "use --resume to continue such a fit instead")
+            if self.fresh:
+                self.dir.mkdir()
+        except BaseException:
+            self._cleanup_lock()
+            raise
+        return self
+
+    @staticmethod
+    def _looks_staged(d: Path) -> bool:
+        return d.is_dir() and (not any(d.iterdir()) or is_run(d) or (d / CHECKPOINT_DIR).exists()
+                               or (d / "teacher").exists() or any(_MEMBER.match(p.name) for p in d.iterdir()))
+
+    def commit(self) -> Path:
+        """Rename the staging directory into place (replacing an empty target or, with --force,
+        the previous run, which stays intact until this moment)."""
+        t = _abs(self.target)
+        if t.is_dir() and any(t.iterdir()):
+            foreign = foreign_entries(t)
+            if foreign:  # appeared during the fit
+                raise DsreconError(f"{self.target}: files that are not part of a dsrecon run appeared during the fit "
+                                   f"({_listing(foreign)}); the new run is kept in {self.dir}")
+            old = t.with_name(f".{t.name}.replaced-{os.getpid()}")
+            os.replace(t, old)
+            try:
+                os.replace(self.dir, t)
+            except BaseException:
+                os.replace(old, t)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.dir, t)  # onto a missing or empty directory
+        self.committed = True
+        return t
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        failed = not self.committed and not (exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
+        try:
+            # interrupted: keep the staging directory and its checkpoint for --resume; a resume that
+            # fails (options differ, bad data) keeps the checkpoint it was given as well
+            if failed and self.fresh:
+                shutil.rmtree(self.dir, ignore_errors=True)
+        finally:
+            self._cleanup_lock()
+        if failed or self.committed:
+            for p in self._made_parents:  # directories this fit created and left empty
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
+
+    def _cleanup_lock(self) -> None:
+        self.lock.release()
