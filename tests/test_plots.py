@@ -63,3 +63,11 @@ def test_lyapunov_convergence_and_fixed_points(tmp_path):
     cycles = [{"period": 1, "points": np.zeros((1, 3)), "stability": "saddle"}, {"period": 2, "points": np.ones((2, 3)), "stability": "stable"}]
     _check(F.fixed_points_on_attractor(lat, cycles, tmp_path / "fp"), tmp_path / "fp")
     _check(F.fixed_points_on_attractor(lat[:, :1], cycles, tmp_path / "fp1"), tmp_path / "fp1")
+
+
+@pytest.mark.parametrize("n_regions", [3, 4])
+def test_3d_attractor_without_data_labels_the_empty_panel(tmp_path, series, n_regions):
+    """`dsrecon report RUN` without --data draws the 3-D projection of a model of 3+ regions with an
+    empty data panel (Axes3D.text needs x, y, z: the label must be placed with text2D)."""
+    _, gen = series
+    _check(F.attractor(None, gen[:, :n_regions], tmp_path / "c", dims=3), tmp_path / "c")

@@ -84,7 +84,9 @@ def attractor(observed: np.ndarray | None, generated: np.ndarray, stem, dims: in
             ax = fig.add_subplot(1, 2, j + 1)
         ax.set_title(title)
         if arr is None:
-            ax.text(0.5, 0.5, "no data given", transform=ax.transAxes, ha="center")
+            # Axes3D.text takes (x, y, z, s); text2D places a label in axes coordinates on both kinds
+            text = ax.text2D if d == 3 else ax.text
+            text(0.5, 0.5, "no data given", transform=ax.transAxes, ha="center")
             continue
         p = proj(arr)
         if d == 3:
