@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dsrecon.errors import DsreconError
-from dsrecon.signal.kernels import calcium_kernel, convolve_valid, glover_hrf, make_kernel, spm_hrf
+from dsrecon.signal.kernels import Kernel, calcium_kernel, convolve_valid, glover_hrf, make_kernel, spm_hrf
 
 # ALGORITHMS.md §2: first SPM taps at TR = 2.0
 SPM_TR2 = [0, 0.0866, 0.3749, 0.3849, 0.2161, 0.0769, 0.0016, -0.0306, -0.0373, -0.0308]
@@ -55,3 +55,27 @@ def test_make_kernel_names_and_errors(tmp_path):
         make_kernel("bogus", 1.0)
     with pytest.raises(DsreconError, match="TR must be positive"):
         make_kernel("spm", 0.0)
+
+
+def test_kernel_file_errors_name_the_file_and_the_line(tmp_path):
+    from dsrecon.errors import DataError
+
+    with pytest.raises(DataError, match=r"missing\.txt: kernel file not found"):
+        make_kernel(tmp_path / "missing.txt", 1.0)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("# taps\n0.5\n\nnan\n0.5\n")
+    with pytest.raises(DataError, match=r"bad\.txt: line 4: kernel tap is nan"):
+        make_kernel(bad, 1.0)
+    zero = tmp_path / "zero.txt"
+    zero.write_text("0\n0.0\n-0\n")
+    with pytest.raises(DataError, match=r"zero\.txt: all 3 kernel taps are zero"):
+        make_kernel(zero, 1.0)
+    word = tmp_path / "word.txt"
+    word.write_text("0.5\nhrf\n")
+    with pytest.raises(DataError, match=r"word\.txt: line 2: 'hrf' is not a number"):
+        make_kernel(word, 1.0)
+    ok = tmp_path / "ok.txt"
+    ok.write_text("# comment\n0.25, 0.5\n0.25  # last\n")
+    np.testing.assert_array_equal(make_kernel(ok, 1.0).taps, [0.25, 0.5, 0.25])
+    with pytest.raises(DsreconError, match="all 2 taps are zero"):
+        Kernel(np.zeros(2), "file")

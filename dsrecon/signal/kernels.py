@@ -95,6 +95,8 @@ class Kernel:
         self.taps = np.asarray(self.taps, dtype=np.float64).ravel()
         if self.taps.size == 0 or not np.all(np.isfinite(self.taps)):
             raise DsreconError(f"kernel '{self.kind}': taps must be finite and non-empty")
+        if not np.any(self.taps):
+            raise DsreconError(f"kernel '{self.kind}': all {self.taps.size} taps are zero")
 
     @property
     def K(self) -> int:
@@ -154,11 +156,38 @@ def make_kernel(
         return Kernel(np.ones(1), "none", {})
     p = Path(name)
     if p.exists():
-        try:
-            taps = np.loadtxt(p, ndmin=1, dtype=np.float64).ravel()
-        except ValueError as e:
-            raise DataError(f"{p}: kernel file must hold one number per line ({e})") from None
-        if taps.size == 0 or not np.all(np.isfinite(taps)):
-            raise DataError(f"{p}: kernel file holds no finite taps")
-        return Kernel(taps, "file", {"path": str(p)})
+        return Kernel(read_kernel_file(p), "file", {"path": str(p)})
+    if p.suffix or "/" in key or os.sep in key:  # meant as a file of taps
+        raise DataError(f"{p}: kernel file not found (--kernel takes spm, glover, calcium, none, or a file of taps)")
     raise DsreconError(f"--kernel: unknown kernel '{name}' (choose spm, glover, calcium, none, or a file of taps)")
+
+
+def read_kernel_file(path: str | os.PathLike) -> np.ndarray:
+    """Taps from a text file: numbers separated by whitespace or commas, one tap per line as a rule;
+    blank lines and ``#`` comments are skipped. Errors name the file and the line."""
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{p}: is a directory, not a kernel file of taps")
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:
+        raise DataError(f"{p}: not a text file; a kernel file holds one number per line") from None
+    except OSError as e:
+        raise DataError(f"{p}: cannot read the kernel file ({e.strerror or e})") from None
+    taps: list[float] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        for field_ in line.replace(",", " ").split():
+            try:
+                v = float(field_)
+            except ValueError:
+                raise DataError(f"{p}: line {lineno}: '{field_[:40]}' is not a number; a kernel file holds one number per line") from None
+            if not math.isfinite(v):
+                raise DataError(f"{p}: line {lineno}: kernel tap is {field_}; every tap must be a finite number")
+            taps.append(v)
+    if not taps:
+        raise DataError(f"{p}: kernel file holds no taps (one number per line)")
+    arr = np.asarray(taps, dtype=np.float64)
+    if not np.any(arr):
+        raise DataError(f"{p}: all {arr.size} kernel taps are zero; the kernel needs at least one non-zero tap")
+    return arr
