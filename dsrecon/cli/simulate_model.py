@@ -41,7 +41,7 @@ def model_cmd(
 
         data, notes = load_matched(from_data, model)
         for note in notes:
-            if not (quiet or as_json):
+            if not quiet:
                 err_console.print(note, soft_wrap=True, markup=False, highlight=False)
     out = model.simulate(steps, seed=seed, data=data)
     lat_names = [f"z{i + 1}" for i in range(out["latent"].shape[1])]
