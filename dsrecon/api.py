@@ -113,6 +113,11 @@ class ConvSSM:
         sig = inspect.signature(cls.__init__).parameters
         if "hidden_dim" in sig:
             kwargs.setdefault("hidden_dim", self.hidden_dim)
+        # sizes, checked here for every backend (a 0 fails deep inside one, e.g. a division by L)
+        for key, opt in (("hidden_dim", "--hidden-dim"), ("bases", "--bases"), ("state_size", "--backend-option state_size")):
+            v = kwargs.get(key)
+            if v is not None and not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1):
+                raise DsreconError(f"{opt} must be a positive integer, got {v}")
         if "generator" in sig:
             kwargs["generator"] = gen
         try:
@@ -253,7 +258,7 @@ class ConvSSM:
             return net.z_init[None].clone()
         from dsrecon.signal.deconvolution import wiener_deconvolve
 
-        x = self.norm_.apply(data.data)
+        x = self.norm_.apply(data.data, data.source, data.names)
         state0 = net.state_from_last_reliable(wiener_deconvolve(x, self.kernel_.taps))
         if state0 is None:
             raise DataError(f"{data.source}: too short to infer an initial state (no reliable deconvolved frame)")
@@ -288,7 +293,11 @@ class ConvSSM:
         net = self._net()
         if test.n_regions != len(self.names):
             raise DataError(f"{test.source}: {test.n_regions} columns, the model was fitted on {len(self.names)} regions")
-        x = self.norm_.apply(test.data)
+        K = self.kernel_.K
+        if test.n_frames < K:  # the teacher of PE_n is deconvolved with the kernel
+            raise DataError(f"{test.source}: {test.n_frames} frames, shorter than the model's kernel ({K} taps): "
+                            f"test data need at least {K} frames")
+        x = self.norm_.apply(test.data, test.source, test.names)
         T = x.shape[0]
         n_total = int(math.ceil(1.25 * T))
         with torch.no_grad():
@@ -316,14 +325,78 @@ def _jsonable(d: dict) -> dict:
         return {k: str(v) for k, v in d.items()}
 
 
+#: config keys a resumed fit must share with the original run → the option that sets each
+_RESUME_KEYS = {"data_hash": "the input data", "backend": "--backend", "backend_options": "--backend-option",
+                "latent_dim_requested": "--latent-dim", "hidden_dim": "--hidden-dim", "decoder": "--decoder", "kernel": "--kernel",
+                "seed": "--seed", "train_options": None}
+#: backend options with a CLI option of their own (the rest are --backend-option KEY=VALUE)
+_BACKEND_FLAGS = {"pwl_units": "--pwl-units", "bases": "--bases", "init": "--init", "real": "--real", "r_min": "--r-min",
+                  "r_max": "--r-max"}
+#: train options that are not CLI options
+_INTERNAL_TRAIN_OPTIONS = ("adaptive_every", "grad_clip", "bins")
+
+
 def _check_resumable(run: Path, old: dict, new: dict) -> None:
+    """Refuse to resume with other data or options than the run was started with; the message names
+    each option that differs with both values ("--learning-rate: 0.001 in the run, 0.01 now")."""
     old = dict(old)
     if isinstance(old.get("train_options"), dict):
         # a run started by an older version lacks the options added since; they had their defaults
         old["train_options"] = {**_jsonable(TrainOptions().public()), **old["train_options"]}
-    for key in ("data_hash", "backend", "backend_options", "latent_dim_requested", "hidden_dim", "decoder", "kernel", "seed", "train_options"):
-        if json.dumps(old.get(key), sort_keys=True) != json.dumps(json.loads(json.dumps(new.get(key))), sort_keys=True):
-            raise DsreconError(f"{run}: cannot resume: '{key}' differs from the original run (same data and options are required)")
+    diffs: list[str] = []
+    for key, opt in _RESUME_KEYS.items():
+        a, b = _plain(old.get(key)), _plain(new.get(key))
+        if _same(a, b):
+            continue
+        if key == "data_hash":
+            diffs.append(f"the input data differ (data hash {str(a)[:12]} in the run, {str(b)[:12]} now)")
+        elif key == "train_options" and isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if not _same(a.get(k), b.get(k)):
+                    name = f"train option '{k}'" if k in _INTERNAL_TRAIN_OPTIONS else "--" + k.replace("_", "-")
+                    diffs.append(f"{name}: {_show(a.get(k))} in the run, {_show(b.get(k))} now")
+        elif key == "backend_options" and isinstance(a or {}, dict) and isinstance(b or {}, dict):
+            a, b = a or {}, b or {}
+            for k in sorted(set(a) | set(b)):
+                if not _same(a.get(k), b.get(k)):
+                    diffs.append(f"{_BACKEND_FLAGS.get(k, f'--backend-option {k}')}: {_show(a.get(k))} in the run, {_show(b.get(k))} now")
+        elif key == "kernel" and isinstance(a, dict) and isinstance(b, dict):
+            diffs.append(_kernel_difference(a, b))
+        else:
+            diffs.append(f"{opt}: {_show(a)} in the run, {_show(b)} now")
+    if diffs:
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise DsreconError(f"{run}: cannot resume: {'; '.join(diffs[:3])}{more}; resume with the run's data and options, "
+                           "or start over with --force")
+
+
+def _plain(v):
+    return json.loads(json.dumps(v, default=str))
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _show(v) -> str:
+    if v is None:
+        return "not set"
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v) if isinstance(v, (str, int)) else json.dumps(v, sort_keys=True)
+
+
+def _kernel_difference(a: dict, b: dict) -> str:
+    """The kernel option that differs: its kind, a parameter (TR, --tau-decay, --tau-rise) or a file's taps."""
+    if a.get("kind") != b.get("kind"):
+        return f"--kernel: {a.get('kind')} in the run, {b.get('kind')} now"
+    pa, pb = a.get("params") or {}, b.get("params") or {}
+    for k, name in (("tr", "TR"), ("fs", "sampling rate"), ("tau_decay", "--tau-decay"), ("tau_rise", "--tau-rise"), ("path", "--kernel")):
+        if not _same(pa.get(k), pb.get(k)):
+            return f"{name}: {_show(pa.get(k))} in the run, {_show(pb.get(k))} now"
+    return f"--kernel {a.get('kind')}: the taps differ ({len(a.get('taps') or [])} in the run, {len(b.get('taps') or [])} now)"
 
 
 def _teacher_name(i: int, rec_source: str, taken: set[str]) -> str:
@@ -374,26 +447,89 @@ def _write_dataset_description(run: Path) -> None:
         })
 
 
+#: config.json keys load_run needs to rebuild the model
+_RUN_KEYS = ("backend", "latent_dim", "hidden_dim", "decoder", "kernel", "kernel_name", "seed", "train_options", "tr", "names",
+             "n_regions", "normalisation")
+
+
 def load_run(path: str | Path) -> ConvSSM:
-    """Rebuild a fitted ConvSSM from a run directory (model.safetensors + config.json)."""
+    """Rebuild a fitted ConvSSM from a run directory (model.safetensors + config.json).
+
+    A damaged run (unreadable or incomplete config.json, empty or truncated weights, weights that do
+    not fit the configuration) is a DataError naming the file and what is wrong with it."""
     run = Path(path)
+    if not run.exists():
+        raise DataError(f"{run}: run directory not found")
+    if not run.is_dir():
+        raise DataError(f"{run}: not a run directory (a file; `dsrecon fit -o` writes a directory)")
     cfg_path = run / CONFIG_FILE
     if not cfg_path.exists():
         raise DataError(f"{run}: not a dsrecon run directory (no {CONFIG_FILE})")
     if not (run / MODEL_FILE).exists():
         raise DataError(f"{run}: no {MODEL_FILE} (training not finished? continue it with `dsrecon fit ... --resume`)")
+    cfg = _read_run_config(cfg_path)
     try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{cfg_path}: not valid JSON ({e})") from None
-    m = ConvSSM(backend=cfg["backend"], latent_dim=cfg["latent_dim"], hidden_dim=cfg["hidden_dim"], kernel=cfg["kernel_name"],
-                tau_decay=cfg.get("tau_decay", 0.4), tau_rise=cfg.get("tau_rise"), decoder=cfg["decoder"],
-                backend_options=cfg.get("backend_options"), seed=cfg["seed"], **cfg["train_options"])
-    kern = Kernel.from_dict(cfg["kernel"])
-    net = m._build(cfg["n_regions"], len(cfg.get("regressor_names", [])), kern, torch.Generator().manual_seed(0))
+        m = ConvSSM(backend=cfg["backend"], latent_dim=cfg["latent_dim"], hidden_dim=cfg["hidden_dim"], kernel=cfg["kernel_name"],
+                    tau_decay=cfg.get("tau_decay", 0.4), tau_rise=cfg.get("tau_rise"), decoder=cfg["decoder"],
+                    backend_options=cfg.get("backend_options"), seed=cfg["seed"], **cfg["train_options"])
+        kern = Kernel.from_dict(cfg["kernel"])
+        net = m._build(cfg["n_regions"], len(cfg.get("regressor_names", [])), kern, torch.Generator().manual_seed(0))
+        norm = Normalisation.from_dict(cfg["normalisation"])
+    except (DsreconError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DataError(f"{cfg_path}: does not describe a model dsrecon can rebuild ({_one_line(e)})") from None
+    n = net.N
+    if len(cfg["names"]) != n or norm.mean.shape != (n,) or norm.std.shape != (n,):
+        raise DataError(f"{cfg_path}: inconsistent: n_regions {n}, {len(cfg['names'])} region names, normalisation of "
+                        f"{norm.mean.size} regions")
     state = ckpt.load_tensors(run / MODEL_FILE)
+    if "z_init" not in state:
+        raise DataError(f"{run / MODEL_FILE}: no 'z_init' tensor (not the weights of a dsrecon model)")
     net.register_buffer("z_init", state["z_init"].clone())
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    missing = [k for k in want if k not in have]
+    extra = [k for k in have if k not in want]
+    wrong = [k for k in want if k in have and want[k] != have[k]]
+    if missing or extra or wrong:
+        if wrong:
+            k = wrong[0]
+            what = f"tensor '{k}' has shape {have[k]} in the weights but {want[k]} from {CONFIG_FILE}"
+        elif missing:
+            what = f"tensor '{missing[0]}' that {CONFIG_FILE} calls for is missing from the weights"
+        else:
+            what = f"the weights hold tensor '{extra[0]}' that {CONFIG_FILE} does not call for"
+        more = len(missing) + len(extra) + len(wrong) - 1
+        raise DataError(f"{run / MODEL_FILE}: does not match {cfg_path}: {what}" + (f" (and {more} more)" if more else ""))
     net.load_state_dict(state)
     net.eval()
     m.net_, m.config_, m.run_dir_ = net, cfg, run
     return m
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, KeyError):
+        return f"no key {msg}"
+    return msg or e.__class__.__name__
+
+
+def _read_run_config(cfg_path: Path) -> dict:
+    """config.json of a run as a dict holding every key load_run needs; else a DataError naming the key."""
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{cfg_path}: not valid JSON ({e})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{cfg_path}: not a text file") from None
+    except OSError as e:
+        raise DataError(f"{cfg_path}: cannot read ({e.strerror or e})") from None
+    if not isinstance(cfg, dict):
+        raise DataError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}")
+    missing = [k for k in _RUN_KEYS if k not in cfg]
+    if missing:
+        raise DataError(f"{cfg_path}: key '{missing[0]}' is missing" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                        + "; the file is damaged or was not written by dsrecon fit")
+    if not isinstance(cfg["train_options"], dict) or not isinstance(cfg["kernel"], dict) or not isinstance(cfg["normalisation"], dict):
+        bad = next(k for k in ("train_options", "kernel", "normalisation") if not isinstance(cfg[k], dict))
+        raise DataError(f"{cfg_path}: '{bad}' must be a JSON object")
+    return cfg

@@ -285,7 +285,7 @@ def test_resume_accepts_a_run_from_before_a_new_option(tmp_path):
     cfg = json.loads(cfg_path.read_text())
     del cfg["train_options"]["restore_on_collapse"]
     cfg_path.write_text(json.dumps(cfg))
-    with pytest.raises(DsreconError, match="train_options"):
+    with pytest.raises(DsreconError, match="--restore-on-collapse: off in the run, on now"):
         ConvSSM(**{**TINY, "epochs": 6, "restore_on_collapse": True}).fit(rec, run_dir=tmp_path / "old", resume=True)
     resumed = ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "old", resume=True)
     assert resumed.config["training"]["epochs_run"] == 6

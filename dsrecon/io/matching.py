@@ -105,4 +105,7 @@ def load_matched(path: str | Path, model, *, what: str = "the model") -> tuple[R
                               drop=prov.get("dropped_columns") or (), what=what)
     if note:
         notes.append(note)
+    K = len((cfg.get("kernel") or {}).get("taps") or [])
+    if rec.n_frames < K:  # deconvolution (PE_n's teacher, the --from state) needs a kernel's length
+        raise DataError(f"{p}: {rec.n_frames} frames, shorter than {what}'s kernel ({K} taps): give at least {K} frames")
     return rec, notes

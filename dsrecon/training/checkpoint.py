@@ -19,7 +19,21 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | 
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """The tensors of a safetensors file; a missing, empty, truncated or damaged file is a DataError
+    that names it."""
+    from dsrecon.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {'is a directory, not a' if path.is_dir() else 'no'} safetensors file")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{path}: empty file (0 bytes); the weights were not written or were cut off")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own SafetensorError (not an OSError) for a bad header or length
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise DataError(f"{path}: not a readable safetensors file ({size} bytes: truncated or damaged: {detail})") from None
 
 
 def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

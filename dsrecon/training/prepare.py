@@ -21,16 +21,25 @@ class Normalisation:
     reg_mean: np.ndarray | None = None
     reg_std: np.ndarray | None = None
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean) / self.std
+    def apply(self, x: np.ndarray, source: str = "", names: list[str] | None = None, first_row: int = 0) -> np.ndarray:
+        """(x − mean) / std of a (time, regions) array; a DataError naming ``source``, the column and
+        the row (``first_row`` + its index) when a finite value does not stay finite in float32 (the
+        precision of training and generation)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (np.asarray(x, dtype=np.float64) - self.mean) / self.std
+        check_zscored(x, z, source, names, first_row=first_row)
+        return z
 
     def invert(self, x: np.ndarray) -> np.ndarray:
         return x * self.std + self.mean
 
-    def apply_regressors(self, r: np.ndarray | None) -> np.ndarray | None:
+    def apply_regressors(self, r: np.ndarray | None, source: str = "", names: list[str] | None = None) -> np.ndarray | None:
         if r is None or self.reg_mean is None:
             return r
-        return (r - self.reg_mean) / self.reg_std
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (np.asarray(r, dtype=np.float64) - self.reg_mean) / self.reg_std
+        check_zscored(r, z, source, names, what="regressor column")
+        return z
 
     def to_dict(self) -> dict:
         d = {"mean": self.mean.tolist(), "std": self.std.tolist()}
@@ -43,6 +52,44 @@ class Normalisation:
     def from_dict(cls, d: dict) -> "Normalisation":
         rm = d.get("regressor_mean")
         return cls(np.asarray(d["mean"]), np.asarray(d["std"]), None if rm is None else np.asarray(rm), None if rm is None else np.asarray(d["regressor_std"]))
+
+
+#: z-scored values must stay finite in float32, the precision of training and generation
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _where(source: str, names: list[str] | None, col: int, row: int, what: str) -> str:
+    name = names[col] if names is not None and col < len(names) else None
+    col_s = f"{what} '{name}'" if name is not None else f"{what} {col + 1}"
+    return f"{source + ': ' if source else ''}{col_s}, row {row + 1}"
+
+
+def check_zscored(x: np.ndarray, z: np.ndarray, source: str = "", names: list[str] | None = None,
+                  what: str = "column", first_row: int = 0) -> None:
+    """DataError for the first finite value of x (time, regions) whose z-score z overflowed (not
+    finite, or beyond float32). Rows count data rows from 1 (the header is not a row)."""
+    x = np.asarray(x)
+    if x.ndim != 2:
+        return
+    bad = np.isfinite(x) & ~(np.abs(z) <= FLOAT32_MAX)
+    if bad.any():
+        row, col = (int(v) for v in np.argwhere(bad)[0])
+        raise DataError(f"{_where(source, names, col, first_row + row, what)}: value {x[row, col]:.6g} is too large to z-score "
+                        "(it overflows); rescale the data")
+
+
+def _check_statistics(mean: np.ndarray, std: np.ndarray, splits: list[tuple[Recording, Recording]]) -> None:
+    """Mean and std of the training frames must be finite: a huge value overflows their sums. The
+    error names the recording, column and row of the column's largest valid value."""
+    bad = ~(np.isfinite(mean) & np.isfinite(std))
+    if not bad.any():
+        return
+    col = int(np.argmax(bad))
+    tr = max((t for t, _ in splits), key=lambda t: np.abs(t.data[t.mask, col]).max(initial=0.0))
+    v = np.where(tr.mask, np.abs(tr.data[:, col]), -1.0)
+    row = int(np.argmax(v))
+    raise DataError(f"{_where(tr.source, tr.names, col, row, 'column')}: value {tr.data[row, col]:.6g} is too large to z-score "
+                    "(the column's mean or standard deviation overflows); rescale the data")
 
 
 @dataclass
@@ -89,7 +136,9 @@ def prepare(recs: list[Recording], kernel: Kernel, test_fraction: float, teacher
         raise DataError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     splits = [r.split(test_fraction) for r in recs]
     train_valid = np.concatenate([tr.data[tr.mask] for tr, _ in splits])
-    mean, std = train_valid.mean(0), train_valid.std(0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = train_valid.mean(0), train_valid.std(0)
+    _check_statistics(mean, std, splits)
     if (std < 1e-12).any():
         bad = recs[0].names[int(np.argmax(std < 1e-12))]
         raise DataError(f"{recs[0].source}: region '{bad}' is constant in the training split")
@@ -108,7 +157,7 @@ def prepare(recs: list[Recording], kernel: Kernel, test_fraction: float, teacher
             )
     train, test = [], []
     for i, (tr_rec, te_rec) in enumerate(splits):
-        x = norm.apply(tr_rec.data)
+        x = norm.apply(tr_rec.data, tr_rec.source, tr_rec.names)
         if teacher_cache is not None:
             d = teacher_cache[i]
         else:
@@ -117,11 +166,11 @@ def prepare(recs: list[Recording], kernel: Kernel, test_fraction: float, teacher
             d = wiener_deconvolve(xi, kernel.taps)
             d[~tr_rec.mask] = np.nan
         train.append(Prepared(x.astype(np.float32), tr_rec.mask.copy(), np.asarray(d, np.float32),
-                              _f32(norm.apply_regressors(tr_rec.regressors)), tr_rec.source))
+                              _f32(norm.apply_regressors(tr_rec.regressors, tr_rec.source, tr_rec.regressor_names)), tr_rec.source))
         if te_rec.n_frames:
-            xt = norm.apply(te_rec.data)
+            xt = norm.apply(te_rec.data, te_rec.source, te_rec.names, first_row=tr_rec.n_frames)
             test.append(Prepared(xt.astype(np.float32), te_rec.mask.copy(), np.full_like(xt, np.nan, dtype=np.float32),
-                                 _f32(norm.apply_regressors(te_rec.regressors)), te_rec.source))
+                                 _f32(norm.apply_regressors(te_rec.regressors, te_rec.source, te_rec.regressor_names)), te_rec.source))
     info = {
         "n_recordings": len(recs),
         "n_train_frames": int(sum(p.x.shape[0] for p in train)),
