@@ -115,6 +115,10 @@ def evaluate_cmd(
     Lower is better for both; identical inputs give 0. See docs/metrics.md.
     """
     _check_options(bins, gmm_var, smoothing)
+    if output is not None:  # before any work: the metrics file can be written and is not a user's file
+        from dsrecon.cli.outputs import check_output_files, json_is_ours
+
+        check_output_files([output], ours=json_is_ours)
     method = stsp.value if isinstance(stsp, StspMethod) else str(stsp)
     if target:
         if generated is not None or reference is not None:

@@ -92,6 +92,19 @@ def write_observed_and_latent(output: Path, observed, names: list[str], side: di
     return lat
 
 
+def check_simulation_outputs(output: Path) -> None:
+    """Before any work: OUT.tsv, OUT.json, OUT_latent.tsv and OUT_latent.json can all be written,
+    and none of them is a file dsrecon did not write (a rerun replaces its own outputs)."""
+    from dsrecon.cli.outputs import check_output_files, json_is_ours, table_is_ours
+    from dsrecon.io.tables import sidecar_path
+
+    if output.suffix != ".tsv":
+        raise DsreconError(f"--output {output}: must end in .tsv")
+    lat = latent_path(output)
+    check_output_files([output, sidecar_path(output), lat, sidecar_path(lat)],
+                       ours=lambda p: json_is_ours(p) if p.suffix == ".json" else table_is_ours(p))
+
+
 def latent_path(output: Path) -> Path:
     """x.tsv → x_latent.tsv (next to the observations)."""
     return output.with_name(output.name[: -len(".tsv")] + "_latent.tsv")
@@ -136,10 +149,7 @@ def system_cmd(
         raise DsreconError(f"--noise must be >= 0, got {noise:g}")
     if transient is not None and not (math.isfinite(transient) and transient >= 0):
         raise DsreconError(f"--transient must be >= 0, got {transient:g}")
-    if output.suffix != ".tsv":
-        raise DsreconError(f"--output {output}: must end in .tsv")
-    if output.is_dir():
-        raise DsreconError(f"--output {output}: is a directory")
+    check_simulation_outputs(output)
     lat_path = latent_path(output)
     params = _parse_params(param)
     get_system(name, dim=dim, **params)  # name, --dim and --param errors before any work

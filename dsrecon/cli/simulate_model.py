@@ -9,7 +9,7 @@ import typer
 
 from dsrecon._util import dsrecon_version, versions
 from dsrecon.cli.common import DeviceOpt, JsonOpt, QuietOpt, SeedOpt, emit, err_console, log, resolve_device
-from dsrecon.cli.simulate import latent_path, simulate_app, write_observed_and_latent
+from dsrecon.cli.simulate import check_simulation_outputs, latent_path, simulate_app, write_observed_and_latent
 from dsrecon.errors import DsreconError
 
 
@@ -34,6 +34,7 @@ def model_cmd(
         raise DsreconError(f"--output {output}: must end in .tsv")
     if steps < 1:
         raise DsreconError(f"--steps must be positive, got {steps}")
+    check_simulation_outputs(output)
     model = load_run(run).to(resolve_device(device))
     data = None
     if from_data is not None:
