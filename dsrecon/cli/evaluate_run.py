@@ -75,7 +75,7 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
            "diverged": res["diverged"], "run": str(run), "data": source}
     if lyapunov_steps:
         try:
-            from dsrecon.metrics.analysis import analyze_model
+            from dsrecon.metrics.analysis import analyze_model, fixed_point_counts
         except ImportError:
             analyze_model = None
         if analyze_model is not None:
@@ -89,8 +89,7 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
                 "lambda_max_per_second": ly.get("lambda_max_per_second"),
                 "kaplan_yorke_dimension": ly.get("kaplan_yorke_dimension"),
                 "correlation_dimension": (an.get("correlation_dimension") or {}).get("generated_latent"),
-                "n_fixed_points": (an.get("fixed_points") or {}).get("n_by_period", {}).get("1", 0),
-                "n_cycles": sum(v for k, v in (an.get("fixed_points") or {}).get("n_by_period", {}).items() if k != "1"),
+                **fixed_point_counts((an.get("fixed_points") or {}).get("n_by_period", {})),
                 "analysis": an,
             })
     return out

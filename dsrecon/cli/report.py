@@ -28,6 +28,7 @@ def report_cmd(
     """
     import dsrecon
     from dsrecon.io.matching import load_matched
+    from dsrecon.metrics.analysis import fixed_point_counts
     from dsrecon.plots.report import build_report
 
     if lyapunov_steps < 1:
@@ -36,6 +37,9 @@ def report_cmd(
         raise DsreconError(f"--k-max must be positive, got {k_max}")
     if not run.is_dir():
         raise DsreconError(f"{run}: not a run directory")
+    from dsrecon.cli.outputs import check_output_files, html_is_ours
+
+    check_output_files([output if output is not None else run / "report.html"], ours=html_is_ours)
     model = dsrecon.load_run(run)
     test = None
     if data is not None:
@@ -54,7 +58,7 @@ def report_cmd(
         "lambda_max_per_second": ly.get("lambda_max_per_second"),
         "kaplan_yorke_dimension": ly.get("kaplan_yorke_dimension"),
         "regime": ly.get("regime"),
-        "n_cycles": len(an["fixed_points"]["cycles"]),
+        **fixed_point_counts(an["fixed_points"]["n_by_period"]),
         "seed": seed,
     }
     if res["scores"]:

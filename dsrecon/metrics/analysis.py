@@ -106,9 +106,16 @@ def analyze_model_full(
     counts: dict[str, int] = {}
     for c in cycles:
         counts[str(c["period"])] = counts.get(str(c["period"]), 0) + 1
-    out["fixed_points"] = {"method": method, "n_by_period": counts, "cycles": cycles_to_json(cycles)}
+    out["fixed_points"] = {"method": method, "n_by_period": counts, **fixed_point_counts(counts), "cycles": cycles_to_json(cycles)}
     arrays = {"generated": generated, "latent": latent, "observed": None if data is None else data.data, "lyapunov": lyap, "cycles": cycles}
     return out, arrays
+
+
+def fixed_point_counts(n_by_period: dict[str, int]) -> dict[str, int]:
+    """The one definition `evaluate` and `report` both print: fixed points are the period-1 orbits,
+    cycles the orbits of period 2 or more (a fixed point is not a cycle)."""
+    return {"n_fixed_points": int(n_by_period.get("1", 0)),
+            "n_cycles": int(sum(v for k, v in n_by_period.items() if k != "1"))}
 
 
 def analyze_model(model: Any, *, data: Recording | None = None, lyapunov_steps: int = 100_000, k_max: int = 10, seed: int = 0) -> dict[str, Any]:
