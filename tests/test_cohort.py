@@ -137,7 +137,8 @@ def test_cohort_and_sweep_on_the_process_pool(cli, tmp_path, monkeypatch):
 
     monkeypatch.setenv("DSRECON_TEST_FAIL_SUBJECT", "sub-02")
     r = cli("fit-cohort", data, "-o", out, *TINY, "--json")
-    assert r.code == 0, r.err
+    assert r.code == 1, r.err  # a failed subject fails the command; the others are kept
+    assert r.err.strip().splitlines()[-1] == f"error: 1 of 3 subjects failed: see {out.resolve() / 'failures.tsv'}"
     assert "Ray is not available" in r.err and "process pool" in r.err
     res = json.loads(r.out)
     assert res["executor"] == "process-pool" and (res["n_complete"], res["n_failed"]) == (2, 1)

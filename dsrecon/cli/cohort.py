@@ -13,6 +13,7 @@ import typer
 
 from dsrecon.cli.common import DeviceOpt, JsonOpt, QuietOpt, SeedOpt, emit, log
 from dsrecon.cli.main import app
+from dsrecon.errors import DsreconError
 
 COHORT_HELP = """Fit one model per subject of a cohort, in parallel on Ray (or a local process pool without Ray).
 
@@ -119,8 +120,8 @@ def fit_cohort_cmd(
     else:
         emit({k: v for k, v in res.items() if k not in ("settings", "versions", "files", "subjects")}, False,
              title=f"dsrecon fit-cohort → {output}", quiet=quiet)
-    if res["n_failed"] and not quiet:
-        log(f"{res['n_failed']} subject(s) failed: see {output}/failures.tsv", quiet)
+    if res["n_failed"]:  # the others are kept (and skipped by a rerun); the command as a whole failed
+        raise DsreconError(f"{res['n_failed']} of {res['n_subjects']} subjects failed: see {Path(res['out']) / 'failures.tsv'}")
 
 
 @app.command("sweep", help=SWEEP_HELP)
