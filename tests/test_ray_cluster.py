@@ -1,13 +1,20 @@
 """fit-cohort and sweep through Ray: the embedded default (`ray.init()`), and a real local
 cluster (a head and a worker node started with `ray start` on this machine) used by --address,
-including a killed-and-rerun cohort. Only localhost is used; `ray stop` always runs at the end."""
+including a killed-and-rerun cohort. Only localhost is used.
+
+The tests touch no Ray cluster they did not start (a user may be running one on this machine):
+every instance lives in a temporary directory of its own (``--temp-dir``, ``RAY_TMPDIR``, so that
+``ray.init()`` cannot find and join another cluster), binds ports chosen free, and is stopped by
+terminating exactly its own processes. Never `ray stop`, which stops every cluster on the machine."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,12 +31,69 @@ ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "OMP_NUM_THR
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
 
 
+def _private_dir() -> str:
+    # short: Ray puts unix sockets below it (at most 107 characters a path)
+    return tempfile.mkdtemp(prefix="dsr-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+
+
+def ray_processes(temp_dir: str) -> list:
+    """The processes of the Ray instance(s) rooted at ``temp_dir``: those whose command line names it
+    (gcs_server, raylet, monitor, dashboard, log monitor) and all their descendants (the agents and
+    workers a raylet starts, which rename themselves ray::…)."""
+    import psutil
+
+    found = {}
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in a for a in (p.info["cmdline"] or [])):
+                found[p.pid] = p
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for p in list(found.values()):
+        try:
+            found.update({c.pid: c for c in p.children(recursive=True)})
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    found.pop(os.getpid(), None)
+    return list(found.values())
+
+
+def stop_ray_processes(procs: list, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, to exactly these processes (psutil.Process
+    objects: one whose PID was reused by another process since is left alone)."""
+    import psutil
+
+    alive = [p for p in procs if p.is_running()]
+    for p in alive:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(alive, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+
+
 @pytest.fixture(autouse=True)
 def _env(monkeypatch):
+    """Per test: a private RAY_TMPDIR, so that the embedded `ray.init()` starts its own instance there
+    (it would otherwise join the cluster named in /tmp/ray/ray_current_cluster); whatever of it
+    survives the test is stopped, and only that."""
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("DSRECON_NO_RAY", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    tmp = _private_dir()
+    monkeypatch.setenv("RAY_TMPDIR", tmp)
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+    stop_ray_processes(ray_processes(tmp))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def make_cohort(d: Path, n: int, frames: int = 300) -> Path:
@@ -73,21 +137,59 @@ def _ray(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([RAY_BIN, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def _node_ports() -> list[str]:
+    """Free ports for every listener of one node (the defaults, e.g. 8265 and 52365, may be a user's)."""
+    opts = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port", "--metrics-export-port")
+    return [f"{o}={_free_port()}" for o in opts]
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    """A head (1 CPU) and a worker node (1 CPU) on localhost; yields the GCS address."""
+    """A head (1 CPU) and a worker node (1 CPU) on localhost, in a temporary directory of their own;
+    yields the GCS address. Stopped by terminating the processes this cluster started (recorded
+    after start, plus the workers its raylets started since), never by `ray stop`."""
+    temp = _private_dir()
     port = _free_port()
     addr = f"127.0.0.1:{port}"
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats", f"--temp-dir={temp}"]
+    started: list = []
     try:
-        head = _ray("start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
-                    "--include-dashboard=false", "--disable-usage-stats")
+        head = _ray("start", "--head", f"--port={port}", f"--dashboard-port={_free_port()}", "--include-dashboard=false",
+                    *common, *_node_ports())
+        started += ray_processes(temp)
         assert head.returncode == 0, head.stderr[-2000:]
-        worker = _ray("start", f"--address={addr}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
-                      "--disable-usage-stats")
+        worker = _ray("start", f"--address={addr}", *common, *_node_ports())
+        started += ray_processes(temp)
         assert worker.returncode == 0, worker.stderr[-2000:]
+        assert started, f"no processes found for the Ray cluster in {temp}"
         yield addr
     finally:
-        _ray("stop", "--force", timeout=60)
+        mine = {p.pid: p for p in started + ray_processes(temp)}
+        stop_ray_processes(list(mine.values()))
+        left = ray_processes(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not left, f"Ray processes of the test cluster still running: {[p.pid for p in left]}"
+
+
+def test_stopping_the_test_cluster_leaves_other_ray_processes_alone(tmp_path):
+    """stop_ray_processes ends the processes below its own directory only: a process naming another
+    directory (a stand-in for a user's cluster) keeps running."""
+    mine, other = _private_dir(), _private_dir()
+    code = "import time; time.sleep(120)"
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"--session-dir={d}"]) for d in (mine, other)]
+    try:
+        found = ray_processes(mine)
+        assert [p.pid for p in found] == [procs[0].pid]
+        stop_ray_processes(found, grace=5)
+        assert procs[0].wait(timeout=10) is not None
+        assert procs[1].poll() is None  # the other "cluster" still runs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(mine, ignore_errors=True)
+        shutil.rmtree(other, ignore_errors=True)
 
 
 def test_cohort_on_a_local_cluster_by_address(cli, cluster, tmp_path):
