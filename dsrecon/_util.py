@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import random
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,31 +17,45 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
-    from dsrecon.errors import DsreconError
-
-    path = Path(path)
-    try:  # a location we cannot write in is the user's to fix: one line naming the file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise DsreconError(f"{path}: cannot write ({e.strerror or e})") from None
-    os.close(fd)
-    tmp_path = Path(tmp)
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for a few statements that must not be cut in half (creating a
+    temporary file and remembering its name; a rename; a clean-up). They are delivered on exit."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     try:
-        yield tmp_path
-        if tmp_path.exists():  # mkstemp creates 0600; give the file the usual umask-based mode
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp_path, 0o666 & ~umask)
-        try:
-            os.replace(tmp_path, path)
-        except OSError as e:
-            raise DsreconError(f"{path}: cannot write ({e.strerror or e})") from None
+        yield
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
+
+    Whatever ends the block (an exception, Ctrl-C, SIGTERM raised by the CLI), the temporary
+    file is removed: its creation, the rename and the clean-up run with signals deferred."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path: Path | None = None
+    try:
+        with signals_deferred():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            tmp_path = Path(tmp)
+        yield tmp_path
+        with signals_deferred():
+            if tmp_path.exists():  # mkstemp creates 0600; give the file the usual umask-based mode
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp_path, 0o666 & ~umask)
+            os.replace(tmp_path, path)
+    finally:
+        if tmp_path is not None:
+            with signals_deferred():
+                tmp_path.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

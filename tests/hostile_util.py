@@ -82,7 +82,8 @@ def leftovers(*dirs: Path) -> list[str]:
         for root in roots:
             if not root.is_dir():
                 continue
-            it = root.rglob("*") if root == d else root.iterdir()
+            # below d: anything temporary; beside d: only what dsrecon would put there for d
+            it = root.rglob("*") if root == d else (p for p in root.iterdir() if p.name.startswith(f".{d.name}."))
             for p in it:
                 if any(m in p.name for m in TEMP_MARKERS):
                     found.append(str(p))

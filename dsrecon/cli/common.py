@@ -16,7 +16,7 @@ from dsrecon._util import to_json
 from dsrecon.errors import DsreconError
 
 #: Logs and progress go to stderr; stdout is reserved for results (`--json`).
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # a note stays one line in a log file
 out_console = Console(highlight=False)
 
 SeedOpt = typer.Option(0, "--seed", help="Random seed (recorded in every output).")

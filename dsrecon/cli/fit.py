@@ -161,6 +161,9 @@ def fit_cmd(
             raise DsreconError(f"--ensemble must be at least 1, got {ensemble}")
         return fit_ensemble_cli(model, recs, output, ensemble, ensemble_alpha, resume=resume, force=force, quiet=quiet,
                                 as_json=as_json, inputs=[str(p) for p in inputs])
+    from dsrecon.cli.main import report_interrupt
+    from dsrecon.errors import FitInterrupted
+
     n_frames = sum(r.n_frames for r in recs)
     log(f"fitting {backend} on {len(recs)} recording(s), {recs[0].n_regions} regions, {n_frames} frames, TR {recs[0].tr:g} s, kernel {kernel_name} ({K} taps) → {output}", quiet)
     t0 = time.perf_counter()
@@ -170,8 +173,12 @@ def fit_cmd(
         def on_epoch(epoch: int, total: int, status: str) -> None:
             prog.update(task_id, completed=epoch, total=total, status=status)
 
-        model.fit(recs, output, resume=resume, overwrite=force, progress=on_epoch, log=lambda s: log(s, quiet),
-                  inputs=[str(p) for p in inputs])
+        try:
+            model.fit(recs, output, resume=resume, overwrite=force, progress=on_epoch, log=lambda s: log(s, quiet),
+                      inputs=[str(p) for p in inputs])
+        except FitInterrupted as e:  # one line: the epoch, the checkpoint, the exact --resume command
+            prog.stop()
+            raise typer.Exit(report_interrupt(e)) from None
     tr_sum = model.config["training"]
     result = {"run": str(output), "seconds": time.perf_counter() - t0, **tr_sum, "seed": seed, "versions": model.config["versions"]}
     log(f"wrote {output}/model.safetensors, config.json, training_log.tsv", quiet)

@@ -63,8 +63,24 @@ def _register() -> None:
                 raise
 
 
+_STATE = {"sigterm": False, "reported": False}
+
+
 def _on_sigterm(signum, frame):  # noqa: ARG001
+    _STATE["sigterm"] = True
     raise Terminated()
+
+
+def report_interrupt(e: FitInterrupted) -> int:
+    """Print the one line for an interrupted fit (epoch, checkpoint, the exact --resume command);
+    return the exit code (130 for SIGINT, 143 for SIGTERM)."""
+    if e.checkpoint_epoch is not None:
+        hint = f"checkpoint at epoch {e.checkpoint_epoch} kept; resume with: {resume_command()}"
+    else:
+        hint = "no checkpoint yet; run the same command again to start over"
+    print(f"interrupted ({e.signal}) at epoch {e.epoch}; {hint}", file=sys.stderr)
+    _STATE["reported"] = True
+    return 143 if e.signal == "SIGTERM" else 130
 
 
 def resume_command(argv: list[str] | None = None) -> str:
@@ -83,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     global CURRENT_ARGV
     _register()
     CURRENT_ARGV = list(sys.argv[1:] if argv is None else argv)
+    _STATE.update(sigterm=False, reported=False)
     old_term = None
     try:
         old_term = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -101,12 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         e.show()
         return e.exit_code
     except FitInterrupted as e:
-        if e.checkpoint_epoch is not None:
-            hint = f"checkpoint at epoch {e.checkpoint_epoch} kept; resume with: {resume_command()}"
-        else:
-            hint = "no checkpoint yet; run the same command again to start over"
-        print(f"interrupted ({e.signal}) at epoch {e.epoch}; {hint}", file=sys.stderr)
-        return 143 if e.signal == "SIGTERM" else 130
+        return report_interrupt(e)
     except KeyboardInterrupt as e:
         print("terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
@@ -118,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+    if rv == 130:  # typer turns KeyboardInterrupt (Ctrl-C, and SIGTERM through _on_sigterm) into exit 130
+        if _STATE["sigterm"]:
+            rv = 143
+        if not _STATE["reported"]:
+            print("terminated (SIGTERM)" if rv == 143 else "interrupted", file=sys.stderr)
     return rv if isinstance(rv, int) else 0
 
 

@@ -96,17 +96,18 @@ def _bids_subjects(root: Path, wanted: list[str], task, session, space) -> list[
 def _table_subjects(root: Path) -> list[Subject]:
     from dsrecon.io.results import bids_entities
 
-    sufs = _table_suffixes()
+    from dsrecon.io.tables import is_table_path
+
     groups: dict[str, list[str]] = {}
     for q in sorted(root.iterdir()):
         if q.name.startswith("."):
             continue
-        if q.is_file() and q.suffix in sufs and not q.name.endswith("_latent.tsv"):
+        if q.is_file() and is_table_path(q) and not q.name.endswith(("_latent.tsv", "_latent.tsv.gz")):
             sub = bids_entities(q).get("sub")
             key = f"sub-{sub}" if sub else _safe(_stem(q))
             groups.setdefault(key, []).append(str(q))
         elif q.is_dir():
-            has_tables = any(f.is_file() and f.suffix in sufs for f in q.iterdir())
+            has_tables = any(f.is_file() and is_table_path(f) for f in q.iterdir())
             has_s2p = any(f.is_dir() and f.name.startswith("plane") for f in q.iterdir()) or (q / "F.npy").exists()
             if has_tables or has_s2p:
                 key = _safe(q.name)

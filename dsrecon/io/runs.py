@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from dsrecon._util import signals_deferred
 from dsrecon.errors import DsreconError
 
 CONFIG_FILE = "config.json"
@@ -260,12 +261,13 @@ class StagedRun:
                 raise DsreconError(f"{self.target}: files that are not part of a dsrecon run appeared during the fit "
                                    f"({_listing(foreign)}); the new run is kept in {self.dir}")
             old = t.with_name(f".{t.name}.replaced-{os.getpid()}")
-            os.replace(t, old)
-            try:
-                os.replace(self.dir, t)
-            except BaseException:
-                os.replace(old, t)
-                raise
+            with signals_deferred():  # the two renames are not cut apart by Ctrl-C / SIGTERM
+                os.replace(t, old)
+                try:
+                    os.replace(self.dir, t)
+                except BaseException:
+                    os.replace(old, t)
+                    raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(self.dir, t)  # onto a missing or empty directory
