@@ -37,12 +37,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     Whatever ends the block (an exception, Ctrl-C, SIGTERM raised by the CLI), the temporary
     file is removed: its creation, the rename and the clean-up run with signals deferred."""
+    from dsrecon.errors import DsreconError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path: Path | None = None
     try:
         with signals_deferred():
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            try:  # a location we cannot write in is the user's to fix: one line naming the file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            except OSError as e:
+                raise DsreconError(f"{path}: cannot write ({e.strerror or e})") from None
             os.close(fd)
             tmp_path = Path(tmp)
         yield tmp_path
@@ -51,7 +56,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 umask = os.umask(0)
                 os.umask(umask)
                 os.chmod(tmp_path, 0o666 & ~umask)
-            os.replace(tmp_path, path)
+            try:
+                os.replace(tmp_path, path)
+            except OSError as e:
+                raise DsreconError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         if tmp_path is not None:
             with signals_deferred():
