@@ -468,19 +468,22 @@ def load_run(path: str | Path) -> ConvSSM:
     if not (run / MODEL_FILE).exists():
         raise DataError(f"{run}: no {MODEL_FILE} (training not finished? continue it with `dsrecon fit ... --resume`)")
     cfg = _read_run_config(cfg_path)
+    n, norm = cfg["n_regions"], cfg["normalisation"]
+    try:
+        sizes = (len(cfg["names"]), len(norm.get("mean") or []), len(norm.get("std") or []))
+    except TypeError:  # a number where a list belongs
+        sizes = (-1, -1, -1)
+    if not isinstance(n, int) or any(k != n for k in sizes):
+        raise DataError(f"{cfg_path}: inconsistent: n_regions {n}, {sizes[0]} region names, normalisation of {sizes[1]} regions")
     try:
         m = ConvSSM(backend=cfg["backend"], latent_dim=cfg["latent_dim"], hidden_dim=cfg["hidden_dim"], kernel=cfg["kernel_name"],
                     tau_decay=cfg.get("tau_decay", 0.4), tau_rise=cfg.get("tau_rise"), decoder=cfg["decoder"],
                     backend_options=cfg.get("backend_options"), seed=cfg["seed"], **cfg["train_options"])
         kern = Kernel.from_dict(cfg["kernel"])
         net = m._build(cfg["n_regions"], len(cfg.get("regressor_names", [])), kern, torch.Generator().manual_seed(0))
-        norm = Normalisation.from_dict(cfg["normalisation"])
+        Normalisation.from_dict(norm)
     except (DsreconError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(f"{cfg_path}: does not describe a model dsrecon can rebuild ({_one_line(e)})") from None
-    n = net.N
-    if len(cfg["names"]) != n or norm.mean.shape != (n,) or norm.std.shape != (n,):
-        raise DataError(f"{cfg_path}: inconsistent: n_regions {n}, {len(cfg['names'])} region names, normalisation of "
-                        f"{norm.mean.size} regions")
     state = ckpt.load_tensors(run / MODEL_FILE)
     if "z_init" not in state:
         raise DataError(f"{run / MODEL_FILE}: no 'z_init' tensor (not the weights of a dsrecon model)")
