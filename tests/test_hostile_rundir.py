@@ -294,3 +294,48 @@ def test_interrupted_evaluate_and_report_leave_no_temporary_files(work, sig):
         assert p.returncode in (130, 143), (args[0], p.returncode, err)
         assert "Traceback" not in err
         assert snapshot(work) == before and not leftovers(work), args[0]
+
+
+# ------------------------------------------------------------------------------ cohorts and sweeps
+COHORT = ["--epochs", "150", "--patience", "0", "--batches-per-epoch", "2", "--batch-size", "4", "--hidden-dim", "8",
+          "--sequence-length", "60", "--val-every", "5", "--checkpoint-every", "1", "--lyapunov-steps", "200",
+          "--max-parallel", "2", "--quiet"]
+
+
+def _tmp_files(d: Path) -> list[str]:
+    return [str(p) for p in d.rglob("*") if p.name.endswith(".tmp") or ".replaced-" in p.name]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM])  # (SIGINT takes the same path: both are a KeyboardInterrupt)
+def test_interrupted_fit_cohort_stops_its_workers_and_resumes(tmp_path, sig):
+    """The driver forwards the interrupt to the pool workers: it exits within seconds, leaves no
+    temporary file, keeps each running subject's checkpoint, and a rerun completes every subject."""
+    (tmp_path / "data").mkdir()
+    for i in range(2):
+        lorenz_table(tmp_path / "data" / f"sub-{i + 1:02d}_bold.tsv", seed=i)
+    before = snapshot(tmp_path / "data")
+    out = tmp_path / "out"
+    p = popen("fit-cohort", "data", "-o", "out", *COHORT, cwd=tmp_path)
+    _wait_for(lambda: out.exists() and any(_ckpt_epoch(out, f"sub-{i:02d}") >= 2 for i in (1, 2)), proc=p)
+    t0 = time.time()
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=120)
+    assert time.time() - t0 < 30, "the workers were not stopped"
+    assert p.returncode == (130 if sig == signal.SIGINT else 143), err
+    assert "Traceback" not in err
+    assert not _tmp_files(tmp_path)
+    assert not all((out / f"sub-{i:02d}" / "model.safetensors").exists() for i in (1, 2))  # stopped, not finished
+    r = dsrecon("fit-cohort", "data", "-o", "out", *COHORT, "--json", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["n_complete"] == 2
+    assert snapshot(tmp_path / "data") == before and not _tmp_files(tmp_path) and not leftovers(out)
+
+
+def test_interrupted_sweep_leaves_no_temporary_files(work):
+    p = popen("sweep", "x.tsv", "-o", "sw", "--grid", "hidden_dim=6,8", "--seeds", "2", "--epochs", "400", "--batches-per-epoch", "2",
+              "--batch-size", "4", "--sequence-length", "60", "--val-every", "5", "--quiet", cwd=work)
+    _wait_for(lambda: (work / "sw").exists() and any((work / "sw").rglob("state.json")), proc=p)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert "Traceback" not in err and not _tmp_files(work)

@@ -113,7 +113,16 @@ def _run_ray(fn, jobs, max_parallel, gpus_per_job, address, log) -> Iterator[tup
             while queue and len(pending) < limit:
                 job = queue.pop(0)
                 pending[remote.remote(fn, job)] = job
-            done, _ = ray.wait(list(pending), num_returns=1)
+            try:
+                done, _ = ray.wait(list(pending), num_returns=1)
+            except KeyboardInterrupt:  # Ctrl-C / SIGTERM: interrupt the running fits (they keep their checkpoints)
+                for ref in pending:
+                    ray.cancel(ref, force=False)
+                try:
+                    ray.wait(list(pending), num_returns=len(pending), timeout=30)
+                except Exception:  # noqa: BLE001 - cancelled tasks raise; we are leaving anyway
+                    pass
+                raise
             for ref in done:
                 job = pending.pop(ref)
                 try:
@@ -126,13 +135,21 @@ def _run_ray(fn, jobs, max_parallel, gpus_per_job, address, log) -> Iterator[tup
             ray.shutdown()
 
 
-def _pool_init() -> None:
+#: set by the driver on Ctrl-C / SIGTERM: pool workers then start no further job
+_STOP = None
+
+
+def _pool_init(stop=None) -> None:
+    global _STOP
+    _STOP = stop
     limit_threads()
 
 
 def _call_with_env(fn: Callable[[dict], dict], job: dict, env: dict[str, str]) -> dict:
     """_call with the submitting process's environment (a forkserver worker inherits the
     environment of the server's start, not of the submit)."""
+    if _STOP is not None and _STOP.is_set():
+        return {"status": "failed", "error": "interrupted before it started"}
     for k in set(os.environ) - set(env):
         del os.environ[k]
     os.environ.update(env)
@@ -158,7 +175,10 @@ def _run_pool(fn, jobs, max_parallel, log) -> Iterator[tuple[dict, dict]]:
     n = min(max_parallel or os.cpu_count() or 1, len(jobs))
     log(f"Ray is not available ({'DSRECON_NO_RAY is set' if os.environ.get(NO_RAY_ENV) else 'not installed'}): "
         f"running on a local process pool with {n} worker(s)")
-    with cf.ProcessPoolExecutor(max_workers=n, mp_context=_pool_context(), initializer=_pool_init) as pool:
+    ctx = _pool_context()
+    stop = ctx.Event()
+    pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_pool_init, initargs=(stop,))
+    try:
         env = dict(os.environ)
         futs = {pool.submit(_call_with_env, fn, job, env): job for job in jobs}
         for fut in cf.as_completed(futs):
@@ -168,3 +188,24 @@ def _run_pool(fn, jobs, max_parallel, log) -> Iterator[tuple[dict, dict]]:
             except Exception as e:  # noqa: BLE001 - a worker process died
                 res = {"status": "failed", "error": one_line(e)}
             yield job, res
+    except KeyboardInterrupt:
+        stop.set()
+        _interrupt_pool(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _interrupt_pool(pool) -> None:
+    """Ctrl-C or SIGTERM reached the driver: cancel the queued jobs and send SIGINT to the workers,
+    so each running fit stops as after Ctrl-C (its checkpoint kept for a rerun, no temporary files);
+    the caller's shutdown then waits for them."""
+    import signal as _signal
+
+    for item in list(getattr(pool, "_pending_work_items", {}).values()):
+        item.future.cancel()
+    for pr in list(getattr(pool, "_processes", {}).values()):
+        try:
+            os.kill(pr.pid, _signal.SIGINT)
+        except (ProcessLookupError, TypeError):
+            pass
