@@ -27,6 +27,7 @@ from dsrecon.models.decoders import make_decoder
 from dsrecon.signal.kernels import Kernel, make_kernel
 from dsrecon.training import checkpoint as ckpt
 from dsrecon.training.prepare import Normalisation, prepare
+from dsrecon.training.memory import check_fit_memory
 from dsrecon.training.trainer import LOG_COLUMNS, Interrupted, TrainOptions, Trainer
 
 MODEL_FILE = "model.safetensors"
@@ -159,6 +160,9 @@ class ConvSSM:
             old = json.loads((run / CONFIG_FILE).read_text())
             _check_resumable(target, old, config)
             cache = _read_teacher_cache(run, len(recs), target)
+        N = recs[0].n_regions  # refuse at once what cannot fit in memory
+        check_fit_memory([r.n_frames for r in recs], N, self.latent_dim or max(N, 3), self.hidden_dim, kern.K,
+                         self.train_options, self.device, recs[0].source)
         data = prepare(recs, kern, self.train_options.test_fraction, teacher_cache=cache)
         seed_everything(self.seed)
         gen = torch.Generator().manual_seed(self.seed)

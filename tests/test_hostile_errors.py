@@ -351,6 +351,23 @@ def test_memory_check_refuses_10000_regions_before_any_work():
     check_memory(small, available=16_000_000_000)
 
 
+def test_fit_too_large_for_memory_is_refused_before_any_work(tmp_path):
+    """The CLI end to end: 30 000 regions × 50 frames (each validation free run ~120 GB, more than
+    any CI machine has) is refused in seconds, before the model is built, and writes nothing."""
+    import time
+
+    from dsrecon.io.tables import write_table
+
+    x = np.random.default_rng(0).standard_normal((50, 30_000)).astype(np.float32)
+    write_table(tmp_path / "big.tsv", x, [f"r{i}" for i in range(x.shape[1])], sidecar={"RepetitionTime": 2.0})
+    before = snapshot(tmp_path)
+    t0 = time.perf_counter()
+    r = dsrecon("fit", "big.tsv", "-o", "run", "--epochs", "1", "--quiet", cwd=tmp_path)
+    assert time.perf_counter() - t0 < 120  # (a generous bound: building the model alone would take hours)
+    assert_clean_failure(r, names="big.tsv", says=["too large for memory", "--test-fraction 0"], before=before, dirs=[tmp_path])
+    assert not (tmp_path / "run").exists()
+
+
 def test_memory_check_names_the_batch_options_for_training():
     from dsrecon.errors import DsreconError
     from dsrecon.training.memory import check_memory, estimate_fit_memory

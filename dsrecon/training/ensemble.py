@@ -540,6 +540,11 @@ def _fit_ensemble_staged(st, recs, run, size, seeds, al, models, base_seed, t_st
     m0 = models[0]
     kern = make_kernel(m0.kernel, recs[0].tr, tau_decay=m0.tau_decay, tau_rise=m0.tau_rise)
     data_hash = array_hash(*[r.data for r in recs], *[r.mask for r in recs])
+    from dsrecon.training.memory import check_fit_memory
+
+    N = recs[0].n_regions
+    check_fit_memory([r.n_frames for r in recs], N, m0.latent_dim or max(N, 3), m0.hidden_dim, kern.K, m0.train_options,
+                     m0.device, recs[0].source, members=size)
     data = prepare(recs, kern, m0.train_options.test_fraction)
     n_reg = 0 if recs[0].regressors is None else recs[0].regressors.shape[1]
     nets = []

@@ -159,3 +159,15 @@ def check_memory(est: MemoryEstimate, *, device: str = "cpu", source: str = "", 
             f"{est.n_regions} regions) needs about {_gb(est.training_bytes)}, {_gb(train_avail)} are available on {device}; "
             "use a smaller --batch-size or --sequence-length")
     return est
+
+
+def check_fit_memory(n_frames: Sequence[int], n_regions: int, latent_dim: int, hidden_dim: int, kernel_taps: int, opts,
+                     device: str = "cpu", source: str = "", members: int = 1) -> MemoryEstimate:
+    """`check_memory` for a fit about to start, from its sizes alone (before the model is built:
+    building a 10 000-dimensional latent model alone takes minutes). ``opts``: the TrainOptions;
+    ``members`` models at once take E times the training batch and parameters."""
+    M, L = int(latent_dim), int(hidden_dim)
+    est = estimate_fit_memory(n_frames, n_regions, M, kernel_taps, batch_size=opts.batch_size * int(members),
+                              sequence_length=opts.sequence_length, test_fraction=opts.test_fraction, hidden_dim=L,
+                              n_params=int(members) * (2 * M * L + 3 * M + L + M * int(n_regions)))
+    return check_memory(est, device=str(device), source=source)
