@@ -20,13 +20,14 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hostile_util import TINY, assert_clean_failure, dsrecon, leftovers, lorenz_table, popen, snapshot, user_files
+from hostile_util import ENV as HOSTILE_ENV, TINY, assert_clean_failure, dsrecon, leftovers, lorenz_table, popen, snapshot, user_files
 
 
 # ================================================================================================
@@ -302,14 +303,22 @@ def test_interrupted_simulate_model_leaves_no_temporary_files(userdir, sig):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_evaluate_and_report_leave_no_temporary_files(userdir, sig):
+    """Signalled once the command has started its work (its first log line), not while Python is
+    still importing (a slow start under load would make that a test of the interpreter)."""
     _long_model(userdir)
     before = snapshot(userdir)
-    for args in (["evaluate", "run", "--data", "x.tsv", "--lyapunov-steps", "2000000", "-o", "m.json", "--quiet"],
-                 ["report", "run", "--data", "x.tsv", "--lyapunov-steps", "2000000", "-o", "r.html", "--quiet"]):
-        p = popen(*args, cwd=userdir)
-        time.sleep(4.0)
-        p.send_signal(sig)
-        out, err = p.communicate(timeout=120)
+    for args, started in ((["evaluate", "run", "--data", "x.tsv", "--lyapunov-steps", "2000000", "-o", "m.json"], "analysing the model"),
+                          (["report", "run", "--data", "x.tsv", "--lyapunov-steps", "2000000", "-o", "r.html"], "analysing run")):
+        log = userdir.parent / f"{args[0]}-{sig}.log"
+        with open(log, "w") as fh:
+            env = {**os.environ, **HOSTILE_ENV}
+            p = subprocess.Popen([sys.executable, "-m", "dsrecon.cli.main", *args], cwd=userdir, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=fh, stdin=subprocess.DEVNULL, text=True)
+            _wait_for(lambda: started in log.read_text(), proc=None)
+            time.sleep(0.5)
+            p.send_signal(sig)
+            p.wait(timeout=120)
+        err = log.read_text()
         assert p.returncode in (130, 143), (args[0], p.returncode, err)
         assert "Traceback" not in err
         assert snapshot(userdir) == before and not leftovers(userdir), args[0]

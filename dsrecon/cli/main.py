@@ -97,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     SIGTERM is turned into an exception (a KeyboardInterrupt, like Ctrl-C) for the duration, so
     that every clean-up (temporary files, staging directories, locks) runs as for Ctrl-C."""
     global CURRENT_ARGV
-    _register()
+    try:
+        _register()  # (imports torch: seconds, in which Ctrl-C must not print a traceback either)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     CURRENT_ARGV = list(sys.argv[1:] if argv is None else argv)
     _STATE.update(sigterm=False, reported=False)
     old_term = None
