@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dsrecon._util import versions, write_json_atomic
-from dsrecon.distributed.cohort import _device, evaluate_fitted, write_tsv
+from dsrecon.distributed.cohort import evaluate_fitted, write_tsv
 from dsrecon.distributed.executor import init_ray, limit_threads, one_line, ray_available, run_jobs
 from dsrecon.distributed.settings import FitSettings
 from dsrecon.errors import DsreconError
@@ -61,7 +61,7 @@ def run_trial(settings: FitSettings, paths: list[str], run_dir: str, report: Cal
 
     t0 = time.time()
     recs = load_inputs(list(paths), settings.input_spec())
-    model = settings.model(recs, _device(settings.device))
+    model = settings.model()
     s = settings
 
     def progress(epoch: int, total: int, status: str) -> None:
