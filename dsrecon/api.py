@@ -91,7 +91,12 @@ class ConvSSM:
         validate_options(self.train_options)
         if self.backend_options is not None and not isinstance(self.backend_options, dict):
             raise DsreconError(f"backend_options must be a dict, got {type(self.backend_options).__name__}")
+        self._backend_kwargs()
         return self
+
+    def _backend_kwargs(self) -> dict:
+        """backend_options checked against the backend's `Options` (names, types; text parsed)."""
+        return typed_options(get_backend(self.backend).Options, dict(self.backend_options or {}), f"--backend {self.backend}")
 
     def resolved(self, recs: Sequence[Recording], log: Callable[[str], None] | None = None) -> "ConvSSM":
         """A copy with the derived defaults filled in for these recordings (which must share one TR):
@@ -112,7 +117,7 @@ class ConvSSM:
             if out.sequence_length < max(DEFAULT_SEQUENCE_LENGTH, K + 39) and log is not None:
                 log(f"the training split is short ({usable} usable frames): using --sequence-length {out.sequence_length}")
         out.device = resolve_device(out.device)
-        out.backend_options = typed_options(get_backend(out.backend).Options, dict(out.backend_options or {}), f"--backend {out.backend}")
+        out.backend_options = out._backend_kwargs()
         return out
 
     # ---------------------------------------------------------------- contract for analysis/report
@@ -155,7 +160,7 @@ class ConvSSM:
         if M < 1:
             raise DsreconError(f"--latent-dim must be positive, got {M}")
         cls = get_backend(self.backend)
-        kwargs = typed_options(cls.Options, dict(self.backend_options or {}), f"--backend {self.backend}")
+        kwargs = self._backend_kwargs()
         if "hidden_dim" in cls.Options.__dataclass_fields__:
             kwargs.setdefault("hidden_dim", self.hidden_dim)
         # sizes, checked here for every backend (a 0 fails deep inside one, e.g. a division by L)
@@ -489,15 +494,9 @@ def _read_teacher_cache(run: Path, n: int, target: Path | None = None) -> list[n
 
 
 def _write_dataset_description(run: Path) -> None:
-    try:
-        from dsrecon.io.results import write_dataset_description
+    from dsrecon.io.results import write_dataset_description
 
-        write_dataset_description(run)
-    except ImportError:
-        write_json_atomic(run / "dataset_description.json", {
-            "Name": "dsrecon run", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "dsrecon", "Version": dsrecon_version()}],
-        })
+    write_dataset_description(run)
 
 
 #: config.json keys load_run needs to rebuild the model
