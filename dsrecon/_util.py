@@ -128,12 +128,9 @@ def seed_everything(seed: int) -> np.random.Generator:
     """Seed python, numpy and torch; return a numpy Generator for explicit use."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    try:
-        import torch
+    import torch
 
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
+    torch.manual_seed(seed)
     return np.random.default_rng(seed)
 
 

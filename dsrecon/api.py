@@ -1,4 +1,4 @@
-"""The Python API, mirroring the CLI (scikit-learn style).
+"""The Python API: the options and defaults of the CLI (scikit-learn style).
 
 >>> model = ConvSSM(latent_dim=3, epochs=500).fit(recordings, run_dir="run")   # doctest: +SKIP
 >>> out = model.simulate(10_000)            # {"observed": (n, N), "latent": (n, M)}
@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import inspect
 import json
 import math
 from pathlib import Path
@@ -22,6 +24,7 @@ from dsrecon.errors import DataError, DivergenceError, DsreconError
 from dsrecon.io.recording import Recording
 from dsrecon.io.tables import write_table
 from dsrecon.models.base import get_backend
+from dsrecon.options import ModelOptions, estimator_fields, model_fields, resolve_device, train_fields, typed_options, validate_options
 from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.models.decoders import make_decoder
 from dsrecon.signal.kernels import Kernel, make_kernel
@@ -39,34 +42,84 @@ TEACHER_DIR = "teacher"
 class ConvSSM:
     """A convolutional state-space model trained with generalized teacher forcing.
 
-    Parameters are stored as given (scikit-learn style); learned things end in ``_`` after `fit`.
-    backend: latent dynamics (`dsrecon backends`); latent_dim: M (default N, at least 3);
-    hidden_dim: L; kernel: spm|glover|calcium|none|path; decoder: identity|affine|regressor;
-    backend_options: extra backend arguments (e.g. {"pwl_units": 2}); other keyword arguments
-    are TrainOptions (epochs, alpha, sequence_length, …).
+    The keyword arguments are every option of `dsrecon fit`, with its defaults
+    (`dsrecon.options.ModelOptions` and `TrainOptions`): backend (`dsrecon backends`), latent_dim M
+    (default N, at least 3), hidden_dim L, kernel (spm|glover|calcium|none|path; default by
+    modality), decoder (identity|affine|regressor), backend_options (the backend's own options,
+    e.g. {"pwl_units": 2}), seed, device (auto|cpu|cuda), epochs, alpha, sequence_length (default
+    by the kernel length and the data), …. They are stored as given (scikit-learn style:
+    `get_params`, `set_params`, `sklearn.base.clone`); the derived defaults are resolved by `fit`,
+    and what is learned ends in ``_``.
     """
 
-    def __init__(self, backend: str = "cshplrnn", latent_dim: int | None = None, hidden_dim: int = 50,
-                 kernel: str = "spm", tau_decay: float = 0.4, tau_rise: float | None = None,
-                 decoder: str = "identity", backend_options: dict | None = None, seed: int = 0,
-                 device: str = "cpu", **train_options):
-        self.backend = backend
-        self.latent_dim = latent_dim
-        self.hidden_dim = hidden_dim
-        self.kernel = kernel
-        self.tau_decay = tau_decay
-        self.tau_rise = tau_rise
-        self.decoder = decoder
-        self.backend_options = dict(backend_options or {})
-        self.seed = seed
-        self.device = device
-        try:
-            self.train_options = TrainOptions(**train_options)
-        except TypeError as e:
-            raise DsreconError(f"ConvSSM: {e}") from None
+    def __init__(self, **params):
+        unknown = [k for k in params if k not in _PARAM_DEFAULTS]
+        if unknown:
+            raise DsreconError(f"ConvSSM: unexpected keyword argument '{unknown[0]}'")
+        for name, default in _PARAM_DEFAULTS.items():
+            setattr(self, name, params.get(name, default))
         self.net_: ConvSSMNet | None = None
         self.config_: dict = {}
         self.run_dir_: Path | None = None
+
+    # ---------------------------------------------------------------- parameters (scikit-learn)
+    def get_params(self, deep: bool = True) -> dict:
+        """Every constructor argument → its value (``deep`` is accepted for scikit-learn; nothing nests)."""
+        return {name: getattr(self, name) for name in _PARAM_DEFAULTS}
+
+    def set_params(self, **params) -> "ConvSSM":
+        for k, v in params.items():
+            if k not in _PARAM_DEFAULTS:
+                raise DsreconError(f"ConvSSM: unexpected keyword argument '{k}'")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.get_params().items() if not _same(_plain(v), _plain(_PARAM_DEFAULTS[k]))}
+        return f"ConvSSM({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    @property
+    def model_options(self) -> ModelOptions:
+        return ModelOptions(**{f.name: getattr(self, f.name) for f in model_fields()})
+
+    @property
+    def train_options(self) -> TrainOptions:
+        return TrainOptions(**{f.name: getattr(self, f.name) for f in train_fields()})
+
+    def validate(self) -> "ConvSSM":
+        """Check every option (one line naming the option on the first bad one); returns self."""
+        validate_options(self.model_options)
+        validate_options(self.train_options)
+        if self.backend_options is not None and not isinstance(self.backend_options, dict):
+            raise DsreconError(f"backend_options must be a dict, got {type(self.backend_options).__name__}")
+        self._backend_kwargs()
+        return self
+
+    def _backend_kwargs(self) -> dict:
+        """backend_options checked against the backend's `Options` (names, types; text parsed)."""
+        return typed_options(get_backend(self.backend).Options, dict(self.backend_options or {}), f"--backend {self.backend}")
+
+    def resolved(self, recs: Sequence[Recording], log: Callable[[str], None] | None = None) -> "ConvSSM":
+        """A copy with the derived defaults filled in for these recordings (which must share one TR):
+        the kernel by modality (calcium imaging: calcium, else spm), the sequence length by the kernel's
+        K taps and the training split, the device (auto: cuda when available), the backend options typed."""
+        from dsrecon.training.batches import DEFAULT_SEQUENCE_LENGTH, default_sequence_length
+        from dsrecon.training.prepare import check_recordings
+
+        recs = list(recs)
+        self.validate()
+        check_recordings(recs)
+        out = ConvSSM(**self.get_params())
+        if out.kernel is None:
+            out.kernel = "calcium" if recs[0].provenance.get("modality", "bold") == "calcium" else "spm"
+        if out.sequence_length is None:
+            K = make_kernel(out.kernel, recs[0].tr, tau_decay=out.tau_decay, tau_rise=out.tau_rise).K
+            out.sequence_length, usable = default_sequence_length([r.n_frames for r in recs], K, out.test_fraction)
+            if out.sequence_length < max(DEFAULT_SEQUENCE_LENGTH, K + 39) and log is not None:
+                log(f"the training split is short ({usable} usable frames): using --sequence-length {out.sequence_length}")
+        out.device = resolve_device(out.device)
+        out.backend_options = out._backend_kwargs()
+        return out
 
     # ---------------------------------------------------------------- contract for analysis/report
     @property
@@ -108,21 +161,16 @@ class ConvSSM:
         if M < 1:
             raise DsreconError(f"--latent-dim must be positive, got {M}")
         cls = get_backend(self.backend)
-        kwargs = dict(self.backend_options)
-        import inspect
-
-        sig = inspect.signature(cls.__init__).parameters
-        if "hidden_dim" in sig:
+        kwargs = self._backend_kwargs()
+        if "hidden_dim" in cls.Options.__dataclass_fields__:
             kwargs.setdefault("hidden_dim", self.hidden_dim)
         # sizes, checked here for every backend (a 0 fails deep inside one, e.g. a division by L)
         for key, opt in (("hidden_dim", "--hidden-dim"), ("bases", "--bases"), ("state_size", "--backend-option state_size")):
             v = kwargs.get(key)
             if v is not None and not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1):
                 raise DsreconError(f"{opt} must be a positive integer, got {v}")
-        if "generator" in sig:
-            kwargs["generator"] = gen
         try:
-            dyn = cls(M, **kwargs)
+            dyn = cls(M, generator=gen, **kwargs)
         except (TypeError, ValueError) as e:
             raise DsreconError(f"--backend {self.backend}: {e}") from None
         dec = make_decoder(self.decoder, M, n_obs, n_regressors, generator=gen)
@@ -141,6 +189,7 @@ class ConvSSM:
         recs = [recordings] if isinstance(recordings, Recording) else list(recordings)
         if not recs:
             raise DataError("no recordings to fit")
+        self.validate()
         if run_dir is None:
             return self._fit(recs, None, True, progress, log, inputs, None)
         from dsrecon.io.runs import StagedRun
@@ -152,27 +201,33 @@ class ConvSSM:
 
     def _fit(self, recs: list[Recording], run: Path | None, fresh: bool, progress, log, inputs, target: Path | None) -> "ConvSSM":
         """Train into ``run`` (the staging directory, or None); ``target`` names the run in messages."""
-        kern = make_kernel(self.kernel, recs[0].tr, tau_decay=self.tau_decay, tau_rise=self.tau_rise)
+        spec = self.resolved(recs, log)  # kernel, sequence length and device derived here, once
+        kern = make_kernel(spec.kernel, recs[0].tr, tau_decay=spec.tau_decay, tau_rise=spec.tau_rise)
+        if log is not None:
+            n_frames = sum(r.n_frames for r in recs)
+            log(f"fitting {spec.backend} on {len(recs)} recording(s), {recs[0].n_regions} regions, {n_frames} frames, "
+                f"TR {recs[0].tr:g} s, kernel {spec.kernel} ({kern.K} taps)" + (f" → {target}" if target is not None else ""))
+        opts = spec.train_options
         data_hash = array_hash(*[r.data for r in recs], *[r.mask for r in recs])
-        config = self._config(recs, kern, data_hash, inputs)
+        config = spec._config(recs, kern, data_hash, inputs)
         cache = None
         if not fresh:
             old = json.loads((run / CONFIG_FILE).read_text())
             _check_resumable(target, old, config)
             cache = _read_teacher_cache(run, len(recs), target)
         N = recs[0].n_regions  # refuse at once what cannot fit in memory
-        check_fit_memory([r.n_frames for r in recs], N, self.latent_dim or max(N, 3), self.hidden_dim, kern.K,
-                         self.train_options, self.device, recs[0].source)
-        data = prepare(recs, kern, self.train_options.test_fraction, teacher_cache=cache)
-        seed_everything(self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
+        check_fit_memory([r.n_frames for r in recs], N, spec.latent_dim or max(N, 3), spec.hidden_dim, kern.K,
+                         opts, spec.device, recs[0].source)
+        data = prepare(recs, kern, opts.test_fraction, teacher_cache=cache)
+        seed_everything(spec.seed)
+        gen = torch.Generator().manual_seed(spec.seed)
         n_reg = 0 if recs[0].regressors is None else recs[0].regressors.shape[1]
-        net = self._build(len(data.names), n_reg, kern, gen).to(self.device)
+        net = spec._build(len(data.names), n_reg, kern, gen).to(spec.device)
         config.update({
             "normalisation": data.norm.to_dict(), "data": data.info, "latent_dim": net.M,
             "backend_kwargs": net.dynamics.extra_config(),
         })
-        trainer = Trainer(net, data, self.train_options, self.seed, run, progress, log)
+        trainer = Trainer(net, data, opts, spec.seed, run, progress, log)
         if run is not None:
             if fresh:
                 _write_teacher_cache(run, data, recs)
@@ -189,7 +244,7 @@ class ConvSSM:
 
             c = trainer.checkpoint_epoch
             raise FitInterrupted(
-                f"interrupted at epoch {trainer.epoch} of {self.train_options.epochs}; "
+                f"interrupted at epoch {trainer.epoch} of {opts.epochs}; "
                 + (f"the checkpoint of epoch {c} is kept (continue with --resume)" if c is not None and run is not None
                    else "no checkpoint had been written yet"),
                 signal="SIGTERM" if isinstance(e, Terminated) else "SIGINT", epoch=trainer.epoch, checkpoint_epoch=c,
@@ -206,23 +261,16 @@ class ConvSSM:
         return self
 
     def _config(self, recs: list[Recording], kern: Kernel, data_hash: str, inputs: list[str] | None) -> dict:
+        """config.json of a run of this (resolved) model: its options (from `ModelOptions` and
+        `TrainOptions`), the kernel's taps, the data's description."""
         return {
             "format": "dsrecon-run/1",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "dsrecon_version": dsrecon_version(),
             "versions": versions(),
-            "seed": self.seed,
-            "backend": self.backend,
-            "backend_options": self.backend_options,
-            "latent_dim": self.latent_dim,
-            "latent_dim_requested": self.latent_dim,
-            "hidden_dim": self.hidden_dim,
-            "decoder": self.decoder,
+            **{_config_key(f): _plain(getattr(self, f.name)) for f in model_fields()},
+            "latent_dim": self.latent_dim,  # replaced by the M the model was built with
             "kernel": kern.to_dict(),
-            "kernel_name": str(self.kernel),
-            "tau_decay": self.tau_decay,
-            "tau_rise": self.tau_rise,
-            "device": self.device,
             "train_options": self.train_options.public(),
             "tr": float(recs[0].tr),
             "names": list(recs[0].names),
@@ -321,6 +369,19 @@ class ConvSSM:
                 "n_test": T, "n_generated": n_total, "diverged": bool(diverged), "seed": seed}
 
 
+#: the constructor's keyword arguments and defaults: every fit option (model, then training)
+_PARAM_DEFAULTS = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default) for f in estimator_fields()}
+ConvSSM.__init__.__signature__ = inspect.Signature(
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_PARAM_DEFAULTS[f.name], annotation=f.type)
+       for f in estimator_fields()])
+
+
+def _config_key(f: dataclasses.Field) -> str:
+    """The config.json key of a model option (latent_dim → latent_dim_requested, kernel → kernel_name)."""
+    return f.metadata.get("config_key", f.name)
+
+
 def _jsonable(d: dict) -> dict:
     try:
         json.dumps(d, default=str)
@@ -333,11 +394,8 @@ def _jsonable(d: dict) -> dict:
 _RESUME_KEYS = {"data_hash": "the input data", "backend": "--backend", "backend_options": "--backend-option",
                 "latent_dim_requested": "--latent-dim", "hidden_dim": "--hidden-dim", "decoder": "--decoder", "kernel": "--kernel",
                 "seed": "--seed", "train_options": None}
-#: backend options with a CLI option of their own (the rest are --backend-option KEY=VALUE)
-_BACKEND_FLAGS = {"pwl_units": "--pwl-units", "bases": "--bases", "init": "--init", "real": "--real", "r_min": "--r-min",
-                  "r_max": "--r-max"}
 #: train options that are not CLI options
-_INTERNAL_TRAIN_OPTIONS = ("adaptive_every", "grad_clip", "bins")
+_INTERNAL_TRAIN_OPTIONS = tuple(f.name for f in train_fields() if not f.metadata.get("cli"))
 
 
 def _check_resumable(run: Path, old: dict, new: dict) -> None:
@@ -363,7 +421,7 @@ def _check_resumable(run: Path, old: dict, new: dict) -> None:
             a, b = a or {}, b or {}
             for k in sorted(set(a) | set(b)):
                 if not _same(a.get(k), b.get(k)):
-                    diffs.append(f"{_BACKEND_FLAGS.get(k, f'--backend-option {k}')}: {_show(a.get(k))} in the run, {_show(b.get(k))} now")
+                    diffs.append(f"--{k.replace('_', '-')}: {_show(a.get(k))} in the run, {_show(b.get(k))} now")
         elif key == "kernel" and isinstance(a, dict) and isinstance(b, dict):
             diffs.append(_kernel_difference(a, b))
         else:
@@ -440,15 +498,9 @@ def _read_teacher_cache(run: Path, n: int, target: Path | None = None) -> list[n
 
 
 def _write_dataset_description(run: Path) -> None:
-    try:
-        from dsrecon.io.results import write_dataset_description
+    from dsrecon.io.results import write_dataset_description
 
-        write_dataset_description(run)
-    except ImportError:
-        write_json_atomic(run / "dataset_description.json", {
-            "Name": "dsrecon run", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "dsrecon", "Version": dsrecon_version()}],
-        })
+    write_dataset_description(run)
 
 
 #: config.json keys load_run needs to rebuild the model
@@ -480,9 +532,9 @@ def load_run(path: str | Path) -> ConvSSM:
     if not isinstance(n, int) or any(k != n for k in sizes):
         raise DataError(f"{cfg_path}: inconsistent: n_regions {n}, {sizes[0]} region names, normalisation of {sizes[1]} regions")
     try:
-        m = ConvSSM(backend=cfg["backend"], latent_dim=cfg["latent_dim"], hidden_dim=cfg["hidden_dim"], kernel=cfg["kernel_name"],
-                    tau_decay=cfg.get("tau_decay", 0.4), tau_rise=cfg.get("tau_rise"), decoder=cfg["decoder"],
-                    backend_options=cfg.get("backend_options"), seed=cfg["seed"], **cfg["train_options"])
+        params = {f.name: cfg[_config_key(f)] for f in model_fields() if _config_key(f) in cfg}
+        params.update(latent_dim=cfg["latent_dim"], device="cpu")  # the built M; generation runs on the CPU
+        m = ConvSSM(**params, **cfg["train_options"])
         kern = Kernel.from_dict(cfg["kernel"])
         net = m._build(cfg["n_regions"], len(cfg.get("regressor_names", [])), kern, torch.Generator().manual_seed(0))
         Normalisation.from_dict(norm)

@@ -93,13 +93,6 @@ def test_help_has_an_example(cli):
 
 
 # ---------------------------------------------------------------- the RUN form
-def test_run_form_without_the_module_is_a_one_line_error(cli, monkeypatch):
-    monkeypatch.setitem(sys.modules, "dsrecon.cli.evaluate_run", None)  # as if not installed
-    r = cli("evaluate", "run", "--data", "x.tsv")
-    assert r.code == 1
-    assert r.err.strip().splitlines() == ["error: evaluating a run directory is not available yet (use --generated G.tsv --reference R.tsv)"]
-
-
 def test_run_form_is_passed_through(cli, monkeypatch, tmp_path):
     seen = {}
     fake = types.ModuleType("dsrecon.cli.evaluate_run")

@@ -1,7 +1,7 @@
 """`dsrecon fit-cohort` (one model per subject) and `dsrecon sweep` (hyperparameter grid × seeds), on Ray.
 
-Both take the main options of `dsrecon fit` (the same names and defaults) and run one fit per
-worker with one CPU (``--gpus-per-fit`` GPUs) each. Without Ray they run on a local process pool.
+Both take every option of `dsrecon fit` that applies to one subject or trial (`dsrecon.cli.options`
+makes them from the same dataclasses) and run one fit per worker with one CPU (``--gpus-per-fit`` GPUs) each. Without Ray they run on a local process pool.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import Optional
 
 import typer
 
-from dsrecon.cli.common import DeviceOpt, JsonOpt, QuietOpt, SeedOpt, emit, log
+from dsrecon.cli.common import JsonOpt, QuietOpt, emit, log
 from dsrecon.cli.main import app
+from dsrecon.cli.options import parse_fit_options, with_fit_options
 from dsrecon.errors import DsreconError
 
 COHORT_HELP = """Fit one model per subject of a cohort, in parallel on Ray (or a local process pool without Ray).
@@ -41,46 +42,22 @@ Examples:
   dsrecon sweep x.tsv --grid 'hidden_dim=20,50' --seeds 3 --asha --epochs 2000 -o sweep
 """
 
-# the options shared with `dsrecon fit` (same names, same defaults)
-TrOpt = typer.Option(None, "--tr", help="Seconds per frame (when no sidecar/header gives it).")
-KernelOpt = typer.Option(None, "--kernel", help="spm|glover|calcium|none|FILE (default spm; calcium for calcium imaging).")
-TauDecayOpt = typer.Option(0.4, "--tau-decay", help="Calcium kernel decay time constant (s).")
-BackendOpt = typer.Option("cshplrnn", "--backend", help="Latent dynamics (see `dsrecon backends`).")
-LatentOpt = typer.Option(None, "--latent-dim", "-M", help="Latent dimension M (default N, at least 3).")
-HiddenOpt = typer.Option(50, "--hidden-dim", "-L", help="Hidden width L of the shPLRNN.")
-DecoderOpt = typer.Option("identity", "--decoder", help="identity|affine|regressor.")
-AlphaOpt = typer.Option("0.15", "--alpha", help="GTF forcing weight in [0, 1], or 'adaptive'.")
-EpochsOpt = typer.Option(2000, "--epochs", help="Maximum number of epochs.")
-BatchesOpt = typer.Option(50, "--batches-per-epoch")
-BatchSizeOpt = typer.Option(16, "--batch-size")
-SeqOpt = typer.Option(None, "--sequence-length", help="Latent sequence length (default 200, capped by the data).")
-LrOpt = typer.Option(1e-3, "--learning-rate", help="Initial RAdam learning rate.")
-NoiseOpt = typer.Option(0.05, "--noise", help="Std of Gaussian noise injected into batches and teacher signals.")
-TestFracOpt = typer.Option(0.25, "--test-fraction", help="Held-out tail of each recording (validation and the summary metrics).")
-ValEveryOpt = typer.Option(25, "--val-every", help="Validate (D_stsp, D_H) every this many epochs.")
-PatienceOpt = typer.Option(20, "--patience", help="Stop after this many validations without improvement (0: never).")
-CkptOpt = typer.Option(25, "--checkpoint-every", help="Write a resumable checkpoint every this many epochs.")
-GmmVarOpt = typer.Option(1.0, "--gmm-var", help="σ² of the GMM D_stsp (0.3 is typical for BOLD).")
-AtlasOpt = typer.Option(None, "--atlas", help="Integer label image (NIfTI) for region signals.")
-AtlasLabelsOpt = typer.Option(None, "--atlas-labels", help="TSV naming the atlas labels (index, name).")
-ConfoundsOpt = typer.Option("none", "--confounds", help="fMRIPrep confound strategy: simple|scrubbing|compcor|none.")
-TaskOpt = typer.Option(None, "--task", help="BIDS task.")
-SessionOpt = typer.Option([], "--session", help="BIDS session(s) (repeatable).")
-SpaceOpt = typer.Option(None, "--space", help="fMRIPrep output space when runs exist in several.")
 # distribution
 MaxParOpt = typer.Option(None, "--max-parallel", help="At most this many fits at a time (default: as many as there are CPUs).")
 GpusOpt = typer.Option(0.0, "--gpus-per-fit", help="GPUs per fit (Ray resource; fractions share a GPU).")
 AddressOpt = typer.Option(None, "--address", help="Existing Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: start Ray locally).")
 
 
-def _settings(**kw) -> "FitSettings":  # noqa: F821
+def _settings(options: dict) -> "FitSettings":  # noqa: F821
+    """The fit options Typer parsed → FitSettings, checked (one line naming a bad option)."""
     from dsrecon.distributed.settings import FitSettings
 
-    kw["session"] = list(kw.get("session") or [])
-    return FitSettings(**kw).validate()
+    params, spec = parse_fit_options(options)
+    return FitSettings(**params, **spec).validate()
 
 
 @app.command("fit-cohort", help=COHORT_HELP)
+@with_fit_options(exclude=("participant_label",))  # the cohort's own --participant-label picks subjects
 def fit_cohort_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Cohort directory (BIDS/fMRIPrep derivatives, tables, or subfolders)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (one run directory per subject)."),
@@ -90,27 +67,13 @@ def fit_cohort_cmd(
     max_parallel: Optional[int] = MaxParOpt,
     gpus_per_fit: float = GpusOpt,
     address: Optional[str] = AddressOpt,
-    tr: Optional[float] = TrOpt, kernel: Optional[str] = KernelOpt, tau_decay: float = TauDecayOpt, backend: str = BackendOpt,
-    latent_dim: Optional[int] = LatentOpt, hidden_dim: int = HiddenOpt, decoder: str = DecoderOpt, alpha: str = AlphaOpt,
-    epochs: int = EpochsOpt, batches_per_epoch: int = BatchesOpt, batch_size: int = BatchSizeOpt,
-    sequence_length: Optional[int] = SeqOpt, learning_rate: float = LrOpt, noise: float = NoiseOpt,
-    test_fraction: float = TestFracOpt, val_every: int = ValEveryOpt, patience: int = PatienceOpt,
-    checkpoint_every: int = CkptOpt, gmm_var: float = GmmVarOpt, atlas: Optional[str] = AtlasOpt,
-    atlas_labels: Optional[str] = AtlasLabelsOpt, confounds: str = ConfoundsOpt, task: Optional[str] = TaskOpt,
-    session: list[str] = SessionOpt, space: Optional[str] = SpaceOpt,
-    seed: int = SeedOpt,
-    device: str = DeviceOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
+    **options,
 ) -> None:
     from dsrecon.distributed.cohort import fit_cohort
 
-    s = _settings(tr=tr, kernel=kernel, tau_decay=tau_decay, backend=backend, latent_dim=latent_dim, hidden_dim=hidden_dim,
-                  decoder=decoder, alpha=alpha, epochs=epochs, batches_per_epoch=batches_per_epoch, batch_size=batch_size,
-                  sequence_length=sequence_length, learning_rate=learning_rate, noise=noise, test_fraction=test_fraction,
-                  val_every=val_every, patience=patience, checkpoint_every=checkpoint_every, gmm_var=gmm_var, atlas=atlas,
-                  atlas_labels=atlas_labels, confounds=confounds, task=task, session=session, space=space, seed=seed,
-                  device=device.lower())
+    s = _settings(options)
     res = fit_cohort(directory, output, s, max_parallel=max_parallel, gpus_per_fit=gpus_per_fit, address=address,
                      lyapunov_steps=lyapunov_steps, force=force, participant_label=list(participant_label),
                      log=lambda m: log(m, quiet))
@@ -125,6 +88,7 @@ def fit_cohort_cmd(
 
 
 @app.command("sweep", help=SWEEP_HELP)
+@with_fit_options()
 def sweep_cmd(
     data: list[Path] = typer.Argument(..., metavar="DATA...", help="Input files or directories (as `dsrecon fit`)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (results.tsv, best_config.json, trials/)."),
@@ -135,29 +99,15 @@ def sweep_cmd(
     max_parallel: Optional[int] = MaxParOpt,
     gpus_per_fit: float = GpusOpt,
     address: Optional[str] = AddressOpt,
-    tr: Optional[float] = TrOpt, kernel: Optional[str] = KernelOpt, tau_decay: float = TauDecayOpt, backend: str = BackendOpt,
-    latent_dim: Optional[int] = LatentOpt, hidden_dim: int = HiddenOpt, decoder: str = DecoderOpt, alpha: str = AlphaOpt,
-    epochs: int = EpochsOpt, batches_per_epoch: int = BatchesOpt, batch_size: int = BatchSizeOpt,
-    sequence_length: Optional[int] = SeqOpt, learning_rate: float = LrOpt, noise: float = NoiseOpt,
-    test_fraction: float = TestFracOpt, val_every: int = ValEveryOpt, patience: int = PatienceOpt,
-    checkpoint_every: int = CkptOpt, gmm_var: float = GmmVarOpt, atlas: Optional[str] = AtlasOpt,
-    atlas_labels: Optional[str] = AtlasLabelsOpt, confounds: str = ConfoundsOpt, task: Optional[str] = TaskOpt,
-    session: list[str] = SessionOpt, space: Optional[str] = SpaceOpt,
-    seed: int = SeedOpt,
-    device: str = DeviceOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
+    **options,
 ) -> None:
     from dsrecon.distributed.settings import parse_grid
     from dsrecon.distributed.sweep import run_sweep
 
     g = parse_grid(list(grid))
-    s = _settings(tr=tr, kernel=kernel, tau_decay=tau_decay, backend=backend, latent_dim=latent_dim, hidden_dim=hidden_dim,
-                  decoder=decoder, alpha=alpha, epochs=epochs, batches_per_epoch=batches_per_epoch, batch_size=batch_size,
-                  sequence_length=sequence_length, learning_rate=learning_rate, noise=noise, test_fraction=test_fraction,
-                  val_every=val_every, patience=patience, checkpoint_every=checkpoint_every, gmm_var=gmm_var, atlas=atlas,
-                  atlas_labels=atlas_labels, confounds=confounds, task=task, session=session, space=space, seed=seed,
-                  device=device.lower())
+    s = _settings(options)
     res = run_sweep([str(p) for p in data], output, s, g, seeds=seeds, asha=asha, asha_grace=asha_grace, max_parallel=max_parallel,
                     gpus_per_trial=gpus_per_fit, address=address, log=lambda m: log(m, quiet))
     log(f"wrote {output}/results.tsv, results.json, best_config.json", quiet)

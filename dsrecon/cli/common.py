@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dsrecon._util import to_json
-from dsrecon.errors import DsreconError
+from dsrecon.errors import DsreconError  # noqa: F401
+from dsrecon.options import resolve_device  # noqa: F401  (the device is resolved by the library)
 
 #: Logs and progress go to stderr; stdout is reserved for results (`--json`).
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # a note stays one line in a log file
@@ -23,22 +24,6 @@ SeedOpt = typer.Option(0, "--seed", help="Random seed (recorded in every output)
 DeviceOpt = typer.Option("auto", "--device", help="Compute device: auto|cpu|cuda.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout (logs go to stderr).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or log messages.")
-
-
-def resolve_device(device: str) -> str:
-    """Map auto|cpu|cuda to a torch device string, with a clear error for unavailable CUDA."""
-    import torch
-
-    d = device.lower()
-    if d == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if d == "cpu":
-        return "cpu"
-    if d.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DsreconError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-        return d
-    raise DsreconError(f"--device: unknown device '{device}' (choose auto, cpu or cuda)")
 
 
 def log(msg: str, quiet: bool = False) -> None:

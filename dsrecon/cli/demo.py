@@ -54,8 +54,8 @@ def demo_cmd(
     train = Recording(sim["observed"][:DEMO_TRAIN], tr=DEMO_TR, names=names, source=str(out / "data" / "lorenz_bold_train.tsv"))
     test = Recording(sim["observed"][DEMO_TRAIN:], tr=DEMO_TR, names=names, source=str(out / "data" / "lorenz_bold_test.tsv"))
 
-    log(f"2/4 fitting a cshPLRNN convSSM (M 3, L 50, α 0.15) for up to {epochs} epochs", quiet)
     model = ConvSSM(latent_dim=3, epochs=epochs, seed=seed, device=dev)
+    log(f"2/4 fitting a cshPLRNN convSSM (M 3, L {model.hidden_dim}, α {model.alpha}) for up to {epochs} epochs", quiet)
     with progress_bar(quiet) as prog:
         task = prog.add_task("fit", total=epochs, status="")
         model.fit(train, out / "run", overwrite=True, progress=lambda e, t, s: prog.update(task, completed=e, total=t, status=s),
@@ -85,17 +85,14 @@ def demo_cmd(
     F.attractor(sim["latent"], z[:20_000], figdir / "attractor_latent", dims=3)
     F.power_spectra(obs_norm, gen["observed_normalised"][: test.n_frames], figdir / "spectra", tr=DEMO_TR)
     F.training_curves(out / "run" / "training_log.tsv", figdir / "training")
-    try:
-        from dsrecon.plots.report import build_report
+    from dsrecon.plots.report import build_report
 
-        rep = build_report(model, out / "report.html", data=test, lyapunov_steps=lyapunov_steps, seed=seed)
-        lyap = rep["analysis"].get("lyapunov") or {}
-        if "lambda_max_per_second" in lyap:
-            metrics["lambda_max_per_second"] = lyap["lambda_max_per_second"]
-            metrics["regime"] = lyap.get("regime")
-        metrics["report"] = str(out / "report.html")
-    except ImportError:
-        pass
+    rep = build_report(model, out / "report.html", data=test, lyapunov_steps=lyapunov_steps, seed=seed)
+    lyap = rep["analysis"].get("lyapunov") or {}
+    if "lambda_max_per_second" in lyap:
+        metrics["lambda_max_per_second"] = lyap["lambda_max_per_second"]
+        metrics["regime"] = lyap.get("regime")
+    metrics["report"] = str(out / "report.html")
     metrics["seconds"] = time.perf_counter() - t0
     write_json_atomic(out / "metrics.json", metrics)
     log(f"done in {metrics['seconds']:.0f} s: {out}/metrics.json, {figdir}/*.png, {out}/report.html", quiet)

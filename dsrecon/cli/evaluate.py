@@ -7,7 +7,6 @@ Two forms share the command:
 
 from __future__ import annotations
 
-import importlib
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -44,13 +43,9 @@ def _check_options(bins: int, gmm_var: float, smoothing: float) -> None:
 
 
 def _evaluate_target(target: list[str], **kwargs: Any) -> None:
-    try:
-        mod = importlib.import_module("dsrecon.cli.evaluate_run")
-    except ModuleNotFoundError as e:
-        if e.name != "dsrecon.cli.evaluate_run":
-            raise
-        raise DsreconError("evaluating a run directory is not available yet (use --generated G.tsv --reference R.tsv)") from None
-    mod.evaluate_target(target, **kwargs)
+    from dsrecon.cli.evaluate_run import evaluate_target
+
+    evaluate_target(target, **kwargs)
 
 
 def evaluate_tables(

@@ -15,10 +15,8 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
     if target[0] == "system":
         if len(target) != 2:
             raise DsreconError("usage: dsrecon evaluate system NAME")
-        try:
-            from dsrecon.cli.evaluate_system import evaluate_system
-        except ImportError:
-            raise DsreconError("system analysis is not available in this build") from None
+        from dsrecon.cli.evaluate_system import evaluate_system
+
         res = evaluate_system(target[1], lyapunov_steps=int(extra.get("lyapunov_steps") or 100_000), seed=seed, quiet=quiet)
         title = f"dsrecon evaluate system {target[1]}"
     else:

@@ -55,12 +55,8 @@ def _register() -> None:
     # Each command group lives in its own module; importing it registers its commands on `app`.
     import importlib
 
-    for mod in ("simulate", "evaluate", "fit", "demo", "backends", "report", "cohort"):
-        try:
-            importlib.import_module(f"dsrecon.cli.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"dsrecon.cli.{mod}":
-                raise
+    for mod in ("simulate", "simulate_model", "evaluate", "fit", "demo", "backends", "report", "cohort"):
+        importlib.import_module(f"dsrecon.cli.{mod}")
 
 
 _STATE = {"sigterm": False, "reported": False}

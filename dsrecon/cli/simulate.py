@@ -1,4 +1,4 @@
-"""`dsrecon simulate`: synthetic recordings from benchmark systems (and, later, fitted models)."""
+"""`dsrecon simulate`: synthetic recordings from benchmark systems (`simulate model`, a fitted model's free run, is in simulate_model.py)."""
 
 from __future__ import annotations
 
@@ -180,11 +180,3 @@ def system_cmd(
     elif not quiet:
         emit(result, False, title=f"dsrecon simulate system {res['system'].name}")
 
-
-# (`import a.b.c as x` rather than `from a.b import c`: only the former raises
-# ModuleNotFoundError, with e.name set, when the module is absent)
-try:
-    import dsrecon.cli.simulate_model as _simulate_model  # noqa: F401,E402
-except ModuleNotFoundError as _e:  # the `simulate model` command is optional until it exists
-    if _e.name != "dsrecon.cli.simulate_model":
-        raise

@@ -77,18 +77,14 @@ def largest_lyapunov(model, n_steps: int, seed: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ the worker
-def _device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
 def _same_options(cfg: dict, model) -> list[str]:
-    """Keys where a finished run's config.json differs from what these settings would fit."""
-    want = {"backend": model.backend, "latent_dim_requested": model.latent_dim, "hidden_dim": model.hidden_dim,
-            "decoder": model.decoder, "seed": model.seed, "kernel_name": str(model.kernel), "train_options": model.train_options.public()}
+    """Keys where a finished run's config.json differs from what these settings would fit (``model``
+    resolved for the subject's recordings: the options its config.json would record)."""
+    from dsrecon.api import _config_key
+    from dsrecon.options import model_fields
+
+    want = {_config_key(f): getattr(model, f.name) for f in model_fields() if f.name != "device"}
+    want["train_options"] = model.train_options.public()
     return [k for k, v in want.items() if json.dumps(cfg.get(k), sort_keys=True) != json.dumps(json.loads(to_json(v)), sort_keys=True)]
 
 
@@ -102,7 +98,7 @@ def fit_subject(job: dict) -> dict:
     s = FitSettings(**job["settings"])
     run = Path(job["run_dir"])
     recs = load_inputs(job["paths"], s.input_spec(job.get("participant")))
-    model = s.model(recs, _device(s.device))
+    model = s.model()
     state = run_state(run)
     hook = os.environ.get("DSRECON_TEST_FAIL_SUBJECT")  # testing: make one subject fail
     if hook and hook == job["subject"]:
@@ -110,7 +106,7 @@ def fit_subject(job: dict) -> dict:
     resumed = refit = False
     if state == COMPLETE and not job.get("force"):
         cfg = json.loads((run / "config.json").read_text())
-        diff = _same_options(cfg, model)
+        diff = _same_options(cfg, model.resolved(recs))
         if diff:
             raise DsreconError(f"{run}: finished with different options ({', '.join(diff)}); use --force to refit or another -o")
         model = load_run(run)

@@ -1,87 +1,47 @@
 """Fit settings shared by `fit-cohort` and `sweep`: one picklable object a worker can rebuild a fit from.
 
-`FitSettings` holds the options of `dsrecon fit` that matter for a cohort or a sweep (model,
-training, input loading). A worker turns it into an `InputSpec` (:meth:`FitSettings.input_spec`)
-and a `ConvSSM` (:meth:`FitSettings.model`). Sweep grids name its fields (``latent_dim=3,5``).
+`FitSettings` holds every option of `dsrecon fit` (model, training, input loading), made from the
+option dataclasses of `dsrecon.options` and `InputSpec`. A worker turns it into an `InputSpec`
+(:meth:`FitSettings.input_spec`) and a `ConvSSM` (:meth:`FitSettings.model`). Sweep grids name
+its fields (``latent_dim=3,5``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import Any
 
 
 from dsrecon.errors import DsreconError
+from dsrecon.io.load import InputSpec
+from dsrecon.options import (ModelOptions, TrainOptions, base_type, field_types, flag_of, model_fields, parse_value, train_fields,
+                             validate_options)
 
 
-@dataclass
-class FitSettings:
-    """Model/training options (as `dsrecon fit`) plus input options (as `InputSpec`)."""
+def _settings_fields() -> list[tuple[str, Any, dataclasses.Field]]:
+    """Every option of a fit, from the option dataclasses: model, training (no testing hooks), inputs."""
+    out = []
+    for cls, keep in ((ModelOptions, lambda f: True), (TrainOptions, lambda f: not f.metadata.get("hook")),
+                      (InputSpec, lambda f: f.metadata.get("cli"))):
+        types = field_types(cls)
+        for f in dataclasses.fields(cls):
+            if keep(f):
+                dflt = ({"default_factory": f.default_factory} if f.default_factory is not dataclasses.MISSING
+                        else {"default": f.default})
+                out.append((f.name, types[f.name], field(metadata=f.metadata, **dflt)))
+    return out
 
-    # model
-    backend: str = "cshplrnn"
-    latent_dim: int | None = None
-    hidden_dim: int = 50
-    kernel: str | None = None  # None: spm, or calcium for calcium recordings
-    tau_decay: float = 0.4
-    tau_rise: float | None = None
-    decoder: str = "identity"
-    # training
-    alpha: str = "0.15"
-    epochs: int = 2000
-    batches_per_epoch: int = 50
-    batch_size: int = 16
-    sequence_length: int | None = None  # None: 200 (at least K+39), capped by the training split
-    learning_rate: float = 1e-3
-    noise: float = 0.05
-    test_fraction: float = 0.25
-    val_every: int = 25
-    patience: int = 20
-    checkpoint_every: int = 25
-    gmm_var: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    # inputs
-    tr: float | None = None
-    atlas: str | None = None
-    atlas_labels: str | None = None
-    confounds: str = "none"
-    task: str | None = None
-    session: list[str] = field(default_factory=list)
-    space: str | None = None
-    detrend: bool = False
-    standardize: bool = False
-    low_pass: float | None = None
-    high_pass: float | None = None
 
+class _FitSettingsMethods:
     #: fields that define the model (a finished run with different values is not reused)
-    MODEL_KEYS = ("backend", "latent_dim", "hidden_dim", "kernel", "tau_decay", "tau_rise", "decoder", "alpha", "epochs",
-                  "batches_per_epoch", "batch_size", "sequence_length", "learning_rate", "noise", "test_fraction",
-                  "val_every", "patience", "gmm_var", "seed")
+    MODEL_KEYS = tuple(f.name for f in model_fields() + train_fields(hooks=False) if f.name not in ("device", "checkpoint_every"))
 
     def validate(self) -> "FitSettings":
         """Raise DsreconError (one line naming the option) for impossible values."""
-        for name in ("epochs", "batches_per_epoch", "batch_size", "val_every", "checkpoint_every", "hidden_dim"):
-            if getattr(self, name) < 1:
-                raise DsreconError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.latent_dim is not None and self.latent_dim < 1:
-            raise DsreconError(f"--latent-dim must be at least 1, got {self.latent_dim}")
-        if not 0 <= self.test_fraction < 1:
-            raise DsreconError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
-        if self.tr is not None and not self.tr > 0:
-            raise DsreconError(f"--tr must be positive, got {self.tr}")
-        if not self.learning_rate > 0:
-            raise DsreconError(f"--learning-rate must be positive, got {self.learning_rate}")
-        if str(self.alpha).lower() != "adaptive":
-            try:
-                a = float(self.alpha)
-            except ValueError:
-                raise DsreconError(f"--alpha must be a number in [0, 1] or 'adaptive', got '{self.alpha}'") from None
-            if not 0 <= a <= 1:
-                raise DsreconError(f"--alpha must be in [0, 1], got {a}")
-        if self.sequence_length is not None and self.sequence_length < 2:
-            raise DsreconError(f"--sequence-length must be at least 2, got {self.sequence_length}")
+        validate_options(self)
+        if not isinstance(self.backend_options, dict):
+            raise DsreconError(f"backend_options must be a dict, got {type(self.backend_options).__name__}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,66 +54,47 @@ class FitSettings:
     def replace(self, **changes: Any) -> "FitSettings":
         return dataclasses.replace(self, **changes)
 
-    def input_spec(self, participant: str | None = None, quiet: bool = True):
-        from dsrecon.io.load import InputSpec
+    def input_spec(self, participant: str | None = None, quiet: bool = True) -> InputSpec:
+        """The InputSpec of these settings; ``participant`` (a cohort's subject) replaces --participant-label."""
+        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(InputSpec) if f.metadata.get("cli")}
+        kw = {k: list(v) if isinstance(v, list) else v for k, v in kw.items()}
+        if participant:
+            kw["participant_label"] = [participant]
+        return InputSpec(**kw, quiet=quiet)
 
-        return InputSpec(tr=self.tr, atlas=self.atlas, atlas_labels=self.atlas_labels, confounds=self.confounds,
-                         participant_label=[participant] if participant else [], task=self.task, session=list(self.session),
-                         space=self.space, detrend=self.detrend, standardize=self.standardize, low_pass=self.low_pass,
-                         high_pass=self.high_pass, quiet=quiet)
-
-    def kernel_name(self, recs: list) -> str:
-        if self.kernel:
-            return self.kernel
-        return "calcium" if recs[0].provenance.get("modality", "bold") == "calcium" else "spm"
-
-    def resolved_sequence_length(self, recs: list, n_taps: int) -> int:
-        """As `dsrecon fit`: 200 (at least K+39) capped by the shortest training split."""
-        if self.sequence_length is not None:
-            return int(self.sequence_length)
-        from dsrecon.training.batches import default_sequence_length
-
-        return default_sequence_length([r.n_frames for r in recs], n_taps, self.test_fraction)[0]
-
-    def model(self, recs: list, device: str = "cpu"):
-        """A ConvSSM configured for these recordings (kernel and sequence length resolved)."""
+    def model(self):
+        """A ConvSSM with these options (its derived defaults are resolved by `fit`)."""
         from dsrecon.api import ConvSSM
-        from dsrecon.signal.kernels import make_kernel
 
-        kname = self.kernel_name(recs)
-        K = make_kernel(kname, recs[0].tr, tau_decay=self.tau_decay, tau_rise=self.tau_rise).K
-        return ConvSSM(
-            backend=self.backend, latent_dim=self.latent_dim, hidden_dim=self.hidden_dim, kernel=kname, tau_decay=self.tau_decay,
-            tau_rise=self.tau_rise, decoder=self.decoder, seed=self.seed, device=device, epochs=self.epochs,
-            batches_per_epoch=self.batches_per_epoch, batch_size=self.batch_size, sequence_length=self.resolved_sequence_length(recs, K),
-            learning_rate=self.learning_rate, alpha=str(self.alpha), noise=self.noise, test_fraction=self.test_fraction,
-            val_every=self.val_every, patience=self.patience, gmm_var=self.gmm_var, checkpoint_every=self.checkpoint_every,
-        )
+        kw = {f.name: getattr(self, f.name) for f in model_fields() + train_fields(hooks=False)}
+        kw["backend_options"] = dict(self.backend_options)
+        kw["alpha"] = str(self.alpha)
+        return ConvSSM(**kw)
 
 
-def _caster(name: str):
-    """How a sweep value given as text becomes the field's type."""
-    ints = {"latent_dim", "hidden_dim", "epochs", "batches_per_epoch", "batch_size", "sequence_length", "val_every", "patience",
-            "checkpoint_every", "seed"}
-    floats = {"tau_decay", "tau_rise", "learning_rate", "noise", "test_fraction", "gmm_var", "tr", "low_pass", "high_pass"}
-    if name in ints:
-        return int
-    if name in floats:
-        return float
-    if name == "alpha":
-        def alpha(v: str) -> str:
-            if v.lower() == "adaptive":
-                return "adaptive"
-            float(v)
-            return v
-        return alpha
-    if name in ("backend", "kernel", "decoder", "confounds"):
-        return str
-    return None
+#: Model/training options (as `dsrecon fit`) plus input options (as `InputSpec`): every fit option.
+FitSettings = dataclasses.make_dataclass("FitSettings", _settings_fields(), bases=(_FitSettingsMethods,),
+                                         namespace={"__module__": __name__})
+FitSettings.__doc__ = "Every option of `dsrecon fit`: the model and training options (as `ConvSSM`) and the input options (as `InputSpec`)."
 
 
-#: fields a sweep may vary (input-loading options are fixed for a sweep)
-SWEEPABLE = tuple(f.name for f in dataclasses.fields(FitSettings) if _caster(f.name) is not None and f.name not in ("seed", "tr", "low_pass", "high_pass", "confounds"))
+def _field_type(name: str) -> Any:
+    return field_types(FitSettings).get(name)
+
+
+def _sweepable() -> tuple[str, ...]:
+    """Model and training options with one scalar value (input-loading options are fixed for a sweep)."""
+    names = []
+    for f in model_fields() + train_fields(hooks=False):
+        if f.name in ("seed", "device") or not f.metadata.get("cli"):
+            continue
+        if base_type(_field_type(f.name)) in (int, float, str, bool):
+            names.append(f.name)
+    return tuple(names)
+
+
+#: fields a sweep may vary
+SWEEPABLE = _sweepable()
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -176,13 +117,20 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         raw = [v.strip() for v in vals.split(",") if v.strip()]
         if not raw:
             raise DsreconError(f"--grid {name}: no values")
-        cast = _caster(name)
+        f = FitSettings.__dataclass_fields__[name]
+        check = f.metadata.get("check")
         out = []
         for v in raw:
             try:
-                out.append(cast(v))
-            except ValueError:
-                raise DsreconError(f"--grid {name}: '{v}' is not a valid value") from None
+                val = parse_value(_field_type(name), v, f"--grid {name}")
+            except DsreconError:
+                val = None
+                bad = True
+            else:
+                bad = check is not None and val is not None and bool(check(flag_of(f), val))
+            if bad:
+                raise DsreconError(f"--grid {name}: '{v}' is not a valid value")
+            out.append(val)
         if len(set(map(str, out))) != len(out):
             raise DsreconError(f"--grid {name}: repeated values")
         grid[name] = out

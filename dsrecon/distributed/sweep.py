@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dsrecon._util import versions, write_json_atomic
-from dsrecon.distributed.cohort import _device, evaluate_fitted, write_tsv
+from dsrecon.distributed.cohort import evaluate_fitted, write_tsv
 from dsrecon.distributed.executor import init_ray, limit_threads, one_line, ray_available, run_jobs
 from dsrecon.distributed.settings import FitSettings
 from dsrecon.errors import DsreconError
@@ -61,7 +61,7 @@ def run_trial(settings: FitSettings, paths: list[str], run_dir: str, report: Cal
 
     t0 = time.time()
     recs = load_inputs(list(paths), settings.input_spec())
-    model = settings.model(recs, _device(settings.device))
+    model = settings.model()
     s = settings
 
     def progress(epoch: int, total: int, status: str) -> None:
@@ -72,10 +72,10 @@ def run_trial(settings: FitSettings, paths: list[str], run_dir: str, report: Cal
 
     model.fit(recs, run_dir, overwrite=True, progress=progress, inputs=list(paths))
     m = evaluate_fitted(model, recs, s.test_fraction, lyapunov_steps=0, seed=s.seed, gmm_var=s.gmm_var)
-    tr = model.config.get("training", {})
-    best = tr.get("best_val_D_stsp")
+    training = model.config.get("training", {})
+    best = training.get("best_val_D_stsp")
     out = {"val_D_stsp": float("inf") if best is None else float(best), "D_stsp": m["D_stsp"], "D_H": m["D_H"], "PE": m["PE"],
-           "epoch": tr.get("epochs_run"), "epochs_run": tr.get("epochs_run"), "best_epoch": tr.get("best_epoch"),
+           "epoch": training.get("epochs_run"), "epochs_run": training.get("epochs_run"), "best_epoch": training.get("best_epoch"),
            "wall_seconds": time.time() - t0, "final": True, "run": run_dir}
     if report is not None:
         report(out)

@@ -16,7 +16,7 @@ across recordings. What each path becomes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from typing import Any
@@ -24,39 +24,43 @@ from typing import Any
 from dsrecon.errors import DataError
 from dsrecon.io.recording import Recording
 from dsrecon.io.tables import is_table_path, read_sidecar, read_table
+from dsrecon.options import INPUT_PANEL, option, positive
 
 
 @dataclass
 class InputSpec:
-    """Everything the loaders need besides the paths (CLI options of `dsrecon fit`)."""
+    """Everything the loaders need besides the paths (the input options of `dsrecon fit`)."""
 
-    tr: float | None = None
+    tr: float | None = option(None, help="Seconds per frame (when no sidecar/header gives it).", check=positive, panel=INPUT_PANEL)
     # where ``tr`` came from, for the error when it contradicts a table's sidecar ("the model's TR")
-    tr_label: str = "--tr"
+    tr_label: str = option("--tr", cli=False)
     # NIfTI + atlas
-    atlas: str | None = None
-    atlas_labels: str | None = None
-    mask: str | None = None
-    pca: int | None = None
-    detrend: bool = False
-    standardize: bool = False
-    low_pass: float | None = None
-    high_pass: float | None = None
+    atlas: str | None = option(None, help="Integer label image (NIfTI) for region signals.", panel=INPUT_PANEL)
+    atlas_labels: str | None = option(None, help="TSV naming the atlas labels (index, name).", panel=INPUT_PANEL)
+    mask: str | None = option(None, help="Brain mask for voxel-level signals (with --pca).", panel=INPUT_PANEL)
+    pca: int | None = option(None, help="Number of PCA components of masked voxel signals.", panel=INPUT_PANEL)
+    detrend: bool = option(False, help="Detrend signals (nilearn).", panel=INPUT_PANEL)
+    standardize: bool = option(False, help="Standardize signals (nilearn).", panel=INPUT_PANEL)
+    low_pass: float | None = option(None, help="Low-pass cutoff (Hz).", panel=INPUT_PANEL)
+    high_pass: float | None = option(None, help="High-pass cutoff (Hz).", panel=INPUT_PANEL)
     # fMRIPrep / BIDS
-    confounds: str = "none"
-    participant_label: list[str] = field(default_factory=list)
-    task: str | None = None
-    session: list[str] = field(default_factory=list)
-    space: str | None = None  # fMRIPrep space-<label>, needed when runs exist in several spaces
-    fd_threshold: float | None = None  # scrubbing: framewise displacement (mm); None = nilearn's 0.5
-    std_dvars_threshold: float | None = None  # scrubbing: standardised DVARS; None = nilearn's 1.5
+    confounds: str = option("none", help="fMRIPrep confound strategy: simple|scrubbing|compcor|none.", panel=INPUT_PANEL)
+    participant_label: list[str] = option(factory=list, help="BIDS participant(s) to fit (repeatable).", panel=INPUT_PANEL)
+    task: str | None = option(None, help="BIDS task.", panel=INPUT_PANEL)
+    session: list[str] = option(factory=list, help="BIDS session(s) (repeatable).", panel=INPUT_PANEL)
+    space: str | None = option(None, help="fMRIPrep output space (space-<label>) when runs exist in several.", panel=INPUT_PANEL)
+    fd_threshold: float | None = option(None, help="Scrubbing: framewise-displacement threshold in mm (nilearn default 0.5).",
+                                        panel=INPUT_PANEL)
+    std_dvars_threshold: float | None = option(None, help="Scrubbing: standardised DVARS threshold (nilearn default 1.5).",
+                                               panel=INPUT_PANEL)
     # calcium
-    neuropil_factor: float = 0.7
+    neuropil_factor: float = option(0.7, help="suite2p: F − factor·Fneu.", panel=INPUT_PANEL)
     # tables: columns to treat as nuisance regressors rather than regions
-    regressor_columns: list[str] = field(default_factory=list)
-    drop_columns: list[str] = field(default_factory=list)
-    # no warning lines on stderr
-    quiet: bool = False
+    regressor_columns: list[str] = option(factory=list, flag="--regressor-column",
+                                          help="Table column to use as a nuisance regressor (repeatable).", panel=INPUT_PANEL)
+    drop_columns: list[str] = option(factory=list, flag="--drop-column", help="Table column to ignore (repeatable).", panel=INPUT_PANEL)
+    # no warning lines on stderr (--quiet)
+    quiet: bool = option(False, cli=False)
 
 
 def load_inputs(paths: list[str], spec: InputSpec | None = None) -> list[Recording]:

@@ -7,6 +7,8 @@ internal memory (SSM hidden states) append it after those M entries.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+import typing
 from typing import Callable
 
 import torch
@@ -22,6 +24,11 @@ class LatentDynamics(nn.Module):
     name: str = ""
     #: one-line description for `dsrecon backends`
     description: str = ""
+
+    @dataclass
+    class Options:
+        """The backend's constructor arguments beyond latent_dim, as `dsrecon.options.option` fields
+        (type, default, help): they make its CLI flags, `dsrecon backends` and `--backend-option`."""
 
     def __init__(self, latent_dim: int):
         super().__init__()
@@ -123,6 +130,17 @@ def available_backends() -> dict[str, type[LatentDynamics]]:
     import dsrecon.models.backends  # noqa: F401  (registers the built-in backends)
 
     return dict(_REGISTRY)
+
+
+def backend_option_fields() -> dict[str, list[tuple[str, object, object]]]:
+    """Every backend option name → [(backend, its field, its type), …] over the registered backends
+    (the CLI's backend flags)."""
+    out: dict[str, list] = {}
+    for name, cls in sorted(available_backends().items()):
+        types = typing.get_type_hints(cls.Options)
+        for f in fields(cls.Options):
+            out.setdefault(f.name, []).append((name, f, types[f.name]))
+    return out
 
 
 def get_backend(name: str) -> type[LatentDynamics]:

@@ -1,4 +1,4 @@
-"""Train K independent convSSMs in one batched computation (`dsrecon fit --ensemble K`).
+"""Train E independent convSSMs in one batched computation (`dsrecon fit --ensemble E`).
 
 Member k is the model a single `dsrecon fit --seed s_k` (with its α) would train: its initial
 parameters come from `ConvSSM._build` with seed s_k, its batches and noise from its own
@@ -493,6 +493,7 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
     from dsrecon.api import ConvSSM
     from dsrecon.errors import DataError
     from dsrecon.io.recording import Recording
+    from dsrecon.options import DEFAULT_ALPHA
 
     t_start = time.perf_counter()
     recs = [recordings] if isinstance(recordings, Recording) else list(recordings)
@@ -505,7 +506,7 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
     seeds = member_seeds(base_seed, size) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != size or len(set(seeds)) != size:
         raise DsreconError(f"--ensemble {size}: need {size} distinct seeds, got {seeds}")
-    default_alpha = str(convssm_kwargs.pop("alpha", "0.15"))
+    default_alpha = str(convssm_kwargs.pop("alpha", DEFAULT_ALPHA))
     al = member_alphas(alphas, size, default_alpha)
     models = [ConvSSM(seed=s, alpha=a, **convssm_kwargs) for s, a in zip(seeds, al)]
     for m in models:
@@ -513,6 +514,7 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
     m0 = models[0]
     if m0.backend not in SUPPORTED_BACKENDS:
         raise DsreconError(f"--ensemble supports the PLRNN family ({', '.join(SUPPORTED_BACKENDS)}), not --backend {m0.backend}")
+    models = [m.resolved(recs, log if k == 0 else None) for k, m in enumerate(models)]  # kernel, sequence length, device
     run = Path(run_dir)
     from dsrecon.io.runs import StagedRun
 
@@ -617,7 +619,7 @@ def convssm_kwargs(model) -> dict:
 
 def fit_ensemble_cli(model, recs, output, size: int, alphas: str | None, *, resume: bool, force: bool, quiet: bool,
                      as_json: bool, inputs: list[str]) -> None:
-    """`dsrecon fit --ensemble K [--ensemble-alpha a1,a2,…]`: train, write OUT/member-XX + ensemble.json, report."""
+    """`dsrecon fit --ensemble E [--ensemble-alpha a1,a2,…]`: train, write OUT/member-XX + ensemble.json, report."""
     from dsrecon.cli.common import emit, log, progress_bar
 
     if resume:

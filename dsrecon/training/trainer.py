@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -18,9 +17,10 @@ import torch
 
 from dsrecon.errors import DivergenceError, DsreconError
 from dsrecon.models.convssm import ConvSSMNet
+from dsrecon.options import TrainOptions  # noqa: F401  (defined with every other option; imported from here too)
 from dsrecon.training import checkpoint as ckpt
 from dsrecon.training.batches import SequenceSampler
-from dsrecon.training.gtf import AlphaSchedule, jacobian_growth
+from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData
 
 LOG_COLUMNS = ["epoch", "loss", "alpha", "lr", "seconds", "val_D_stsp", "val_D_H"]
@@ -35,54 +35,6 @@ VAL_HORIZON = 50_000
 #: a validation free run whose spread is below this fraction of the data's (every region) has
 #: collapsed onto a fixed point or a tiny cycle
 COLLAPSE_SPREAD = 0.05
-
-
-@dataclass
-class TrainOptions:
-    epochs: int = 1000
-    batches_per_epoch: int = 50
-    batch_size: int = 16
-    sequence_length: int = 200
-    learning_rate: float = 1e-3
-    lr_end: float = 1e-6
-    alpha: str = "0.15"  # a number or "adaptive"
-    sparse_tf_interval: int | None = None
-    adaptive_every: int = 5
-    noise: float = 0.05
-    l2: float = 0.0
-    grad_clip: float = 10.0
-    test_fraction: float = 0.25
-    val_every: int = 25
-    patience: int = 20  # validations without improvement; 0 disables early stopping
-    restore_on_collapse: bool = False  # a collapsed validation free run restores the best model so far (opt-in)
-    min_epochs: int | None = None  # no early stop before this epoch (default: half of `epochs`)
-    stsp: str = "auto"
-    bins: int = 30
-    gmm_var: float = 1.0
-    smoothing: float = 20.0
-    checkpoint_every: int = 25
-    # testing hooks (not CLI options): stop after this epoch as if killed; poison a batch
-    stop_after_epoch: int | None = field(default=None, repr=False)
-    nan_at_batch: int | None = field(default=None, repr=False)
-
-    def schedule(self) -> AlphaSchedule:
-        if self.sparse_tf_interval:
-            return AlphaSchedule("sparse", interval=self.sparse_tf_interval)
-        if str(self.alpha).lower() == "adaptive":
-            return AlphaSchedule("adaptive")
-        try:
-            a = float(self.alpha)
-        except ValueError:
-            raise DsreconError(f"--alpha must be a number in [0, 1] or 'adaptive', got '{self.alpha}'") from None
-        if not 0.0 <= a <= 1.0:
-            raise DsreconError(f"--alpha must be in [0, 1], got {a}")
-        return AlphaSchedule("fixed", alpha=a)
-
-    def public(self) -> dict:
-        d = asdict(self)
-        d.pop("stop_after_epoch")
-        d.pop("nan_at_batch")
-        return d
 
 
 def should_restore_best(v: dict, best_d_stsp: float, opts: TrainOptions) -> bool:

@@ -27,6 +27,7 @@ is linear (or selective with known coefficients) in the hidden state and the bac
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -35,6 +36,21 @@ from torch import nn
 from dsrecon.models.backends.plrnn import _normalized_positive_definite, _uniform
 from dsrecon.models.backends.scan import complex_scan, linear_scan, matrix_scan
 from dsrecon.models.base import LatentDynamics, _alpha_per_step
+from dsrecon.options import BACKEND_PANEL, option
+
+
+@dataclass
+class SSMOptions:
+    """Options every closed-loop SSM backend has."""
+
+    hidden_dim: int = option(50, help="SSM channels E (the width of the readout).", panel=BACKEND_PANEL)
+    state_size: int = option(16, help="Hidden state size per channel (the SSM modes H or N).", panel=BACKEND_PANEL)
+
+
+@dataclass
+class DiagonalSSMOptions(SSMOptions):
+    transition: str = option("diag", help="Hidden transition: diag|dense|block (linear: dense|diag).", panel=BACKEND_PANEL)
+    block: int = option(4, help="Block size of --transition block.", panel=BACKEND_PANEL)
 
 
 class ClosedLoopSSM(LatentDynamics):

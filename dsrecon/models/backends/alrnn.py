@@ -8,10 +8,13 @@ Jacobian and the fused numba rollout of `plrnn.PLRNN`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from dsrecon.models.backends.plrnn import PLRNN
 from dsrecon.models.base import register
+from dsrecon.options import BACKEND_PANEL, option
 
 
 @register("alrnn")
@@ -19,6 +22,10 @@ class ALRNN(PLRNN):
     """Vanilla PLRNN with only the last P units piecewise linear (``pwl_units``, default 2)."""
 
     description = "almost-linear RNN: PLRNN with relu on only the last P units (--pwl-units P)"
+
+    @dataclass
+    class Options:
+        pwl_units: int = option(2, help="Number of piecewise-linear units P.", panel=BACKEND_PANEL)
 
     def __init__(self, latent_dim: int, pwl_units: int = 2, generator: torch.Generator | None = None):
         if not 0 <= int(pwl_units) <= int(latent_dim):

@@ -27,14 +27,16 @@ is a dense (2MN)×(2MN) matrix per head and a matrix scan would cost more than t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as Fnn
 from torch import nn
 
-from dsrecon.models.backends._ssm import ClosedLoopSSM
+from dsrecon.models.backends._ssm import ClosedLoopSSM, SSMOptions
 from dsrecon.models.backends.plrnn import _uniform
 from dsrecon.models.base import register
+from dsrecon.options import BACKEND_PANEL, option
 
 HEAD_DT = ((1e-3, 1e-2), (1e-2, 1e-1))  # (trend, seasonal) Δ ranges
 HEADS = 2
@@ -45,6 +47,10 @@ class Chimera(ClosedLoopSSM):
     """2-D (time × region) selective SSM with two heads of different Δ, in closed loop."""
 
     description = "Chimera-style 2-D selective SSM over time and regions (Roesser state pair, two heads with different dt)"
+
+    @dataclass
+    class Options(SSMOptions):
+        state_size: int = option(8, help="Hidden state size per channel N.", panel=BACKEND_PANEL)
 
     def __init__(self, latent_dim: int, hidden_dim: int = 50, state_size: int = 8, generator: torch.Generator | None = None):
         super().__init__(latent_dim, hidden_dim, generator)

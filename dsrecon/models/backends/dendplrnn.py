@@ -15,11 +15,14 @@ Shapes: state (B, M); alpha (B_bases,); thresholds (B_bases, M).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from dsrecon.models.backends.plrnn import _normalized_positive_definite
 from dsrecon.models.base import LatentDynamics, register
+from dsrecon.options import BACKEND_PANEL, option
 
 
 @register("dendplrnn")
@@ -27,6 +30,10 @@ class DendPLRNN(LatentDynamics):
     """z' = A⊙z + W Σ_b α_b relu(z − h_b) + h0 with ``bases`` B basis functions (default 20)."""
 
     description = "dendritic PLRNN: z' = A*z + W sum_b alpha_b relu(z - h_b) + h0 (--bases B)"
+
+    @dataclass
+    class Options:
+        bases: int = option(20, help="Number of basis functions B.", panel=BACKEND_PANEL)
 
     def __init__(self, latent_dim: int, bases: int = 20, generator: torch.Generator | None = None):
         super().__init__(latent_dim)

@@ -12,11 +12,14 @@ Shapes: state (B, M); A (M, M) (or (M,) when diag), b (M,).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from dsrecon.models.backends.scan import linear_scan, matrix_scan
 from dsrecon.models.base import LatentDynamics, _alpha_per_step, register
+from dsrecon.options import BACKEND_PANEL, option
 
 
 @register("linear")
@@ -24,6 +27,10 @@ class LinearAR(LatentDynamics):
     """z' = A z + b; A starts at 0.95·I (dense) or 0.95 (diag)."""
 
     description = "linear baseline z' = A z + b (AR(1) of the latent; transition dense or diag)"
+
+    @dataclass
+    class Options:
+        transition: str = option("dense", help="Transition matrix: dense|diag.", panel=BACKEND_PANEL)
 
     def __init__(self, latent_dim: int, transition: str = "dense", generator: torch.Generator | None = None):
         super().__init__(latent_dim)

@@ -14,12 +14,14 @@ Shapes: B (H, M), C (E, H) as pairs; hidden (B, 2H) = [Re h, Im h].
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from dsrecon.models.backends._ssm import ComplexDiagonalSSM
+from dsrecon.models.backends._ssm import ComplexDiagonalSSM, DiagonalSSMOptions
 from dsrecon.models.base import register
+from dsrecon.options import BACKEND_PANEL, option
 
 
 @register("lru")
@@ -27,6 +29,12 @@ class LRU(ComplexDiagonalSSM):
     """Linear recurrent unit in closed loop: h' = λ⊙h + γ⊙(B z), z' = a⊙z + W_o clip(Re(C h') + D z) + c."""
 
     description = "LRU in closed loop: exponential parameterisation, ring init (r_min, r_max), gamma normalisation"
+
+    @dataclass
+    class Options(DiagonalSSMOptions):
+        r_min: float = option(0.4, help="Inner radius of the eigenvalue ring init.", panel=BACKEND_PANEL)
+        r_max: float = option(0.99, help="Outer radius of the eigenvalue ring init.", panel=BACKEND_PANEL)
+        max_phase: float = option(2 * math.pi, help="Largest eigenvalue phase of the ring init (radians).", panel=BACKEND_PANEL)
 
     def __init__(self, latent_dim: int, hidden_dim: int = 50, state_size: int = 16, r_min: float = 0.4, r_max: float = 0.99,
                  max_phase: float = 2 * math.pi, transition: str = "diag", block: int = 4,

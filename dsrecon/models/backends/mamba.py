@@ -20,15 +20,17 @@ exp(Δ_t A)); otherwise repeated `step`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as Fnn
 from torch import nn
 
-from dsrecon.models.backends._ssm import ClosedLoopSSM
+from dsrecon.models.backends._ssm import ClosedLoopSSM, SSMOptions
 from dsrecon.models.backends.plrnn import _uniform
 from dsrecon.models.backends.scan import linear_scan
 from dsrecon.models.base import register
+from dsrecon.options import BACKEND_PANEL, option
 
 DT_MIN, DT_MAX = 1e-3, 1e-1
 
@@ -38,6 +40,10 @@ class Mamba(ClosedLoopSSM):
     """Selective SSM block (input-dependent Δ, B, C; depthwise causal conv; SiLU gate) in closed loop."""
 
     description = "Mamba-style selective SSM block in closed loop (input-dependent dt, B, C; causal conv cache; SiLU gate)"
+
+    @dataclass
+    class Options(SSMOptions):
+        d_conv: int = option(4, help="Width of the depthwise causal convolution.", panel=BACKEND_PANEL)
 
     def __init__(self, latent_dim: int, hidden_dim: int = 50, state_size: int = 16, d_conv: int = 4,
                  generator: torch.Generator | None = None):

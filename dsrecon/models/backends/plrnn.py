@@ -6,12 +6,14 @@ Shapes: state z (B, M); A (M,), W1 (M, L), W2 (L, M), h1 (M,), h2 (L,).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from dsrecon.models.base import LatentDynamics, register
+from dsrecon.options import BACKEND_PANEL, option
 
 
 def _normalized_positive_definite(M: int, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -31,6 +33,10 @@ class SHPLRNN(LatentDynamics):
 
     description = "shallow PLRNN: z' = A*z + W1 relu(W2 z + h2) + h1 (hidden width L)"
     clipped = False
+
+    @dataclass
+    class Options:
+        hidden_dim: int = option(50, help="Hidden width L.", panel=BACKEND_PANEL)
 
     def __init__(self, latent_dim: int, hidden_dim: int = 50, generator: torch.Generator | None = None):
         super().__init__(latent_dim)
@@ -94,6 +100,10 @@ class PLRNN(LatentDynamics):
     """
 
     description = "vanilla PLRNN: z' = A*z + W relu(z) + h (W off-diagonal)"
+
+    @dataclass
+    class Options:
+        pwl_units: int | None = option(None, help="Number of piecewise-linear units P (default: all M).", panel=BACKEND_PANEL)
 
     def __init__(self, latent_dim: int, pwl_units: int | None = None, generator: torch.Generator | None = None):
         super().__init__(latent_dim)

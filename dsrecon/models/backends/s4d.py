@@ -14,12 +14,14 @@ Shapes: B (H, M) and C (E, H) as real/imag pairs; hidden (B, 2H) = [Re h, Im h] 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from dsrecon.models.backends._ssm import ComplexDiagonalSSM
+from dsrecon.models.backends._ssm import ComplexDiagonalSSM, DiagonalSSMOptions
 from dsrecon.models.base import register
+from dsrecon.options import BACKEND_PANEL, option
 
 DT_MIN, DT_MAX = 1e-3, 1e-1  # S4D: log Δ ~ U[log 1e-3, log 1e-1]
 
@@ -42,6 +44,11 @@ class S4D(ComplexDiagonalSSM):
 
     description = "S4D diagonal SSM in closed loop (complex modes as real/imag pairs, ZOH; --real for the real variant)"
     out_scale = 2.0
+
+    @dataclass
+    class Options(DiagonalSSMOptions):
+        init: str = option("lin", help="Initialisation of the diagonal A: lin|inv|real.", panel=BACKEND_PANEL)
+        real: bool = option(False, help="Real-valued diagonal instead of complex modes.", panel=BACKEND_PANEL)
 
     def __init__(self, latent_dim: int, hidden_dim: int = 50, state_size: int = 16, init: str = "lin", real: bool = False,
                  transition: str = "diag", block: int = 4, generator: torch.Generator | None = None):

@@ -1,0 +1,301 @@
+"""Every option of a fit, defined once: the model, training and input options as dataclasses.
+
+Each field's metadata carries its CLI flag, help, check and help panel; `dsrecon fit`,
+`fit-cohort`, `sweep` (`dsrecon.cli.options` turns the fields into Typer options), the run's
+config.json, `FitSettings` and `ConvSSM(...)` are all derived from these classes. A backend
+declares its own options the same way (`LatentDynamics.Options`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from dsrecon.errors import DsreconError
+
+#: the GTF forcing weight α when none is given (the convSSM paper's BOLD setting)
+DEFAULT_ALPHA = "0.15"
+
+#: help panels of `dsrecon fit --help`
+MODEL_PANEL = "Model"
+BACKEND_PANEL = "Backend options"
+TRAIN_PANEL = "Training"
+VALIDATION_PANEL = "Validation and checkpoints"
+INPUT_PANEL = "Inputs"
+
+
+def option(default: Any = None, *, flag: str | None = None, help: str = "", check: Callable[[str, Any], str | None] | None = None,
+           panel: str = TRAIN_PANEL, short: str | None = None, cli: bool = True, factory: Callable[[], Any] | None = None,
+           **meta: Any) -> Any:
+    """A dataclass field with its CLI description. ``flag`` defaults to --field-name; ``check(flag,
+    value)`` returns a one-line complaint or None; ``cli=False`` keeps the field out of the CLI."""
+    show = meta.pop("repr", True)
+    md = {"flag": flag, "help": help, "check": check, "panel": panel, "short": short, "cli": cli, **meta}
+    if factory is not None:
+        return field(default_factory=factory, metadata=md, repr=show)
+    return field(default=default, metadata=md, repr=show)
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def cli_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of an options class that are CLI options, in declaration order."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", False)]
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def validate_options(obj: Any) -> Any:
+    """Run every field's check; raise DsreconError (one line naming the option) on the first failure."""
+    for f in dataclasses.fields(obj):
+        check = f.metadata.get("check")
+        v = getattr(obj, f.name)
+        if check is not None and v is not None:
+            msg = check(flag_of(f), v)
+            if msg:
+                raise DsreconError(msg)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------- checks
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def at_least(n: int) -> Callable[[str, Any], str | None]:
+    def check(flag: str, v: Any) -> str | None:
+        if not _is_int(v) or v < n:
+            return f"{flag} must be at least {n}, got {v}"
+        return None
+    return check
+
+
+def positive_integer(flag: str, v: Any) -> str | None:
+    if not _is_int(v) or v < 1:
+        return f"{flag} must be a positive integer, got {v}"
+    return None
+
+
+def positive(flag: str, v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        return f"{flag} must be positive, got {v}"
+    return None
+
+
+def non_negative(flag: str, v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+        return f"{flag} must be at least 0, got {v}"
+    return None
+
+
+def fraction(flag: str, v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        return f"{flag} must be in [0, 1), got {v}"
+    return None
+
+
+def one_of(*choices: str) -> Callable[[str, Any], str | None]:
+    def check(flag: str, v: Any) -> str | None:
+        if str(v) not in choices:
+            return f"{flag} must be {', '.join(choices[:-1])} or {choices[-1]}, got '{v}'"
+        return None
+    return check
+
+
+def alpha_value(text: Any) -> float | None:
+    """α as a number, None for 'adaptive'; DsreconError for anything else or outside [0, 1]."""
+    if str(text).lower() == "adaptive":
+        return None
+    try:
+        a = float(text)
+    except (TypeError, ValueError):
+        raise DsreconError(f"--alpha must be a number in [0, 1] or 'adaptive', got '{text}'") from None
+    if not 0.0 <= a <= 1.0:
+        raise DsreconError(f"--alpha must be in [0, 1], got {a}")
+    return a
+
+
+def _alpha_check(flag: str, v: Any) -> str | None:
+    try:
+        alpha_value(v)
+    except DsreconError as e:
+        return str(e)
+    return None
+
+
+def resolve_device(device: str) -> str:
+    """Map auto|cpu|cuda[:i] to a torch device string, with a clear error for unavailable CUDA."""
+    import torch
+
+    d = str(device).lower()
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d == "cpu":
+        return "cpu"
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DsreconError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+        return d
+    raise DsreconError(f"--device: unknown device '{device}' (choose auto, cpu or cuda)")
+
+
+# ---------------------------------------------------------------------------------------- the options
+@dataclass
+class ModelOptions:
+    """What the model is: latent dynamics, kernel, decoder; the seed and device of its fit."""
+
+    backend: str = option("cshplrnn", help="Latent dynamics (see `dsrecon backends`).", panel=MODEL_PANEL)
+    latent_dim: int | None = option(None, short="-M", help="Latent dimension M (default N, at least 3).", check=positive_integer,
+                                    panel=MODEL_PANEL, config_key="latent_dim_requested")
+    hidden_dim: int = option(50, short="-L", help="Hidden width L of the shPLRNN and the SSM blocks.", check=positive_integer,
+                             panel=MODEL_PANEL)
+    kernel: str | None = option(None, help="spm|glover|calcium|none|FILE (default spm; calcium for calcium imaging).",
+                                panel=MODEL_PANEL, config_key="kernel_name")
+    tau_decay: float = option(0.4, help="Calcium kernel decay time constant (s).", check=positive, panel=MODEL_PANEL)
+    tau_rise: float | None = option(None, help="Calcium kernel rise time constant (s); double exponential.", check=positive,
+                                    panel=MODEL_PANEL)
+    decoder: str = option("identity", help="identity|affine|regressor.", check=one_of("identity", "affine", "regressor"),
+                          panel=MODEL_PANEL)
+    # the backend's own options (`LatentDynamics.Options`): on the CLI its flags and --backend-option KEY=VALUE
+    backend_options: dict = option(factory=dict, cli=False)
+    seed: int = option(0, help="Random seed (recorded in every output).", panel=MODEL_PANEL)
+    device: str = option("auto", help="Compute device: auto|cpu|cuda.", panel=MODEL_PANEL)
+
+
+@dataclass
+class TrainOptions:
+    """How the model is trained (GTF, RAdam schedule, validation, early stopping, checkpoints)."""
+
+    epochs: int = option(2000, help="Maximum number of epochs.", check=at_least(1))
+    batches_per_epoch: int = option(50, help="RAdam steps per epoch.", check=at_least(1))
+    batch_size: int = option(16, help="Sequences per batch.", check=at_least(1))
+    # None: 200 (at least K+39), capped by the shortest training split; resolved by fit
+    sequence_length: int | None = option(None, help="Latent sequence length T̃ (default 200, at least K+39, capped by the data).",
+                                         check=at_least(2))
+    learning_rate: float = option(1e-3, help="Initial RAdam learning rate (decays exponentially to --lr-end).", check=positive)
+    lr_end: float = option(1e-6, help="Final learning rate.", check=positive)
+    alpha: str = option(DEFAULT_ALPHA, help="GTF forcing weight in [0, 1], or 'adaptive'.", check=_alpha_check)
+    sparse_tf_interval: int | None = option(None, help="Sparse teacher forcing: force fully every τ steps instead of α.",
+                                            check=at_least(1))
+    adaptive_every: int = option(5, cli=False)  # adaptive α: recompute it every this many batches
+    noise: float = option(0.05, help="Std of Gaussian noise injected into batches and teacher signals.", check=non_negative)
+    l2: float = option(0.0, help="L2 regularisation of latent and decoder weights.", check=non_negative)
+    grad_clip: float = option(10.0, cli=False)  # gradient norm clip
+    test_fraction: float = option(0.25, help="Held-out tail of each recording used for validation.", check=fraction,
+                                  panel=VALIDATION_PANEL)
+    val_every: int = option(25, help="Validate (D_stsp, D_H) every this many epochs.", check=at_least(1), panel=VALIDATION_PANEL)
+    patience: int = option(20, help="Stop after this many validations without improvement (0: never).", check=at_least(0),
+                           panel=VALIDATION_PANEL)
+    restore_on_collapse: bool = option(False, help="When a validation free run has collapsed onto a fixed point, continue from "
+                                       "the best model so far.", panel=VALIDATION_PANEL)
+    min_epochs: int | None = option(None, help="Never stop early before this epoch (default: half of --epochs).", check=at_least(0),
+                                    panel=VALIDATION_PANEL)
+    stsp: str = option("auto", help="Validation D_stsp: auto|binned|gmm.", check=one_of("auto", "binned", "gmm"),
+                       panel=VALIDATION_PANEL)
+    bins: int = option(30, cli=False)  # binned D_stsp: bins per dimension (capped by the data)
+    gmm_var: float = option(1.0, help="σ² of the GMM D_stsp (0.3 is typical for BOLD).", check=positive, panel=VALIDATION_PANEL)
+    smoothing: float = option(20.0, help="D_H spectral smoothing σ (bins).", check=non_negative, panel=VALIDATION_PANEL)
+    checkpoint_every: int = option(25, help="Write a resumable checkpoint every this many epochs.", check=at_least(1),
+                                   panel=VALIDATION_PANEL)
+    # testing hooks (not CLI options): stop after this epoch as if killed; poison a batch
+    stop_after_epoch: int | None = option(None, cli=False, repr=False, hook=True)
+    nan_at_batch: int | None = option(None, cli=False, repr=False, hook=True)
+
+    def schedule(self):
+        from dsrecon.training.gtf import AlphaSchedule
+
+        if self.sparse_tf_interval:
+            return AlphaSchedule("sparse", interval=self.sparse_tf_interval)
+        a = alpha_value(self.alpha)
+        return AlphaSchedule("adaptive") if a is None else AlphaSchedule("fixed", alpha=a)
+
+    def public(self) -> dict:
+        """The options a run records (the testing hooks left out)."""
+        return {k: v for k, v in asdict(self).items() if not _is_hook(k)}
+
+
+def _is_hook(name: str) -> bool:
+    return bool(TrainOptions.__dataclass_fields__[name].metadata.get("hook"))
+
+
+def model_fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(ModelOptions))
+
+
+def train_fields(hooks: bool = True) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(TrainOptions) if hooks or not f.metadata.get("hook")]
+
+
+def estimator_fields() -> list[dataclasses.Field]:
+    """The keyword arguments of `ConvSSM(...)`: the model options, then the training options."""
+    return model_fields() + train_fields()
+
+
+def defaults(fields: list[dataclasses.Field]) -> dict[str, Any]:
+    out = {}
+    for f in fields:
+        out[f.name] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return out
+
+
+def split(values: dict[str, Any]) -> tuple[ModelOptions, TrainOptions]:
+    """A flat dict of estimator keyword arguments → (ModelOptions, TrainOptions)."""
+    m = {f.name: values[f.name] for f in model_fields() if f.name in values}
+    t = {f.name: values[f.name] for f in train_fields() if f.name in values}
+    return ModelOptions(**m), TrainOptions(**t)
+
+
+# ---------------------------------------------------------------------------------------- text → typed values
+def base_type(tp: Any) -> Any:
+    """int for ``int | None``, list for ``list[str]``, … (the type a value given as text becomes)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    origin = typing.get_origin(tp)
+    if origin in (list, dict):
+        return origin
+    if args and origin is not None and origin not in (list, dict):
+        return base_type(args[0])
+    return tp
+
+
+def optional(tp: Any) -> bool:
+    return type(None) in typing.get_args(tp)
+
+
+def parse_value(tp: Any, text: Any, what: str) -> Any:
+    """``text`` as a value of type ``tp`` (``what`` names it in the error: "--backend-option state_size")."""
+    if not isinstance(text, str):
+        return text
+    t = base_type(tp)
+    if optional(tp) and text.lower() in ("none", ""):
+        return None
+    if t is bool:
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+        raise DsreconError(f"{what}: '{text}' is not true or false")
+    if t in (int, float):
+        try:
+            return t(text)
+        except ValueError:
+            raise DsreconError(f"{what}: '{text}' is not {'an integer' if t is int else 'a number'}") from None
+    return text
+
+
+def typed_options(cls: type, values: dict[str, Any], what: str) -> dict[str, Any]:
+    """Check ``values`` against the fields of ``cls`` (unknown names, types); text is parsed.
+    ``what`` names the owner in the message ("--backend s4d")."""
+    types = field_types(cls)
+    out = {}
+    for k, v in values.items():
+        if k not in types:
+            known = ", ".join(types) or "none"
+            raise DsreconError(f"{what}: no option '{k}' (its options: {known})")
+        out[k] = parse_value(types[k], v, f"--{k.replace('_', '-')}")
+    return out
