@@ -240,15 +240,7 @@ class ConvSSM:
         except Interrupted:
             raise
         except KeyboardInterrupt as e:
-            from dsrecon.errors import FitInterrupted, Terminated
-
-            c = trainer.checkpoint_epoch
-            raise FitInterrupted(
-                f"interrupted at epoch {trainer.epoch} of {opts.epochs}; "
-                + (f"the checkpoint of epoch {c} is kept (continue with --resume)" if c is not None and run is not None
-                   else "no checkpoint had been written yet"),
-                signal="SIGTERM" if isinstance(e, Terminated) else "SIGINT", epoch=trainer.epoch, checkpoint_epoch=c,
-                staging=None if run is None else str(run)) from None
+            raise _fit_interrupted(e, trainer, opts.epochs, run) from None
         net = net.cpu()  # generation and analysis are sequential: they run on the CPU
         # initial state for later simulation: the last reliable teacher frame of the training data
         net.register_buffer("z_init", net.state_from_last_reliable(data.train[-1].teacher).detach()[0])
@@ -257,7 +249,10 @@ class ConvSSM:
         self.history_ = trainer.rows
         self.data_ = data
         if run is not None:
-            self.save(run, trainer.rows)
+            try:
+                self.save(run, trainer.rows)
+            except KeyboardInterrupt as e:  # while writing the run: the checkpoint is still there
+                raise _fit_interrupted(e, trainer, opts.epochs, run) from None
         return self
 
     def _config(self, recs: list[Recording], kern: Kernel, data_hash: str, inputs: list[str] | None) -> dict:
@@ -380,6 +375,19 @@ ConvSSM.__init__.__signature__ = inspect.Signature(
 def _config_key(f: dataclasses.Field) -> str:
     """The config.json key of a model option (latent_dim → latent_dim_requested, kernel → kernel_name)."""
     return f.metadata.get("config_key", f.name)
+
+
+def _fit_interrupted(e: KeyboardInterrupt, trainer: Trainer, epochs: int, run: Path | None):
+    """The FitInterrupted for Ctrl-C / SIGTERM during a fit: the epoch reached and the checkpoint kept."""
+    from dsrecon.errors import FitInterrupted, Terminated
+
+    c = trainer.checkpoint_epoch
+    return FitInterrupted(
+        f"interrupted at epoch {trainer.epoch} of {epochs}; "
+        + ("the checkpoint of epoch {c} is kept (continue with --resume)".format(c=c) if c is not None and run is not None
+           else "no checkpoint had been written yet"),
+        signal="SIGTERM" if isinstance(e, Terminated) else "SIGINT", epoch=trainer.epoch, checkpoint_epoch=c,
+        staging=None if run is None else str(run))
 
 
 def _jsonable(d: dict) -> dict:
