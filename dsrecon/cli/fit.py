@@ -91,7 +91,7 @@ def fit_cmd(
     neuropil_factor: float = typer.Option(0.7, "--neuropil-factor", help="suite2p: F − factor·Fneu."),
     regressor_column: list[str] = typer.Option([], "--regressor-column", help="Table column to use as a nuisance regressor (repeatable)."),
     drop_column: list[str] = typer.Option([], "--drop-column", help="Table column to ignore (repeatable)."),
-    ensemble: int = typer.Option(1, "--ensemble", help="Train K independent models (seeds SEED…SEED+K−1) in one batched computation; writes OUT/member-XX runs, ensemble.json and OUT/best (PLRNN family)."),
+    ensemble: int = typer.Option(1, "--ensemble", help="Train K independent models (seeds SEED…SEED+K−1) in one batched computation; writes OUT/member-XX runs, ensemble.json and OUT/best."),
     ensemble_alpha: Optional[str] = typer.Option(None, "--ensemble-alpha", help="With --ensemble: comma-separated α values; member k uses the (k mod n)-th."),
     seed: int = SeedOpt,
     device: str = DeviceOpt,
@@ -104,8 +104,6 @@ def fit_cmd(
     from dsrecon.io.runs import check_target
 
     dev = resolve_device(device)
-    if resume and (ensemble != 1 or ensemble_alpha is not None):
-        raise DsreconError("--resume is not supported with --ensemble (ensembles are written only when complete); rerun with --force")
     check_target(output, resume=resume, force=force)  # refuse an unusable -o before loading anything
     for name, val in (("--epochs", epochs), ("--batches-per-epoch", batches_per_epoch), ("--batch-size", batch_size), ("--val-every", val_every), ("--checkpoint-every", checkpoint_every)):
         if val < 1:
@@ -155,7 +153,7 @@ def fit_cmd(
         patience=patience, min_epochs=min_epochs, restore_on_collapse=restore_on_collapse, stsp=stsp, gmm_var=gmm_var, smoothing=smoothing, checkpoint_every=checkpoint_every,
     )
     if ensemble != 1 or ensemble_alpha is not None:
-        from dsrecon.training.ensemble import fit_ensemble_cli
+        from dsrecon.cli.ensemble import fit_ensemble_cli
 
         if ensemble < 1:
             raise DsreconError(f"--ensemble must be at least 1, got {ensemble}")
