@@ -451,8 +451,10 @@ class Trainer:
             for j, e in enumerate(idx):
                 self.members[e].rng.standard_normal(out=nx[j], dtype=np.float32)
                 self.members[e].rng.standard_normal(out=nd[j], dtype=np.float32)
-            b["x"] += nx * np.float32(o.noise)  # x + noise·n in float32 (bitwise what a plain fit computes)
-            b["teacher"] += nd * np.float32(o.noise)
+            nx *= np.float32(o.noise)  # x + noise·n in float32, in place
+            nd *= np.float32(o.noise)
+            b["x"] += nx
+            b["teacher"] += nd
         dev = self.device
         b["teacher_t"], b["x_t"] = torch.from_numpy(b["teacher"]).to(dev), torch.from_numpy(b["x"]).to(dev)
         b["mask_t"] = torch.from_numpy(b["mask"]).to(dev, torch.float32)
@@ -471,12 +473,15 @@ class Trainer:
         steps = self.opt.step_count[idx].copy()
         lr = np.array([self._lr(e) for e in idx])
         T = o.sequence_length - 1
+        alphas = lambda: torch.from_numpy(np.stack([self.members[e].alpha.weights(T) for e in idx])).to(self.device)  # noqa: E731
+        adaptive = any(self.members[e].alpha.mode == "adaptive" for e in idx)
+        alpha = None if adaptive else alphas()  # fixed and sparse schedules do not change within an epoch
         sums, bad = np.zeros(idx.size), np.zeros(idx.size, dtype=bool)
         for _ in range(o.batches_per_epoch):
             batch = self._draw(idx, flat)
-            alpha = torch.from_numpy(np.stack([self.members[e].alpha.weights(T) for e in idx])).to(self.device)
-            losses = self.stack.losses(flat, batch, alpha, o.l2)
-            losses = losses * torch.as_tensor(self._poison(idx), dtype=losses.dtype, device=losses.device)
+            losses = self.stack.losses(flat, batch, alphas() if adaptive else alpha, o.l2)
+            if o.nan_at_batch is not None:
+                losses = losses * torch.as_tensor(self._poison(idx), dtype=losses.dtype, device=losses.device)
             lv = losses.detach().cpu().numpy().astype(np.float64)
             bad |= ~np.isfinite(lv)
             sums += np.where(bad, 0.0, lv)

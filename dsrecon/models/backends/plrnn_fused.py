@@ -71,7 +71,14 @@ if _HAVE_NUMBA:
                     for l in range(L):
                         s += W1[e, m, l] * act[l]
                     Z[e, b, t, m] = A[e, m] * z[m] + h1[e, m] + s
-                _force(z, Z[e, b, t], d[e, b, t], F, alpha[e, t])
+                at = alpha[e, t]
+                for m in range(M):  # forcing: (1 − α) Z_t + α d_t on the first F units where d_t is finite
+                    v = Z[e, b, t, m]
+                    if m < F:
+                        dv = d[e, b, t, m]
+                        if not math.isnan(dv):
+                            v = (1.0 - at) * v + at * dv
+                    z[m] = v
 
     def _sh_backward(gZ, Zin, d, alpha, A, W1, W2T, h2, clipped, dz0, gpar):  # pragma: no cover - jitted
         E, B, T, M = gZ.shape
@@ -89,8 +96,12 @@ if _HAVE_NUMBA:
                 for l in range(L):
                     pre[l] = 0.0
                     u[l] = 0.0
+                at = alpha[e, t]
                 for m in range(M):
-                    gm = gZ[e, b, t, m] + _forced_grad(gnext[m], d[e, b, t], m, F, alpha[e, t])
+                    gn = gnext[m]
+                    if m < F and not math.isnan(d[e, b, t, m]):  # the forced units pass on (1 − α) of it
+                        gn = gn * (1.0 - at)
+                    gm = gZ[e, b, t, m] + gn
                     g[m] = gm
                     zm = Zin[e, b, t, m]
                     gA[m] += gm * zm
@@ -139,7 +150,14 @@ if _HAVE_NUMBA:
                     for k in range(M):
                         s += W[e, m, k] * ph[k]
                     Z[e, b, t, m] = s
-                _force(z, Z[e, b, t], d[e, b, t], F, alpha[e, t])
+                at = alpha[e, t]
+                for m in range(M):  # forcing: (1 − α) Z_t + α d_t on the first F units where d_t is finite
+                    v = Z[e, b, t, m]
+                    if m < F:
+                        dv = d[e, b, t, m]
+                        if not math.isnan(dv):
+                            v = (1.0 - at) * v + at * dv
+                    z[m] = v
 
     def _pl_backward(gZ, Zin, d, alpha, A, WT, relu, dz0, gpar):  # pragma: no cover - jitted
         # WT[e, k, m] = W[e, m, k] (off-diagonal part): the inner loops run over m contiguously
@@ -153,8 +171,12 @@ if _HAVE_NUMBA:
             gA, gh = np.zeros(M, dtype=gZ.dtype), np.zeros(M, dtype=gZ.dtype)
             gWT = np.zeros((M, M), dtype=gZ.dtype)
             for t in range(T - 1, -1, -1):
+                at = alpha[e, t]
                 for m in range(M):
-                    g[m] = gZ[e, b, t, m] + _forced_grad(gnext[m], d[e, b, t], m, F, alpha[e, t])
+                    gn = gnext[m]
+                    if m < F and not math.isnan(d[e, b, t, m]):  # the forced units pass on (1 − α) of it
+                        gn = gn * (1.0 - at)
+                    g[m] = gZ[e, b, t, m] + gn
                     gA[m] += g[m] * Zin[e, b, t, m]
                     gh[m] += g[m]
                 for k in range(M):
@@ -172,20 +194,6 @@ if _HAVE_NUMBA:
                 gpar[e, b, oh + m] = gh[m]
                 for k in range(M):
                     gpar[e, b, oW + m * M + k] = 0.0 if k == m else gWT[k, m]
-
-    @njit(fastmath=_FM, cache=True, inline="always")
-    def _force(z, Zt, dt, F, at):  # pragma: no cover - jitted
-        """z ← the forced state after a step: (1 − α) Z_t + α d_t on the first F units where d_t is finite."""
-        for m in range(Zt.shape[0]):
-            v = Zt[m]
-            if m < F and not math.isnan(dt[m]):
-                v = (1.0 - at) * v + at * dt[m]
-            z[m] = v
-
-    @njit(fastmath=_FM, cache=True, inline="always")
-    def _forced_grad(gn, dt, m, F, at):  # pragma: no cover - jitted
-        """The gradient reaching Z_t[m] through the forced state: (1 − α) of it where unit m was forced."""
-        return gn * (1.0 - at) if m < F and not math.isnan(dt[m]) else gn
 
     # Each kernel is compiled twice: serial, and parallel over the sequences (prange); see PARALLEL_MIN_SEQUENCES.
     _KERNELS = {
