@@ -223,8 +223,9 @@ class Stack:
             if t.M > t.F:
                 z0 = torch.cat([z0, torch.einsum("ebn,ekn->ebk", d[:, :, 0], v["L_init"])], dim=-1)
             Z = t.dynamics.fused_rollout(flat[:, : self.P_dyn], z0.contiguous(), batch["teacher"][:, :, 1:, : t.F], alpha)
-            Z = torch.cat([z0[:, :, None], Z], dim=2)[..., : t.M]  # (E, B, T, M)
-            y = torch.einsum("ebtm,enm->ebtn", Z, v["decoder.B"]) if "decoder.B" in v else Z[..., :N]
+            k = t.M if "decoder.B" in v else N  # the units the decoder reads (identity: the first N)
+            Z = torch.cat([z0[:, :, None, :k], Z[..., :k]], dim=2)  # (E, B, T, k)
+            y = torch.einsum("ebtm,enm->ebtn", Z, v["decoder.B"]) if "decoder.B" in v else Z
             y = t.convolve(y.reshape(E * B, T, N)).reshape(E, B, -1, N)
             if "decoder.J" in v and batch["reg_t"] is not None:
                 y = y + torch.einsum("ebtr,enr->ebtn", batch["reg_t"][:, :, t.K - 1 :], v["decoder.J"])
@@ -332,11 +333,11 @@ class Member:
                 "rng": ckpt.rng_state_to_json(self.rng), "has_best": self.best_row is not None}
 
     def load(self, st: dict, best_row: torch.Tensor | None) -> None:
-        nan = lambda vals, fill: tuple(fill if x is None else x for x in vals)  # noqa: E731 (JSON writes inf/nan as null)
+        filled = lambda vals, fill: tuple(fill if x is None else x for x in vals)  # noqa: E731 (JSON writes inf/nan as null)
         for k in self.SCALARS:
             setattr(self, k, st[k])
         self.rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in st["rows"]]
-        self.best_score, self.best_metrics = nan(st["best_score"], float("inf")), nan(st["best_metrics"], float("nan"))
+        self.best_score, self.best_metrics = filled(st["best_score"], float("inf")), filled(st["best_metrics"], float("nan"))
         self.alpha.load(st["alpha"])
         self.rng = ckpt.rng_from_json(st["rng"])
         self.best_row = best_row
