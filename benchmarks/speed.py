@@ -8,9 +8,10 @@ Configs (fit and speed issues):
 
     python benchmarks/speed.py [--epochs 5] [--threads 2] [--configs convssm alrnn] [--ensemble 1 8 64]
 
-Prints seconds per epoch (median of timed epochs after one warm-up epoch) and the ratio for the
-baseline, dsrecon's single-model Trainer and the ensemble engine at E = 1; then the ensemble
-throughput (model-epochs per second) of `dsrecon fit --ensemble K` for each K, with peak memory.
+Prints seconds per epoch (median of timed epochs after one warm-up epoch) for the baseline and
+dsrecon's training engine (a plain fit: E = 1), and their ratio; then the ensemble throughput
+(model-epochs per second) of `dsrecon fit --ensemble K` (the same engine at E = K) for each K,
+with peak memory.
 Set NUMBA_NUM_THREADS to the thread count as well (numba reads it at import).
 """
 
@@ -30,7 +31,6 @@ from dsrecon.models.backends.plrnn import PLRNN, ClippedSHPLRNN
 from dsrecon.signal.kernels import spm_hrf
 from dsrecon.systems import simulate_system
 from dsrecon.training.prepare import prepare
-from dsrecon.training.ensemble import EnsembleTrainer
 from dsrecon.training.trainer import Trainer
 
 CONFIGS = {
@@ -111,22 +111,9 @@ class EagerBaseline:
         return float(np.mean(losses))
 
 
-def dsrecon_trainer(cfg: dict, rec: Recording, seed: int = 0) -> Trainer:
-    opts = dict(epochs=1000, batches_per_epoch=50, batch_size=16, sequence_length=200, alpha=cfg["alpha"],
-                sparse_tf_interval=cfg["sparse"], val_every=10**9, checkpoint_every=10**9)
-    bopts = {"pwl_units": cfg["pwl_units"]} if "pwl_units" in cfg else {}
-    m = ConvSSM(backend=cfg["backend"], latent_dim=cfg["latent_dim"], hidden_dim=cfg.get("hidden_dim", 50), kernel=cfg["kernel"],
-                backend_options=bopts, seed=seed, **opts)
-    from dsrecon.signal.kernels import make_kernel
-
-    kern = make_kernel(cfg["kernel"], cfg["tr"])
-    data = prepare([rec], kern, 0.25)
-    net = m._build(rec.n_regions, 0, kern, torch.Generator().manual_seed(seed))
-    return Trainer(net, data, m.train_options, seed)
-
-
-def ensemble_trainer(cfg: dict, rec: Recording, size: int, seed: int = 0) -> EnsembleTrainer:
-    """`dsrecon fit --ensemble size` on this config (members seed, seed+1, …), validation off."""
+def dsrecon_trainer(cfg: dict, rec: Recording, size: int = 1, seed: int = 0) -> Trainer:
+    """The engine as `dsrecon fit --ensemble size` runs it on this config (members seed, seed+1, …;
+    size 1: a plain fit), validation off."""
     opts = dict(epochs=1000, batches_per_epoch=50, batch_size=16, sequence_length=200, alpha=cfg["alpha"],
                 sparse_tf_interval=cfg["sparse"], val_every=10**9, checkpoint_every=10**9)
     bopts = {"pwl_units": cfg["pwl_units"]} if "pwl_units" in cfg else {}
@@ -137,7 +124,7 @@ def ensemble_trainer(cfg: dict, rec: Recording, size: int, seed: int = 0) -> Ens
     ms = [ConvSSM(backend=cfg["backend"], latent_dim=cfg["latent_dim"], hidden_dim=cfg.get("hidden_dim", 50), kernel=cfg["kernel"],
                   backend_options=bopts, seed=seed + k, **opts) for k in range(size)]
     nets = [m._build(rec.n_regions, 0, kern, torch.Generator().manual_seed(m.seed)) for m in ms]
-    return EnsembleTrainer(nets, data, [m.train_options for m in ms], [m.seed for m in ms])
+    return Trainer(nets, data, [m.train_options for m in ms], [m.seed for m in ms])
 
 
 def peak_rss_mib() -> float:
@@ -169,33 +156,30 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
           f"{torch.get_num_threads()} torch threads, NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'default')}, torch {torch.__version__}")
-    print(f"{'config':10s} {'baseline s/epoch':>17s} {'dsrecon s/epoch':>16s} {'speed-up':>9s} {'ensemble E=1 s/epoch':>21s} {'speed-up':>9s}")
+    print(f"{'config':10s} {'baseline s/epoch':>17s} {'dsrecon s/epoch':>16s} {'speed-up':>9s}")
     for name in a.configs:
         cfg = CONFIGS[name]
         rec = lorenz(cfg["kernel"], cfg["tr"])
         base = EagerBaseline(cfg, rec)
         tb = time_epochs(base.epoch, a.baseline_epochs)
-        tr = dsrecon_trainer(cfg, rec)
-        td = time_epochs(tr.run_epoch, a.epochs)
-        te = time_epochs(ensemble_trainer(cfg, rec, 1).run_epoch, a.epochs)
-        print(f"{name:10s} {tb:17.3f} {td:16.3f} {tb / td:8.1f}x {te:21.3f} {tb / te:8.1f}x", flush=True)
+        td = time_epochs(dsrecon_trainer(cfg, rec).run_epoch, a.epochs)
+        print(f"{name:10s} {tb:17.3f} {td:16.3f} {tb / td:8.1f}x", flush=True)
     print(f"peak RSS: {peak_rss_mib():.0f} MiB")
     if a.ensemble:
         print()
-        print("ensemble throughput (EnsembleTrainer.run_epoch, validation off; model-epochs/s = K / s per epoch)")
-        print(f"{'config':10s} {'K':>5s} {'s/epoch':>9s} {'model-epochs/s':>15s} {'vs K=1':>7s} {'vs Trainer':>11s} {'peak RSS MiB':>13s}")
+        print("ensemble throughput (Trainer.run_epoch with E = K, validation off; model-epochs/s = K / s per epoch)")
+        print(f"{'config':10s} {'K':>5s} {'s/epoch':>9s} {'model-epochs/s':>15s} {'vs K=1':>7s} {'peak RSS MiB':>13s}")
         for name in a.ensemble_configs:
             cfg = CONFIGS[name]
             rec = lorenz(cfg["kernel"], cfg["tr"])
-            t_single = time_epochs(dsrecon_trainer(cfg, rec).run_epoch, a.ensemble_epochs)
             base_thr = None
             for K in sorted(a.ensemble):
-                ens = ensemble_trainer(cfg, rec, K)
+                ens = dsrecon_trainer(cfg, rec, K)
                 t = time_epochs(ens.run_epoch, a.ensemble_epochs)
                 thr = K / t
                 base_thr = base_thr or (thr if K == 1 else None)
                 rel = f"{thr / base_thr:6.1f}x" if base_thr else "     - "
-                print(f"{name:10s} {K:5d} {t:9.3f} {thr:15.2f} {rel:>7s} {thr * t_single:10.1f}x {peak_rss_mib():13.0f}", flush=True)
+                print(f"{name:10s} {K:5d} {t:9.3f} {thr:15.2f} {rel:>7s} {peak_rss_mib():13.0f}", flush=True)
                 del ens
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     print(f"command: {' '.join(sys.argv)}")

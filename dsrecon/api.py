@@ -227,7 +227,7 @@ class ConvSSM:
             "normalisation": data.norm.to_dict(), "data": data.info, "latent_dim": net.M,
             "backend_kwargs": net.dynamics.extra_config(),
         })
-        trainer = Trainer(net, data, opts, spec.seed, run, progress, log)
+        trainer = Trainer([net], data, opts, [spec.seed], run, progress, log)
         if run is not None:
             if fresh:
                 _write_teacher_cache(run, data, recs)
@@ -236,23 +236,24 @@ class ConvSSM:
             else:
                 trainer.load_checkpoint()
         try:
-            summary = trainer.fit()
+            summary = trainer.fit()[0]
+            summary.pop("failed")  # a plain fit that fails raises
         except Interrupted:
             raise
         except KeyboardInterrupt as e:
-            raise _fit_interrupted(e, trainer, opts.epochs, run) from None
+            raise _interrupted(trainer, e, run, opts.epochs) from None
         net = net.cpu()  # generation and analysis are sequential: they run on the CPU
         # initial state for later simulation: the last reliable teacher frame of the training data
         net.register_buffer("z_init", net.state_from_last_reliable(data.train[-1].teacher).detach()[0])
         config.update({"status": "complete", "training": summary})
         self.net_, self.config_, self.run_dir_ = net, config, run
-        self.history_ = trainer.rows
+        self.history_ = trainer.members[0].rows
         self.data_ = data
         if run is not None:
             try:
-                self.save(run, trainer.rows)
+                self.save(run, self.history_)
             except KeyboardInterrupt as e:  # while writing the run: the checkpoint is still there
-                raise _fit_interrupted(e, trainer, opts.epochs, run) from None
+                raise _interrupted(trainer, e, run, opts.epochs) from None
         return self
 
     def _config(self, recs: list[Recording], kern: Kernel, data_hash: str, inputs: list[str] | None) -> dict:
@@ -377,14 +378,14 @@ def _config_key(f: dataclasses.Field) -> str:
     return f.metadata.get("config_key", f.name)
 
 
-def _fit_interrupted(e: KeyboardInterrupt, trainer: Trainer, epochs: int, run: Path | None):
-    """The FitInterrupted for Ctrl-C / SIGTERM during a fit: the epoch reached and the checkpoint kept."""
+def _interrupted(trainer: Trainer, e: KeyboardInterrupt, run: Path | None, epochs: int) -> BaseException:
+    """The FitInterrupted of a fit stopped by SIGINT/SIGTERM: the epoch reached and the checkpoint kept."""
     from dsrecon.errors import FitInterrupted, Terminated
 
     c = trainer.checkpoint_epoch
     return FitInterrupted(
         f"interrupted at epoch {trainer.epoch} of {epochs}; "
-        + ("the checkpoint of epoch {c} is kept (continue with --resume)".format(c=c) if c is not None and run is not None
+        + (f"the checkpoint of epoch {c} is kept (continue with --resume)" if c is not None and run is not None
            else "no checkpoint had been written yet"),
         signal="SIGTERM" if isinstance(e, Terminated) else "SIGINT", epoch=trainer.epoch, checkpoint_epoch=c,
         staging=None if run is None else str(run))

@@ -1,9 +1,10 @@
-"""Ensembles in one batched computation (`dsrecon fit --ensemble K`).
+"""Ensembles: E members trained at once by the one engine (`dsrecon fit --ensemble K`).
 
-Checked against independent paths: the numba (E, B) kernels against a batched eager autograd
-loop, the vectorised batch gather against `SequenceSampler.sample`, the stacked RAdam against
-`torch.optim.RAdam` + `clip_grad_norm_`, and a whole ensemble member against the single fit with
-the same seed and α.
+Checked against independent paths: the vectorised batch gather against per-sequence slicing, the
+stacked RAdam against `torch.optim.RAdam` + `clip_grad_norm_`, and a whole ensemble member against
+the plain fit (E = 1) with the same seed and α, for the fused PLRNN family and for the backends
+trained through torch.func.vmap. A SIGKILLed ensemble resumes bit-identically.
+(The fused kernel against repeated `step`: tests/test_fused.py.)
 """
 
 import json
@@ -15,10 +16,10 @@ import torch
 
 import dsrecon
 from dsrecon import ConvSSM, Recording
-from dsrecon.models.fused_ensemble import RolloutSpec, eager_ensemble_rollout, ensemble_rollout
+from dsrecon.ensemble import fit_ensemble
 from dsrecon.systems import simulate_system
 from dsrecon.training.batches import Prepared, SequenceSampler
-from dsrecon.training.ensemble import EnsembleBatcher, StackedRAdam, clip_rows_, fit_ensemble
+from dsrecon.training.trainer import StackedRAdam, clip_rows_
 
 torch.set_num_threads(1)
 
@@ -27,33 +28,6 @@ torch.set_num_threads(1)
 def lorenz_bold():
     out = simulate_system("lorenz63", 600, 0.01, 0.5, kernel="spm", noise=0.01, seed=0)
     return Recording(out["observed"], tr=0.5, names=out["names"])
-
-
-@pytest.mark.parametrize("kind,M,L", [("cshplrnn", 4, 7), ("shplrnn", 4, 7), ("alrnn", 5, 0), ("plrnn", 4, 0)])
-def test_batched_kernels_match_eager_autograd(kind, M, L):
-    relu = None
-    if kind == "alrnn":
-        relu = np.array([0, 0, 0, 1, 1], bool)
-    elif kind == "plrnn":
-        relu = np.ones(M, bool)
-    spec = RolloutSpec(kind, M, L, relu)
-    E, B, T, N, F = 3, 4, 23, 3, 3
-    g = torch.Generator().manual_seed(1)
-    dyn = (0.4 * torch.randn(E, spec.P, generator=g, dtype=torch.float64)).requires_grad_()
-    z0 = torch.randn(E, B, M, dtype=torch.float64, generator=g).requires_grad_()
-    d = torch.randn(E, B, T, N, dtype=torch.float64, generator=g)
-    d[1, 2, 3, 1] = float("nan")
-    d[0, 0, 5:9, :] = float("nan")
-    a = torch.rand(E, T - 1, dtype=torch.float64, generator=g)
-    a[:, ::5] = 1.0
-    w = torch.randn(E, B, T, M, dtype=torch.float64, generator=g)
-    Z = ensemble_rollout(spec, dyn, z0, d.numpy(), a.numpy(), F)
-    g1 = torch.autograd.grad((Z * w).sum(), [dyn, z0])
-    Z2 = eager_ensemble_rollout(spec, dyn, z0, d, a, F)
-    g2 = torch.autograd.grad((Z2 * w).sum(), [dyn, z0])
-    torch.testing.assert_close(Z, Z2, atol=1e-12, rtol=1e-12)
-    for x, y in zip(g1, g2):
-        torch.testing.assert_close(x, y, atol=1e-10, rtol=1e-10)
 
 
 def test_vectorised_gather_equals_sequence_sampler():
@@ -67,17 +41,18 @@ def test_vectorised_gather_equals_sequence_sampler():
         teacher[~mask] = np.nan
         recs.append(Prepared(x, mask, teacher, rng.standard_normal((T, 1)).astype(np.float32), "r"))
     sampler = SequenceSampler(recs, 30, 5)
-    batcher = EnsembleBatcher(sampler, 0.0, torch.device("cpu"))
+    T, K = 30, 5
     rngs = [np.random.default_rng(s) for s in (10, 11, 12)]
     refs = [np.random.default_rng(s) for s in (10, 11, 12)]
     for _ in range(3):
-        b = batcher.gather(batcher.indices(rngs, 6))
+        b = sampler.gather(np.stack([r.integers(0, len(sampler), size=6) for r in rngs]))
         for e, r in enumerate(refs):
-            ref = sampler.sample(6, r)
-            np.testing.assert_array_equal(b["teacher"][e], ref["teacher"])
-            np.testing.assert_array_equal(b["x"][e], ref["x"])
-            np.testing.assert_array_equal(b["mask"][e], ref["mask"])
-            np.testing.assert_array_equal(b["regressors"][e], ref["regressors"])
+            for j, (ri, st) in enumerate(sampler.starts[r.integers(0, len(sampler), size=6)]):
+                rec = recs[ri]
+                np.testing.assert_array_equal(b["teacher"][e, j], rec.teacher[st : st + T])
+                np.testing.assert_array_equal(b["x"][e, j], rec.x[st + K - 1 : st + T])
+                np.testing.assert_array_equal(b["mask"][e, j], rec.mask[st + K - 1 : st + T])
+                np.testing.assert_array_equal(b["regressors"][e, j], rec.regressors[st : st + T])
 
 
 def test_noise_draws_with_out_equal_sized_draws():
@@ -105,7 +80,7 @@ def test_stacked_radam_with_row_clipping_equals_torch_radam():
             opts[e].step()
         gg = grad.clone()
         clip_rows_(gg, 2.0)
-        sr.step(flat, gg, lrs)
+        sr.step(flat, gg, lrs, sr.m, sr.v, sr.step_count)
     for e in range(E):
         torch.testing.assert_close(flat[e], refs[e].detach(), atol=1e-6, rtol=1e-5)
 
@@ -142,7 +117,7 @@ def test_member_equals_single_fit_and_runs_are_ordinary(lorenz_bold, tmp_path):
 
 def test_alrnn_sparse_tf_member_equals_single_fit_and_eager(tmp_path, monkeypatch):
     """The ALRNN config of the speed benchmark (sparse TF, no kernel), scaled down: the batched
-    member equals the single fused fit, and the single fused fit equals the eager path."""
+    member equals the plain fused fit, and the fused engine equals the vmap path over repeated `step`."""
     out = simulate_system("lorenz63", 500, 0.01, 0.2, kernel="none", noise=0.01, seed=0)
     rec = Recording(out["observed"], tr=0.2, names=out["names"])
     opts = dict(backend="alrnn", latent_dim=6, backend_options={"pwl_units": 2}, kernel="none", sparse_tf_interval=4,
@@ -156,11 +131,11 @@ def test_alrnn_sparse_tf_member_equals_single_fit_and_eager(tmp_path, monkeypatc
     monkeypatch.setenv("DSRECON_NO_FUSED", "1")
     plain = ConvSSM(seed=4, **opts).fit(rec)
     assert [r["loss"] for r in single.history_] == pytest.approx([r["loss"] for r in plain.history_], rel=1e-4)
-    s2 = fit_ensemble(rec, tmp_path / "ens-eager", 2, seed=3, **opts)  # the device-agnostic eager ensemble path
+    s2 = fit_ensemble(rec, tmp_path / "ens-vmap", 2, seed=3, **opts)  # the engine without a fused kernel (vmap)
     assert [m["final_loss"] for m in s2["members"]] == pytest.approx([m["final_loss"] for m in s["members"]], rel=1e-4)
 
 
-def test_existing_output_and_bad_backend_are_one_line_errors(lorenz_bold, tmp_path):
+def test_existing_output_is_a_one_line_error(lorenz_bold, tmp_path):
     from dsrecon.errors import DsreconError
 
     (tmp_path / "ens").mkdir()
@@ -168,9 +143,6 @@ def test_existing_output_and_bad_backend_are_one_line_errors(lorenz_bold, tmp_pa
     with pytest.raises(DsreconError, match="not a dsrecon run"):
         fit_ensemble(lorenz_bold, tmp_path / "ens", 2, **OPTS)
     assert [p.name for p in (tmp_path / "ens").iterdir()] == ["x"]
-    with pytest.raises(DsreconError, match="PLRNN family"):
-        fit_ensemble(lorenz_bold, tmp_path / "ens2", 2, backend="lru", epochs=1)
-    assert not (tmp_path / "ens2").exists()
 
 
 def test_cli_fit_ensemble_writes_member_runs_and_best(cli, tmp_path):
@@ -189,14 +161,13 @@ def test_cli_fit_ensemble_writes_member_runs_and_best(cli, tmp_path):
     r = cli(*args)  # the directory exists now
     assert r.code == 1 and "already exists" in r.err and len(r.err.strip().splitlines()) == 1
     r = cli(*args[:-2], "--resume", "--quiet")
-    assert r.code == 1 and "--resume is not supported with --ensemble" in r.err
+    assert r.code == 1 and "nothing to resume" in r.err
 
 
 def test_collapse_restore_in_a_member_equals_the_single_fit(lorenz_bold, tmp_path, monkeypatch):
     """A validation that reports a collapsed free run restores the best state and resets the RAdam
     moments, in the batched member exactly as in the single fit (validation faked: good at the
     first check, collapsed at the second, so the restore happens mid-run)."""
-    import dsrecon.training.ensemble as ens_mod
     import dsrecon.training.trainer as trainer_mod
 
     def fake_factory():
@@ -211,7 +182,7 @@ def test_collapse_restore_in_a_member_equals_the_single_fit(lorenz_bold, tmp_pat
     opts = {**OPTS, "epochs": 6, "val_every": 2, "patience": 0, "restore_on_collapse": True}
     monkeypatch.setattr(trainer_mod, "validate", fake_factory())
     single = ConvSSM(seed=2, **opts).fit(lorenz_bold)
-    monkeypatch.setattr(ens_mod, "validate", fake_factory())
+    monkeypatch.setattr(trainer_mod, "validate", fake_factory())
     s = fit_ensemble(lorenz_bold, tmp_path / "ens", 1, seed=2, **opts)
     assert single.config["training"]["collapse_restores"] == 2  # checks 2 and 3 both collapsed
     assert s["members"][0]["collapse_restores"] == 2
@@ -220,3 +191,67 @@ def test_collapse_restore_in_a_member_equals_the_single_fit(lorenz_bold, tmp_pat
                                [r["loss"] for r in single.history_], rtol=1e-4)
     for name, v in single.net_.state_dict().items():
         torch.testing.assert_close(member.net_.state_dict()[name], v, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["s4d", "lru", "mamba", "chimera"])
+def test_ensemble_of_a_backend_without_fused_kernel_equals_single_fits(backend, lorenz_bold, tmp_path):
+    """--ensemble 4 trains through torch.func.vmap over the members: member k equals the plain fit with seed 7 + k."""
+    opts = dict(backend=backend, hidden_dim=8, latent_dim=3, epochs=2, batches_per_epoch=3, batch_size=4, sequence_length=80,
+                test_fraction=0.0, alpha="0.3")
+    s = fit_ensemble(lorenz_bold, tmp_path / "ens", 4, seed=7, **opts)
+    assert [m["seed"] for m in s["members"]] == [7, 8, 9, 10]
+    for k in range(4):
+        single = ConvSSM(seed=7 + k, **opts).fit(lorenz_bold)
+        member = dsrecon.load_run(tmp_path / "ens" / f"member-{k:02d}")
+        assert member.config["ensemble"]["engine"].startswith("vmap")
+        assert s["members"][k]["final_loss"] == pytest.approx(single.config["training"]["final_loss"], rel=1e-5)
+        for name, v in single.net_.state_dict().items():
+            torch.testing.assert_close(member.net_.state_dict()[name], v, atol=1e-5, rtol=1e-5)
+
+
+#: an ensemble fit long enough to be killed mid-training, checkpointing every epoch
+LONG = ["--epochs", "60", "--batches-per-epoch", "2", "--batch-size", "4", "--hidden-dim", "8", "--sequence-length", "60",
+        "--val-every", "5", "--checkpoint-every", "1", "--quiet", "--seed", "3", "--ensemble", "3", "--ensemble-alpha", "0.1,0.2"]
+
+
+def test_sigkilled_ensemble_resumes_bit_identically(tmp_path):
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    from hostile_util import dsrecon as run_cli
+    from hostile_util import leftovers, lorenz_table, popen
+
+    lorenz_table(tmp_path / "x.tsv")
+    (tmp_path / "full").mkdir()
+    lorenz_table(tmp_path / "full" / "x.tsv")
+    r = run_cli("fit", "x.tsv", "-o", "ens", *LONG, cwd=tmp_path / "full")
+    assert r.code == 0, r.err
+
+    def ckpt_epoch() -> int:
+        try:
+            return int(json.loads((tmp_path / ".ens.staging" / "checkpoint" / "state.json").read_text())["epoch"])
+        except (OSError, ValueError, KeyError):
+            return -1
+
+    p = popen("fit", "x.tsv", "-o", "ens", *LONG, cwd=tmp_path)
+    t0 = time.time()
+    while ckpt_epoch() < 8:
+        assert p.poll() is None, p.stderr.read()
+        assert time.time() - t0 < 120, "timed out"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    assert not (tmp_path / "ens").exists() and ckpt_epoch() < 60  # killed mid-training, nothing at the target
+    r = run_cli("fit", "x.tsv", "-o", "ens", *LONG, "--resume", cwd=tmp_path)
+    assert r.code == 0, r.err
+    for k in range(3):
+        a = load_file(str(tmp_path / "ens" / f"member-{k:02d}" / "model.safetensors"))
+        b = load_file(str(tmp_path / "full" / "ens" / f"member-{k:02d}" / "model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), f"member {k} differs"
+    ea, eb = (json.loads((d / "ensemble.json").read_text()) for d in (tmp_path / "ens", tmp_path / "full" / "ens"))
+    assert [m["final_loss"] for m in ea["members"]] == [m["final_loss"] for m in eb["members"]]
+    assert ea["best_member"] == eb["best_member"]
+    assert not leftovers(tmp_path / "ens")

@@ -237,6 +237,7 @@ def test_collapse_restores_the_best_model_with_fresh_optimiser(tmp_path, monkeyp
     back and clears the optimiser moments; the checkpoint written at that epoch holds the best state."""
     import dsrecon.training.trainer as trainer_mod
     from dsrecon.training import checkpoint as ckpt
+    from dsrecon.training.trainer import Stack
 
     calls = []
 
@@ -254,12 +255,12 @@ def test_collapse_restores_the_best_model_with_fresh_optimiser(tmp_path, monkeyp
     best, before_restore = calls[0], calls[1]
     st = json.loads((run / "checkpoint" / "state.json").read_text())
     tensors = ckpt.load_tensors(run / "checkpoint" / st["tensors"])
-    net_ckpt = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-    same = all(torch.equal(net_ckpt[k], best[k]) for k in best)
-    moved = any(not torch.equal(before_restore[k], best[k]) for k in best)
+    net_ckpt = {k: v[0] for k, v in Stack([m.net_]).views(tensors["flat"]).items()}
+    same = all(torch.equal(net_ckpt[k], best[k]) for k in net_ckpt)
+    moved = any(not torch.equal(before_restore[k], best[k]) for k in net_ckpt)
     assert moved  # training did change the model between the two validations
     assert same is restore
-    assert any(k.startswith("opt.") for k in tensors) is (not restore)
+    assert (st["opt_steps"] == [0] and not tensors["opt.m"].any()) is restore  # fresh RAdam moments
     assert m.config["training"]["collapse_restores"] == int(restore)
 
 

@@ -79,3 +79,34 @@ def test_fused_and_plain_training_give_equal_loss_curves(monkeypatch):
     assert lf == pytest.approx(lp, rel=1e-4)
     for k, v in fused.net_.state_dict().items():
         torch.testing.assert_close(v, plain.net_.state_dict()[k], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cls,kw", [(ClippedSHPLRNN, {"hidden_dim": 7}), (SHPLRNN, {"hidden_dim": 7}), (PLRNN, {}), (PLRNN, {"pwl_units": 2})])
+def test_members_kernel_matches_repeated_step_per_member(cls, kw):
+    """E members × B sequences in one kernel call: member e equals autograd through repeated `step`
+    of a model holding row e (forward, and gradients with respect to the rows and the states)."""
+    E, B, T, F = 3, 4, 23, 3
+    g = torch.Generator().manual_seed(1)
+    models = [cls(4, generator=g, **kw).double() for _ in range(E)]
+    rows = torch.stack([m.pack().detach() + 0.1 * torch.randn(m.pack().shape, generator=g, dtype=torch.float64) for m in models])
+    rows.requires_grad_(True)
+    z0 = torch.randn(E, B, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    d = torch.randn(E, B, T, F, dtype=torch.float64, generator=g)
+    d[1, 2, 3, 1] = float("nan")
+    d[0, 0, 5:9, :] = float("nan")
+    a = torch.rand(E, T, dtype=torch.float64, generator=g)
+    a[:, ::5] = 1.0
+    w = torch.randn(E, B, T, 4, dtype=torch.float64, generator=g)
+    Z = models[0].fused_rollout(rows, z0, d, a)
+    g_rows, g_z0 = torch.autograd.grad((Z * w).sum(), [rows, z0])
+    for e, m in enumerate(models):
+        params = dict(m.named_parameters())
+        with torch.no_grad():
+            for n, v in m.unpack(rows[e : e + 1].detach()).items():
+                params[n].copy_(v[0])
+        ze = z0[e].detach().clone().requires_grad_(True)
+        ref = LatentDynamics.rollout(m, ze, T, d[e], a[e])
+        torch.testing.assert_close(Z[e], ref, atol=1e-12, rtol=1e-12)
+        grads = torch.autograd.grad((ref * w[e]).sum(), [ze] + [params[n] for n, _ in m.packed_layout()])
+        torch.testing.assert_close(g_z0[e], grads[0], atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(g_rows[e], torch.cat([x.reshape(-1) for x in grads[1:]]), atol=1e-10, rtol=1e-10)

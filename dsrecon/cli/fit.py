@@ -42,7 +42,7 @@ def fit_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Run directory to write."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run directory."),
-    ensemble: int = typer.Option(1, "--ensemble", help="Train E independent models (seeds SEED…SEED+E−1) in one batched computation; writes OUT/member-XX runs, ensemble.json and OUT/best (PLRNN family)."),
+    ensemble: int = typer.Option(1, "--ensemble", help="Train E independent models (seeds SEED…SEED+E−1) in one batched computation; writes OUT/member-XX runs, ensemble.json and OUT/best (every backend)."),
     ensemble_alpha: Optional[str] = typer.Option(None, "--ensemble-alpha", help="With --ensemble: comma-separated α values; member k uses the (k mod n)-th."),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -56,8 +56,6 @@ def fit_cmd(
     params, spec_kw = parse_fit_options(options)
     model = ConvSSM(**params).validate()  # bad values fail here, before any data is read
     spec = validate_options(InputSpec(**spec_kw, quiet=quiet))
-    if resume and (ensemble != 1 or ensemble_alpha is not None):
-        raise DsreconError("--resume is not supported with --ensemble (ensembles are written only when complete); rerun with --force")
     if ensemble < 1:
         raise DsreconError(f"--ensemble must be at least 1, got {ensemble}")
     check_target(output, resume=resume, force=force)  # refuse an unusable -o before loading anything
@@ -65,7 +63,7 @@ def fit_cmd(
     if model.decoder == "identity" and recs[0].regressors is not None:
         log("nuisance regressors present: use --decoder regressor to model them; the identity decoder ignores them", quiet)
     if ensemble != 1 or ensemble_alpha is not None:
-        from dsrecon.training.ensemble import fit_ensemble_cli
+        from dsrecon.cli.ensemble import fit_ensemble_cli
 
         return fit_ensemble_cli(model.resolved(recs, lambda s: log(s, quiet)), recs, output, ensemble, ensemble_alpha, resume=resume,
                                 force=force, quiet=quiet, as_json=as_json, inputs=[str(p) for p in inputs])

@@ -7,8 +7,9 @@ internal memory (SSM hidden states) append it after those M entries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
 import typing
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import torch
@@ -95,6 +96,38 @@ class LatentDynamics(nn.Module):
         """Constructor arguments beyond latent_dim needed to rebuild this backend."""
         return {}
 
+    # --- the parameter layout and the fast path for E members at once -----------------------
+    #: parameters the L2 penalty (--l2) applies to
+    l2_parameters: tuple[str, ...] = ()
+
+    def packed_layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of every parameter, in the order of a packed row (E, P) of E members."""
+        return [(n, tuple(p.shape)) for n, p in self.named_parameters()]
+
+    def unpack(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Packed rows (E, P) → {name: (E, *shape)} views."""
+        out, o = {}, 0
+        for n, shp in self.packed_layout():
+            k = math.prod(shp)
+            out[n] = rows[:, o : o + k].reshape(rows.shape[0], *shp)
+            o += k
+        return out
+
+    def pack(self) -> torch.Tensor:
+        """This model's parameters as one packed row (P,) (differentiable)."""
+        params = dict(self.named_parameters())
+        return torch.cat([params[n].reshape(-1) for n, _ in self.packed_layout()])
+
+    def has_fused(self, like: torch.Tensor) -> bool:
+        """Whether `fused_rollout` serves tensors like ``like`` (device, dtype)."""
+        return False
+
+    def fused_rollout(self, rows: torch.Tensor, state0: torch.Tensor, teacher, alpha) -> torch.Tensor:
+        """`rollout` of E members of this architecture at once: packed rows (E, P), state0 (E, B, S),
+        teacher (E, B, T, F), alpha (E, T) → (E, B, T, S). Backends without one train E members
+        through torch.func.vmap of `rollout`."""
+        raise NotImplementedError
+
 
 def _alpha_per_step(alpha: torch.Tensor | float, T: int, like: torch.Tensor) -> torch.Tensor:
     a = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
@@ -103,6 +136,14 @@ def _alpha_per_step(alpha: torch.Tensor | float, T: int, like: torch.Tensor) -> 
     if a.shape != (T,):
         raise ValueError(f"alpha must be a scalar or have shape ({T},), got {tuple(a.shape)}")
     return a
+
+
+def all_members(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind a `torch.func.vmap` over ensemble members (t itself outside vmap):
+    a condition on it (`bool(...all())`) decides one code path for every member at once."""
+    while torch._C._functorch.is_batchedtensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
 
 
 def force(z: torch.Tensor, d: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

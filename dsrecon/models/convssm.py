@@ -68,7 +68,12 @@ class ConvSSMNet(nn.Module):
 
     def observe(self, Z: torch.Tensor, regressors: torch.Tensor | None = None) -> torch.Tensor:
         """Latent states (B, T, ≥M) → observations (B, T−K+1, N) (causal valid convolution)."""
-        y = self.decoder.latent_to_obs(Z[..., : self.M])  # (B, T, N)
+        y = self.convolve(self.decoder.latent_to_obs(Z[..., : self.M]))
+        reg = self.decoder.regress(regressors)
+        return y if reg is None else y + reg
+
+    def convolve(self, y: torch.Tensor) -> torch.Tensor:
+        """The measurement kernel over time: (B, T, N) → (B, T−K+1, N)."""
         B, T, N = y.shape
         K = self.K
         if K > 1 and T <= TOEPLITZ_MAX_T:
@@ -76,12 +81,9 @@ class ConvSSMNet(nn.Module):
             # (torch's conv1d takes ~25 ms for a 161-tap kernel on CPU; this takes microseconds)
             # one GEMM over all B·N channels: (T', T) @ (T, B·N), 3x faster than a batched matmul
             H = self._toeplitz(T, y.dtype, y.device)
-            y = (H @ y.transpose(0, 1).reshape(T, B * N)).reshape(-1, B, N).transpose(0, 1)
-        elif K > 1:
-            y = Fnn.conv1d(y.transpose(1, 2).reshape(B * N, 1, T), self.taps.to(y.dtype)).reshape(B, N, T - K + 1).transpose(1, 2)
-        reg = self.decoder.regress(regressors)
-        if reg is not None:
-            y = y + reg
+            return (H @ y.transpose(0, 1).reshape(T, B * N)).reshape(-1, B, N).transpose(0, 1)
+        if K > 1:
+            return Fnn.conv1d(y.transpose(1, 2).reshape(B * N, 1, T), self.taps.to(y.dtype)).reshape(B, N, T - K + 1).transpose(1, 2)
         return y
 
     def teacher_forced(self, d: torch.Tensor, alpha: torch.Tensor | float, regressors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +94,8 @@ class ConvSSMNet(nn.Module):
         Z = torch.cat([z0[:, None], Z], dim=1)
         reg = None if regressors is None else regressors[:, self.K - 1 :]
         return self.observe(Z, reg), Z
+
+    forward = teacher_forced  # torch.func.functional_call runs a module through forward
 
     @torch.no_grad()
     def free_run(self, state0: torch.Tensor, n_obs_steps: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,8 @@ DECODERS = ("identity", "affine", "regressor")
 
 class Decoder(nn.Module):
     kind = ""
+    #: parameters the L2 penalty (--l2) applies to
+    l2_parameters: tuple[str, ...] = ()
 
     def __init__(self, latent_dim: int, n_obs: int, n_regressors: int = 0):
         super().__init__()
@@ -51,6 +53,7 @@ class AffineDecoder(Decoder):
     """x̂ = B z with a learned (N, M) matrix."""
 
     kind = "affine"
+    l2_parameters = ("B",)
 
     def __init__(self, latent_dim: int, n_obs: int, n_regressors: int = 0, generator: torch.Generator | None = None):
         super().__init__(latent_dim, n_obs, n_regressors)

@@ -64,20 +64,23 @@ class SequenceSampler:
         return self.starts.shape[0]
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        idx = rng.integers(0, len(self), size=batch_size)
+        """One batch: teacher (B, T̃, N), x (B, T̃−K+1, N), mask (B, T̃−K+1), regressors (B, T̃, R) or None."""
+        return {k: None if v is None else v[0] for k, v in self.gather(rng.integers(0, len(self), size=batch_size)[None]).items()}
+
+    def gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The sequences of start indices idx (E, B) (E members' batches) as (E, B, …) arrays, one fancy index each."""
+        if not hasattr(self, "_cat"):  # the recordings end to end, and each start's position there
+            lens = np.array([r.x.shape[0] for r in self.recs])
+            offsets = np.concatenate([[0], np.cumsum(lens)[:-1]])
+            cat = lambda a: None if a[0] is None else np.concatenate(a)  # noqa: E731
+            self._cat = {k: cat([getattr(r, k) for r in self.recs]) for k in ("teacher", "x", "mask", "regressors")}
+            self._gstart = offsets[self.starts[:, 0]] + self.starts[:, 1]
         T, K = self.seq_len, self.K
-        d = np.empty((batch_size, T, self.N), np.float32)
-        x = np.empty((batch_size, T - K + 1, self.N), np.float32)
-        m = np.empty((batch_size, T - K + 1), bool)
-        reg = np.empty((batch_size, T, self.R), np.float32) if self.R else None
-        for b, (ri, s) in enumerate(self.starts[idx]):
-            r = self.recs[ri]
-            d[b] = r.teacher[s : s + T]
-            x[b] = r.x[s + K - 1 : s + T]
-            m[b] = r.mask[s + K - 1 : s + T]
-            if reg is not None:
-                reg[b] = r.regressors[s : s + T]
-        return {"teacher": d, "x": x, "mask": m, "regressors": reg}
+        g = self._gstart[idx][..., None]  # (E, B, 1)
+        tt, to = g + np.arange(T), g + np.arange(K - 1, T)
+        c = self._cat
+        return {"teacher": c["teacher"][tt].astype(np.float32, copy=False), "x": c["x"][to].astype(np.float32, copy=False), "mask": c["mask"][to],
+                "regressors": None if c["regressors"] is None else c["regressors"][tt].astype(np.float32, copy=False)}
 
 
 #: default latent sequence length T̃ (ALGORITHMS.md §4)

@@ -1,7 +1,18 @@
-"""The GTF training loop: schedule, validation, best model, early stopping, checkpoints, resume.
+"""The GTF training engine: E members at once (a plain fit is E = 1, `--ensemble K` is E = K).
 
 One epoch = `batches_per_epoch` RAdam steps on batches of `batch_size` sequences. The learning rate
 decays exponentially once per epoch from `learning_rate` to `lr_end` over `epochs`.
+
+Member k is exactly the model a plain fit with its seed and α trains: its parameters are a row
+of one (E, P) matrix, its batches and noise come from its own `np.random.default_rng(seed)`, its
+optimiser is RAdam with its own learning rate and step count (one vectorised step over the rows),
+its gradient is clipped by its own norm. What members share is the arithmetic: one rollout of
+E·B sequences (the backend's fused kernel, else `torch.func.vmap` over the members), one
+measurement-kernel product and one backward pass of the summed losses (the rows are disjoint, so
+each member's gradient is its own). Per-member bookkeeping (validation, best model, patience,
+divergence retries, collapse restores, α schedule) lives in `Member`; the loop is `Trainer.fit`.
+
+Units: losses are mean squared errors in z-scored units; seconds are wall time of the whole step.
 """
 
 from __future__ import annotations
@@ -9,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -110,33 +122,230 @@ def generate_after(net: ConvSSMNet, train, n: int, total: int | None = None) -> 
     return x
 
 
+# ----------------------------------------------------------------------------- E members as one matrix
+class Stack:
+    """E ConvSSMNets of one architecture as one (E, P) parameter matrix ``flat``.
+
+    Row layout: the dynamics block in the backend's `packed_layout()` (what its fused kernel
+    reads), then the rest of the net (L_init, decoder) in declaration order."""
+
+    def __init__(self, nets: list[ConvSSMNet]):
+        t = self.template = nets[0]
+        dyn = [(f"dynamics.{n}", shp) for n, shp in t.dynamics.packed_layout()]
+        assert sorted(n for n, _ in dyn) == sorted(n for n, _ in t.named_parameters() if n.startswith("dynamics."))
+        rest = [(n, tuple(p.shape)) for n, p in t.named_parameters() if not n.startswith("dynamics.")]
+        self.layout: dict[str, tuple[int, tuple[int, ...]]] = {}
+        o = 0
+        for n, shp in dyn + rest:
+            self.layout[n] = (o, shp)
+            o += math.prod(shp)
+        self.P, self.P_dyn = o, sum(math.prod(shp) for _, shp in dyn)
+        self.device = next(t.parameters()).device
+        self.flat = torch.stack([self.row_of(n) for n in nets]).to(self.device)
+        l2 = {f"dynamics.{n}" for n in t.dynamics.l2_parameters} | {f"decoder.{n}" for n in t.decoder.l2_parameters}
+        self.l2_mask = torch.zeros(self.P, dtype=torch.bool, device=self.device)
+        for n in l2:
+            o, shp = self.layout[n]
+            self.l2_mask[o : o + math.prod(shp)] = True
+        self.fused = t.dynamics.has_fused(self.flat)
+
+    def row_of(self, net: ConvSSMNet) -> torch.Tensor:
+        params = dict(net.named_parameters())
+        return torch.cat([params[n].detach().reshape(-1).to(torch.float32) for n in self.layout])
+
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{name: (E', *shape)} views of the rows of ``flat`` (E', P)."""
+        return {n: flat[:, o : o + math.prod(shp)].reshape(flat.shape[0], *shp) for n, (o, shp) in self.layout.items()}
+
+    def load_into(self, net: ConvSSMNet, row: torch.Tensor) -> ConvSSMNet:
+        """Copy one row (P,) into an ordinary ConvSSMNet of this architecture."""
+        params = dict(net.named_parameters())
+        with torch.no_grad():
+            for n, v in self.views(row[None]).items():
+                params[n].copy_(v[0])
+        return net
+
+    def losses(self, flat: torch.Tensor, batch: dict, alpha: torch.Tensor, l2: float) -> torch.Tensor:
+        """Per-member GTF loss (E',) of rows ``flat`` (E', P) on their batches (E', B, …); alpha (E', T−1)."""
+        t = self.template
+        d = batch["teacher_t"]  # (E, B, T, N)
+        E, B, T, N = d.shape
+        if self.fused:  # the backend's kernel over all E·B sequences, then decoder and kernel as ConvSSMNet.observe
+            v = self.views(flat)
+            z0 = d[:, :, 0, : t.F]
+            if t.M > t.F:
+                z0 = torch.cat([z0, torch.einsum("ebn,ekn->ebk", d[:, :, 0], v["L_init"])], dim=-1)
+            Z = t.dynamics.fused_rollout(flat[:, : self.P_dyn], z0.contiguous(), batch["teacher"][:, :, 1:, : t.F], alpha)
+            k = t.M if "decoder.B" in v else N  # the units the decoder reads (identity: the first N)
+            Z = torch.cat([z0[:, :, None, :k], Z[..., :k]], dim=2)  # (E, B, T, k)
+            y = torch.einsum("ebtm,enm->ebtn", Z, v["decoder.B"]) if "decoder.B" in v else Z
+            y = t.convolve(y.reshape(E * B, T, N)).reshape(E, B, -1, N)
+            if "decoder.J" in v and batch["reg_t"] is not None:
+                y = y + torch.einsum("ebtr,enr->ebtn", batch["reg_t"][:, :, t.K - 1 :], v["decoder.J"])
+        else:  # any backend: its own rollout, vectorised over the members
+            reg = batch["reg_t"]
+            one = lambda p, d, a, r=None: torch.func.functional_call(t, p, (d, a, r))[0]  # noqa: E731
+            args = (self.views(flat), d, alpha) + (() if reg is None else (reg,))
+            y = torch.func.vmap(one)(*args)
+        m = batch["mask_t"]  # (E, B, T−K+1)
+        loss = (((y - batch["x_t"]) ** 2) * m[..., None]).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2)) * N).clamp_min(1.0)
+        if l2 > 0:
+            loss = loss + l2 * ((flat**2) * self.l2_mask).sum(1)
+        return loss
+
+
+class StackedRAdam:
+    """torch.optim.RAdam (β 0.9/0.999, ε 1e-8, no weight decay) over the rows of an (E, P) matrix,
+    with a learning rate and a step count per row: row e follows exactly the trajectory an
+    independent RAdam on member e's parameters would (elementwise arithmetic)."""
+
+    BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+
+    def __init__(self, E: int, P: int, device: torch.device):
+        self.m = torch.zeros(E, P, device=device)
+        self.v = torch.zeros(E, P, device=device)
+        self.step_count = np.zeros(E, dtype=np.int64)
+
+    @torch.no_grad()
+    def step(self, flat: torch.Tensor, grad: torch.Tensor, lr: np.ndarray, m: torch.Tensor, v: torch.Tensor, steps: np.ndarray) -> None:
+        """One step of rows ``flat`` with moments m, v and step counts ``steps`` (updated in place)."""
+        b1, b2 = self.BETA1, self.BETA2
+        steps += 1
+        t = steps.astype(np.float64)
+        m.lerp_(grad, 1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        rho_inf = 2 / (1 - b2) - 1
+        rho_t = rho_inf - 2 * t * (b2**t) / bc2
+        adaptive = rho_t > 5.0
+        rect = np.sqrt(np.where(adaptive, (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 1.0))
+        col = lambda a: torch.as_tensor(a, dtype=flat.dtype, device=flat.device)[:, None]  # noqa: E731
+        if adaptive.all():
+            flat.sub_(m * col(lr / bc1) * (col(np.sqrt(bc2) * rect) / (v.sqrt() + self.EPS)))
+        elif not adaptive.any():
+            flat.sub_(m * col(lr / bc1))
+        else:
+            ad = torch.as_tensor(adaptive, device=flat.device)[:, None]
+            flat.sub_(m * col(lr / bc1) * torch.where(ad, col(np.sqrt(bc2) * rect) / (v.sqrt() + self.EPS), torch.ones_like(v)))
+
+    def reset(self, e: int) -> None:
+        """Fresh moments for row e, as a new torch optimiser would have."""
+        self.m[e].zero_()
+        self.v[e].zero_()
+        self.step_count[e] = 0
+
+
+def clip_rows_(grad: torch.Tensor, max_norm: float) -> None:
+    """Per-row (per-member) `clip_grad_norm_`: scale row e by min(1, max_norm / (‖g_e‖ + 1e-6))."""
+    norms = torch.linalg.vector_norm(grad, dim=1)
+    grad.mul_(torch.clamp(max_norm / (norms + 1e-6), max=1.0)[:, None])
+
+
+# ----------------------------------------------------------------------------- one member's bookkeeping
+class Member:
+    """What is a member's own: its seed and options, α schedule, batch/noise stream, learning-rate
+    scale, best model, patience, divergence retries, collapse restores and training log."""
+
+    #: fields saved in the checkpoint as they are
+    SCALARS = ("lr_scale", "divergences", "batches_done", "best_epoch", "bad_validations", "stopped_early", "failed",
+               "collapse_restores", "epochs_run")
+
+    def __init__(self, seed: int, opts: TrainOptions):
+        self.seed, self.opts = int(seed), opts
+        self.alpha = opts.schedule()
+        self.rng = np.random.default_rng(self.seed)
+        self.lr_scale, self.divergences, self.batches_done = 1.0, 0, 0
+        self.rows: list[dict] = []
+        self.best_row: torch.Tensor | None = None
+        self.best_score = (float("inf"), float("inf"))
+        self.best_metrics = (float("nan"), float("nan"))
+        self.best_epoch = self.bad_validations = self.collapse_restores = self.epochs_run = 0
+        self.stopped_early = False
+        self.failed: str | None = None
+        self.nan_fired = False
+
+    @property
+    def active(self) -> bool:
+        return not self.stopped_early and self.failed is None
+
+    def record(self, v: dict, epoch: int, row: torch.Tensor) -> bool:
+        """Book a validation result v of the model ``row`` at ``epoch``; True when the free run
+        collapsed and the best model should come back (`should_restore_best`)."""
+        score = (v["D_stsp"] if math.isfinite(v["D_stsp"]) else float("inf"), v["D_H"] if math.isfinite(v["D_H"]) else float("inf"))
+        if score < self.best_score:
+            self.best_score, self.best_epoch, self.bad_validations = score, epoch, 0
+            self.best_metrics = (v["D_stsp"], v["D_H"])
+            self.best_row = row.detach().clone()
+            return False
+        self.bad_validations += 1
+        return should_restore_best(v, self.best_score[0], self.opts)
+
+    def state(self) -> dict:
+        return {**{k: getattr(self, k) for k in self.SCALARS}, "seed": self.seed, "rows": self.rows,
+                "best_score": list(self.best_score), "best_metrics": list(self.best_metrics), "alpha": self.alpha.state(),
+                "rng": ckpt.rng_state_to_json(self.rng), "has_best": self.best_row is not None}
+
+    def load(self, st: dict, best_row: torch.Tensor | None) -> None:
+        filled = lambda vals, fill: tuple(fill if x is None else x for x in vals)  # noqa: E731 (JSON writes inf/nan as null)
+        for k in self.SCALARS:
+            setattr(self, k, st[k])
+        self.rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in st["rows"]]
+        self.best_score, self.best_metrics = filled(st["best_score"], float("inf")), filled(st["best_metrics"], float("nan"))
+        self.alpha.load(st["alpha"])
+        self.rng = ckpt.rng_from_json(st["rng"])
+        self.best_row = best_row
+
+    def summary(self) -> dict:
+        be = self.best_epoch
+        return {"epochs_run": self.epochs_run, "best_epoch": be or self.epochs_run,
+                "best_val_D_stsp": self.best_metrics[0] if be else None, "best_val_D_H": self.best_metrics[1] if be else None,
+                "stopped_early": self.stopped_early, "final_loss": self.rows[-1]["loss"] if self.rows else None,
+                "divergence_restarts": self.divergences, "final_alpha": self.alpha.value, "collapse_restores": self.collapse_restores,
+                "failed": self.failed}
+
+
+# ----------------------------------------------------------------------------- the engine
 class Trainer:
-    def __init__(self, net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int, run_dir: Path | None = None,
-                 progress: Callable[[int, int, str], None] | None = None, log: Callable[[str], None] | None = None):
-        self.net, self.data, self.opts, self.seed = net, data, opts, seed
-        self.run_dir = run_dir
+    """GTF training of E members (one architecture) in one computation; `fit()` returns one summary each.
+
+    nets: the freshly built members; opts: one TrainOptions per member (they may differ only in
+    ``alpha``), or one for all; seeds: one per member (its batch/noise stream and validation seed).
+    With ``run_dir`` the engine checkpoints into run_dir/checkpoint and resumes from it."""
+
+    def __init__(self, nets: list[ConvSSMNet], data: PreparedData, opts: TrainOptions | list[TrainOptions], seeds: list[int],
+                 run_dir: Path | None = None, progress: Callable[[int, int, str], None] | None = None,
+                 log: Callable[[str], None] | None = None):
+        opts = [opts] * len(nets) if isinstance(opts, TrainOptions) else list(opts)
+        if not nets or not (len(nets) == len(opts) == len(seeds)):
+            raise ValueError("nets, opts and seeds must have one entry per member")
+        if any(replace(o, alpha="0") != replace(opts[0], alpha="0") for o in opts):
+            raise DsreconError("ensemble members may differ only in seed and --alpha")
+        self.nets, self.data, self.o, self.run_dir = nets, data, opts[0], run_dir
+        self.E = len(nets)
         self.progress = progress or (lambda *a: None)
         self.log = log or (lambda s: None)
-        self.sampler = SequenceSampler(data.train, opts.sequence_length, net.K)
-        self.device = next(net.parameters()).device
-        self.alpha = opts.schedule()
-        self.opt = torch.optim.RAdam(net.parameters(), lr=opts.learning_rate, foreach=True)
-        self.gamma = (opts.lr_end / opts.learning_rate) ** (1.0 / max(opts.epochs, 1))
-        self.rng = np.random.default_rng(seed)
+        self.members = [Member(s, o) for s, o in zip(seeds, opts)]
+        self.stack = Stack(nets)
+        self.device = self.stack.device
+        self.sampler = SequenceSampler(data.train, self.o.sequence_length, nets[0].K)
+        self.opt = StackedRAdam(self.E, self.stack.P, self.device)
+        self.gamma = (self.o.lr_end / self.o.learning_rate) ** (1.0 / max(self.o.epochs, 1))
         self.epoch = 0
-        self.lr_scale = 1.0
-        self.divergences = 0
-        self.rows: list[dict] = []
-        self.best_state: dict | None = None
-        self.best_score = (float("inf"), float("inf"))
-        self.best_epoch = 0
-        self.best_metrics = (float("nan"), float("nan"))
-        self.bad_validations = 0
-        self.stopped_early = False
-        self.batches_done = 0
-        self.collapse_restores = 0
         self.checkpoint_epoch: int | None = None  # the epoch the checkpoint on disk holds
-        self._nan_fired = False
+
+    @property
+    def stopped_early(self) -> bool:
+        return not any(m.active for m in self.members) and any(m.stopped_early for m in self.members)
+
+    def _say(self, e: int, msg: str) -> None:
+        self.log(msg if self.E == 1 else f"member {e} (seed {self.members[e].seed}): {msg}")
+
+    def member_net(self, e: int, row: torch.Tensor | None = None) -> ConvSSMNet:
+        """Member e as an ordinary ConvSSMNet holding its current (or the given) parameters."""
+        return self.stack.load_into(self.nets[e], self.stack.flat[e] if row is None else row)
+
+    def _lr(self, e: int) -> float:
+        return self.o.learning_rate * self.gamma**self.epoch * self.members[e].lr_scale
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -149,20 +358,14 @@ class Trainer:
         Until state.json is replaced it still names the previous, complete tensor file."""
         if self.ckpt_dir is None:
             return
-        tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
-        if self.best_state is not None:
-            tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
-        opt_t, opt_meta = ckpt.optimizer_to_flat(self.opt)
-        tensors.update(opt_t)
-        name = f"state-{self.epoch:06d}-{self.batches_done}.safetensors"
+        tensors = {"flat": self.stack.flat, "opt.m": self.opt.m, "opt.v": self.opt.v}
+        tensors.update({f"best.{e}": m.best_row for e, m in enumerate(self.members) if m.best_row is not None})
+        batches = sum(m.batches_done for m in self.members)
+        name = f"state-{self.epoch:06d}-{batches}.safetensors"
         ckpt.save_tensors(self.ckpt_dir / name, tensors)
         ckpt.write_state_json(self.ckpt_dir / "state.json", {
-            "epoch": self.epoch, "lr_scale": self.lr_scale, "divergences": self.divergences, "rows": self.rows,
-            "best_score": list(self.best_score), "best_metrics": list(self.best_metrics), "best_epoch": self.best_epoch, "bad_validations": self.bad_validations,
-            "alpha": self.alpha.state(), "rng": ckpt.rng_state_to_json(self.rng), "optimizer": opt_meta,
-            "batches_done": self.batches_done, "has_best": self.best_state is not None,
-            "collapse_restores": self.collapse_restores, "stopped_early": self.stopped_early, "tensors": name,
-        })
+            "format": "dsrecon-engine/1", "epoch": self.epoch, "members": [m.state() for m in self.members],
+            "opt_steps": self.opt.step_count.tolist(), "tensors": name})
         for old in self.ckpt_dir.glob("state*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -171,158 +374,211 @@ class Trainer:
     def load_checkpoint(self) -> bool:
         if self.ckpt_dir is None or not (self.ckpt_dir / "state.json").exists():
             return False
+        for tmp in self.ckpt_dir.glob(".state*.tmp"):  # a write cut off by a kill (SIGKILL mid-save)
+            tmp.unlink(missing_ok=True)
         st = ckpt.read_state_json(self.ckpt_dir / "state.json")
-        tensors = ckpt.load_tensors(self.ckpt_dir / st.get("tensors", "state.safetensors"))
-        self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        if st["has_best"]:
-            self.best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-        ckpt.optimizer_from_flat(self.opt, tensors, st["optimizer"])
-        self.epoch, self.lr_scale, self.divergences = st["epoch"], st["lr_scale"], st["divergences"]
-        self.rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in st["rows"]]
-        bs = st["best_score"]
-        self.best_score = tuple(float("inf") if v is None else v for v in bs)
-        self.best_epoch, self.bad_validations = st["best_epoch"], st["bad_validations"]
-        self.best_metrics = tuple(float("nan") if v is None else v for v in st.get("best_metrics", [None, None]))
-        self.alpha.load(st["alpha"])
-        self.rng = ckpt.rng_from_json(st["rng"])
-        self.batches_done = st["batches_done"]
-        self.collapse_restores = st.get("collapse_restores", 0)
-        self.stopped_early = bool(st.get("stopped_early", False))
-        self.checkpoint_epoch = self.epoch
+        if st.get("format") != "dsrecon-engine/1" or len(st["members"]) != self.E:
+            raise DsreconError(f"{self.ckpt_dir}: a checkpoint of another dsrecon version or ensemble size; start over with --force")
+        tensors = ckpt.load_tensors(self.ckpt_dir / st["tensors"])
+        dev = self.device
+        self.stack.flat = tensors["flat"].to(dev)
+        self.opt.m, self.opt.v = tensors["opt.m"].to(dev), tensors["opt.v"].to(dev)
+        self.opt.step_count = np.asarray(st["opt_steps"], dtype=np.int64)
+        for e, (m, ms) in enumerate(zip(self.members, st["members"])):
+            m.load(ms, tensors[f"best.{e}"].to(dev) if ms["has_best"] else None)
+        self.epoch = self.checkpoint_epoch = st["epoch"]
         return True
 
-    # ------------------------------------------------------------------ the loop
-    def _lr(self) -> float:
-        return self.opts.learning_rate * self.gamma**self.epoch * self.lr_scale
-
-    def _batch_loss(self, batch: dict) -> torch.Tensor:
-        o = self.opts
-        d = batch["teacher"]
-        x = batch["x"]
+    # ------------------------------------------------------------------ one epoch
+    def _draw(self, idx: np.ndarray, flat: torch.Tensor) -> dict:
+        """Every member's batch from its own rng, in the order of draws a plain fit makes (start
+        indices, then an adaptive-α update on the clean teacher, then observation and teacher noise)."""
+        o = self.o
+        b = self.sampler.gather(np.stack([self.members[e].rng.integers(0, len(self.sampler), size=o.batch_size) for e in idx]))
+        for j, e in enumerate(idx):
+            m = self.members[e]
+            if m.alpha.mode == "adaptive" and m.batches_done % o.adaptive_every == 0:
+                net = self.member_net(e, flat[j].detach())
+                m.alpha.update_adaptive(jacobian_growth(net, torch.from_numpy(b["teacher"][j]).to(self.device)))
         if o.noise > 0:
-            x = x + o.noise * self.rng.standard_normal(x.shape, dtype=np.float32)
-            d = d + o.noise * self.rng.standard_normal(d.shape, dtype=np.float32)
+            nx, nd = np.empty_like(b["x"]), np.empty_like(b["teacher"])
+            for j, e in enumerate(idx):
+                self.members[e].rng.standard_normal(out=nx[j], dtype=np.float32)
+                self.members[e].rng.standard_normal(out=nd[j], dtype=np.float32)
+            nx *= np.float32(o.noise)  # x + noise·n in float32, in place
+            nd *= np.float32(o.noise)
+            b["x"] += nx
+            b["teacher"] += nd
         dev = self.device
-        d_t = torch.from_numpy(d).to(dev)
-        a = torch.from_numpy(self.alpha.weights(d.shape[1] - 1)).to(dev)
-        reg = None if batch["regressors"] is None else torch.from_numpy(batch["regressors"]).to(dev)
-        xhat, _ = self.net.teacher_forced(d_t, a, reg)
-        m = torch.from_numpy(batch["mask"]).to(dev, xhat.dtype)[..., None]
-        err = ((xhat - torch.from_numpy(x).to(dev)) ** 2 * m).sum() / (m.sum() * x.shape[-1]).clamp_min(1.0)
-        if o.l2 > 0:
-            err = err + o.l2 * sum((p**2).sum() for n, p in self.net.named_parameters() if n.split(".")[-1] in ("W", "W1", "W2", "B"))
-        return err
+        b["teacher_t"], b["x_t"] = torch.from_numpy(b["teacher"]).to(dev), torch.from_numpy(b["x"]).to(dev)
+        b["mask_t"] = torch.from_numpy(b["mask"]).to(dev, torch.float32)
+        b["reg_t"] = None if b["regressors"] is None else torch.from_numpy(b["regressors"]).to(dev)
+        return b
 
-    def _update_alpha(self, batch: dict) -> None:
-        if self.alpha.mode == "adaptive" and self.batches_done % self.opts.adaptive_every == 0:
-            G = jacobian_growth(self.net, torch.from_numpy(batch["teacher"]).to(self.device))
-            self.alpha.update_adaptive(G)
+    def run_epoch(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """One epoch of the members idx (default: the active ones) → their mean losses, NaN for a
+        member whose loss became non-finite (it is restored by `fit`)."""
+        idx = np.array([e for e, m in enumerate(self.members) if m.active] if idx is None else idx, dtype=int)
+        o = self.o
+        full = idx.size == self.E
+        it = torch.as_tensor(idx, device=self.device)
+        flat = (self.stack.flat if full else self.stack.flat[it].clone()).requires_grad_(True)
+        mom, var = (self.opt.m, self.opt.v) if full else (self.opt.m[it].clone(), self.opt.v[it].clone())
+        steps = self.opt.step_count[idx].copy()
+        lr = np.array([self._lr(e) for e in idx])
+        T = o.sequence_length - 1
+        alphas = lambda: torch.from_numpy(np.stack([self.members[e].alpha.weights(T) for e in idx])).to(self.device)  # noqa: E731
+        adaptive = any(self.members[e].alpha.mode == "adaptive" for e in idx)
+        alpha = None if adaptive else alphas()  # fixed and sparse schedules do not change within an epoch
+        sums, bad = np.zeros(idx.size), np.zeros(idx.size, dtype=bool)
+        for _ in range(o.batches_per_epoch):
+            batch = self._draw(idx, flat)
+            losses = self.stack.losses(flat, batch, alphas() if adaptive else alpha, o.l2)
+            if o.nan_at_batch is not None:
+                losses = losses * torch.as_tensor(self._poison(idx), dtype=losses.dtype, device=losses.device)
+            lv = losses.detach().cpu().numpy().astype(np.float64)
+            bad |= ~np.isfinite(lv)
+            sums += np.where(bad, 0.0, lv)
+            flat.grad = None
+            losses.sum().backward()
+            g = flat.grad
+            if bad.any():  # a diverged member is restored after the epoch; keep its NaNs out of its row
+                g[torch.as_tensor(bad, device=self.device)] = 0.0
+            if o.grad_clip:
+                clip_rows_(g, o.grad_clip)
+            self.opt.step(flat, g, lr, mom, var, steps)
+            for e in idx:
+                self.members[e].batches_done += 1
+        flat.grad = None
+        flat.requires_grad_(False)
+        self.opt.step_count[idx] = steps
+        if not full:
+            with torch.no_grad():
+                self.stack.flat[it], self.opt.m[it], self.opt.v[it] = flat, mom, var
+        out = sums / o.batches_per_epoch
+        out[bad] = np.nan
+        return out
 
-    def run_epoch(self) -> float:
-        for g in self.opt.param_groups:
-            g["lr"] = self._lr()
-        losses = []
-        for b in range(self.opts.batches_per_epoch):
-            batch = self.sampler.sample(self.opts.batch_size, self.rng)
-            self._update_alpha(batch)
-            loss = self._batch_loss(batch)
-            nb = self.opts.nan_at_batch
-            if nb is not None and (nb == -1 or (nb == self.batches_done and not self._nan_fired)):
-                self._nan_fired = True  # a one-off fault fires once; -1 poisons every batch
-                loss = loss * float("nan")
-            if not torch.isfinite(loss):
-                return float("nan")
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.opts.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.opts.grad_clip, foreach=True)
-            self.opt.step()
-            self.batches_done += 1
-            losses.append(loss.item())
-        return float(np.mean(losses))
+    def _poison(self, idx: np.ndarray) -> np.ndarray:
+        """The nan_at_batch testing hook: NaN for a member whose loss is to be poisoned (a one-off
+        fault fires once; -1 poisons every batch), else 1."""
+        nb, out = self.o.nan_at_batch, np.ones(idx.size)
+        for j, e in enumerate(idx):
+            m = self.members[e]
+            if nb is not None and (nb == -1 or (nb == m.batches_done and not m.nan_fired)):
+                m.nan_fired, out[j] = True, np.nan
+        return out
 
-    def _snapshot(self) -> dict:
-        return {"net": copy.deepcopy(self.net.state_dict()), "opt": copy.deepcopy(self.opt.state_dict()),
-                "rng": copy.deepcopy(self.rng.bit_generator.state), "alpha": self.alpha.state(), "batches": self.batches_done}
+    def _snapshot(self, idx: np.ndarray) -> dict:
+        it = torch.as_tensor(idx, device=self.device)
+        return {"flat": self.stack.flat[it].clone(), "m": self.opt.m[it].clone(), "v": self.opt.v[it].clone(),
+                "steps": self.opt.step_count[idx].copy(), "rng": [copy.deepcopy(self.members[e].rng.bit_generator.state) for e in idx],
+                "alpha": [self.members[e].alpha.state() for e in idx], "batches": [self.members[e].batches_done for e in idx]}
 
-    def _restore(self, snap: dict) -> None:
-        self.net.load_state_dict(snap["net"])
-        self.opt.load_state_dict(snap["opt"])
-        self.rng.bit_generator.state = snap["rng"]
-        self.alpha.load(snap["alpha"])
-        self.batches_done = snap["batches"]
+    def _restore(self, snap: dict, idx: np.ndarray, which: np.ndarray) -> None:
+        """Restore the members idx[which] from a snapshot taken over idx."""
+        for j in np.flatnonzero(which):
+            e, m = idx[j], self.members[idx[j]]
+            with torch.no_grad():
+                self.stack.flat[e], self.opt.m[e], self.opt.v[e] = snap["flat"][j], snap["m"][j], snap["v"][j]
+            self.opt.step_count[e] = snap["steps"][j]
+            m.rng.bit_generator.state = copy.deepcopy(snap["rng"][j])
+            m.alpha.load(snap["alpha"][j])
+            m.batches_done = snap["batches"][j]
 
-    def _restore_best(self) -> None:
+    def _epoch_with_retries(self, idx: np.ndarray) -> np.ndarray:
+        """`run_epoch`; a member whose loss became non-finite is restored to the epoch's start and
+        redoes it with a halved learning rate, at most MAX_DIVERGENCE_RETRIES times in the fit."""
+        snap = self._snapshot(idx)
+        losses = self.run_epoch(idx)
+        todo = ~np.isfinite(losses)
+        while todo.any():
+            self._restore(snap, idx, todo)
+            redo = []
+            for e in idx[todo]:
+                m = self.members[e]
+                m.divergences += 1
+                if m.divergences > MAX_DIVERGENCE_RETRIES:
+                    m.failed = (f"training diverged (non-finite loss) at epoch {self.epoch + 1} after {MAX_DIVERGENCE_RETRIES} "
+                                "restarts with halved learning rates")
+                    self._say(e, m.failed)
+                else:
+                    m.lr_scale *= 0.5
+                    redo.append(e)
+                    self._say(e, f"non-finite loss at epoch {self.epoch + 1}: restored the last good state, learning rate halved to {self._lr(e):.3g}")
+            if not redo:
+                break
+            snap = self._snapshot(idx)  # (the members not redone are unchanged by the restore)
+            again = self.run_epoch(np.array(redo))
+            pos = {e: j for j, e in enumerate(idx)}
+            todo = np.zeros(idx.size, dtype=bool)
+            for e, v in zip(redo, again):
+                losses[pos[e]], todo[pos[e]] = v, not math.isfinite(v)
+        return losses
+
+    def _restore_best(self, e: int) -> None:
         """The free run has collapsed onto a fixed point (or a tiny cycle) and the model is clearly
         worse than its best: continue from the best state with fresh optimiser moments instead of
         training on in the collapsed regime (`--restore-on-collapse`). The batch stream goes on, so
         the retried stretch sees other batches. Opt-in: on Lorenz63-BOLD one seed that had collapsed
         at epoch 425 was still collapsed at epoch 2 000 and gained from it, another recovered by itself
         without it and lost (docs/benchmarks.md, round 5)."""
-        self.net.load_state_dict(self.best_state)
-        self.opt.state.clear()
-        self.collapse_restores += 1
-        self.log(f"free run collapsed at epoch {self.epoch}: restored the best model (epoch {self.best_epoch})")
+        m = self.members[e]
+        with torch.no_grad():
+            self.stack.flat[e] = m.best_row
+        self.opt.reset(e)
+        m.collapse_restores += 1
+        self._say(e, f"free run collapsed at epoch {self.epoch}: restored the best model (epoch {m.best_epoch})")
 
-    def fit(self) -> dict:
-        o = self.opts
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> list[dict]:
+        o = self.o
         total = o.epochs
-        while self.epoch < total and not self.stopped_early:
+        while self.epoch < total:
+            idx = np.array([e for e, m in enumerate(self.members) if m.active], dtype=int)
+            if idx.size == 0:
+                break
             t0 = time.perf_counter()
-            snap = self._snapshot()
-            loss = self.run_epoch()
-            while not math.isfinite(loss):
-                self.divergences += 1
-                self._restore(snap)
-                if self.divergences > MAX_DIVERGENCE_RETRIES:
-                    raise DivergenceError(
-                        f"training diverged (non-finite loss) at epoch {self.epoch + 1} after {MAX_DIVERGENCE_RETRIES} restarts "
-                        "with halved learning rates; try a smaller --learning-rate or a larger --alpha"
-                    )
-                self.lr_scale *= 0.5
-                self.log(f"non-finite loss at epoch {self.epoch + 1}: restored the last good state, learning rate halved to {self._lr():.3g}")
-                snap = self._snapshot()
-                loss = self.run_epoch()
+            losses = self._epoch_with_retries(idx)
+            if all(m.failed for m in self.members):
+                raise DivergenceError(self.members[0].failed + "; try a smaller --learning-rate or a larger --alpha" if self.E == 1 else
+                                      f"all {self.E} ensemble members diverged; try a smaller --learning-rate or a larger --alpha")
             self.epoch += 1
-            row = {"epoch": self.epoch, "loss": loss, "alpha": self.alpha.value, "lr": self._lr(),
-                   "seconds": time.perf_counter() - t0, "val_D_stsp": float("nan"), "val_D_H": float("nan")}
+            seconds = time.perf_counter() - t0
             do_val = bool(self.data.test) and (self.epoch % o.val_every == 0 or self.epoch == total)
-            if do_val:
-                v = validate(self.net, self.data, o, seed=self.seed)
-                row["val_D_stsp"], row["val_D_H"] = v["D_stsp"], v["D_H"]
-                score = (v["D_stsp"] if math.isfinite(v["D_stsp"]) else float("inf"), v["D_H"] if math.isfinite(v["D_H"]) else float("inf"))
-                if score < self.best_score:
-                    self.best_score, self.best_epoch, self.bad_validations = score, self.epoch, 0
-                    self.best_metrics = (v["D_stsp"], v["D_H"])
-                    self.best_state = copy.deepcopy(self.net.state_dict())
-                else:
-                    self.bad_validations += 1
-                    if should_restore_best(v, self.best_score[0], o):
-                        self._restore_best()
-            self.rows.append(row)
-            status = f"loss {loss:.4g} α {self.alpha.value:.3g}"
-            if self.best_epoch:
-                status += f" best D_stsp {self.best_score[0]:.3g}@{self.best_epoch}"
-            self.progress(self.epoch, total, status)
-            min_epochs = o.epochs // 2 if o.min_epochs is None else o.min_epochs
-            # chaotic training is not monotone in D_stsp: an attractor often appears only after a
-            # long plateau, so early stopping waits for half the budget (measured on Lorenz63-BOLD)
-            early = do_val and o.patience > 0 and self.bad_validations >= o.patience and self.epoch >= min_epochs
+            early = False
+            for j, e in enumerate(idx):
+                m = self.members[e]
+                if m.failed:
+                    continue
+                m.epochs_run = self.epoch
+                row = {"epoch": self.epoch, "loss": float(losses[j]), "alpha": m.alpha.value, "lr": self._lr(e), "seconds": seconds,
+                       "val_D_stsp": float("nan"), "val_D_H": float("nan")}
+                if do_val:
+                    v = validate(self.member_net(e), self.data, m.opts, seed=m.seed)
+                    row["val_D_stsp"], row["val_D_H"] = v["D_stsp"], v["D_H"]
+                    if m.record(v, self.epoch, self.stack.flat[e]):
+                        self._restore_best(e)
+                m.rows.append(row)
+                min_epochs = o.epochs // 2 if o.min_epochs is None else o.min_epochs
+                # chaotic training is not monotone in D_stsp: an attractor often appears only after a
+                # long plateau, so early stopping waits for half the budget (measured on Lorenz63-BOLD)
+                if do_val and o.patience > 0 and m.bad_validations >= o.patience and self.epoch >= min_epochs:
+                    m.stopped_early = early = True
+                    self._say(e, f"early stop at epoch {self.epoch}: no validation improvement in {o.patience} checks")
+            self.progress(self.epoch, total, self._status(idx, losses))
             if self.epoch % o.checkpoint_every == 0 or do_val or early:
                 self.save_checkpoint()
-            if early:
-                self.stopped_early = True
-                self.log(f"early stop at epoch {self.epoch}: no validation improvement in {o.patience} checks")
-                break
-            if o.stop_after_epoch is not None and self.epoch >= o.stop_after_epoch:
+            if o.stop_after_epoch is not None and self.epoch >= o.stop_after_epoch and not self.stopped_early:
                 raise Interrupted(self.epoch)  # like a kill: whatever is not checkpointed is lost
-        if self.best_state is not None:
-            self.net.load_state_dict(self.best_state)
-        return {
-            "epochs_run": self.epoch, "best_epoch": self.best_epoch or self.epoch,
-            "best_val_D_stsp": self.best_metrics[0] if self.best_epoch else None,
-            "best_val_D_H": self.best_metrics[1] if self.best_epoch else None,
-            "stopped_early": self.stopped_early, "final_loss": self.rows[-1]["loss"] if self.rows else None,
-            "divergence_restarts": self.divergences, "final_alpha": self.alpha.value,
-            "collapse_restores": self.collapse_restores,
-        }
+        for e, m in enumerate(self.members):
+            self.member_net(e, m.best_row)  # the best state (or the last one) into the member's net
+        return [m.summary() for m in self.members]
+
+    def _status(self, idx: np.ndarray, losses: np.ndarray) -> str:
+        if self.E == 1:
+            m = self.members[0]
+            s = f"loss {losses[0]:.4g} α {m.alpha.value:.3g}"
+            return s + (f" best D_stsp {m.best_score[0]:.3g}@{m.best_epoch}" if m.best_epoch else "")
+        finite = [float(v) for v, e in zip(losses, idx) if not self.members[e].failed]
+        return f"{len(finite)} members, loss min {min(finite):.4g}" if finite else "all members failed"

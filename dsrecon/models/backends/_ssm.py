@@ -35,7 +35,7 @@ from torch import nn
 
 from dsrecon.models.backends.plrnn import _normalized_positive_definite, _uniform
 from dsrecon.models.backends.scan import complex_scan, linear_scan, matrix_scan
-from dsrecon.models.base import LatentDynamics, _alpha_per_step
+from dsrecon.models.base import LatentDynamics, _alpha_per_step, all_members
 from dsrecon.options import BACKEND_PANEL, option
 
 
@@ -122,7 +122,7 @@ class ClosedLoopSSM(LatentDynamics):
         if teacher is None or teacher.shape[-1] != self.M:
             return False
         a = _alpha_per_step(alpha, T, state0)[: T - 1]
-        return bool((a == 1).all()) and bool(torch.isfinite(teacher[:, : T - 1]).all())
+        return bool((all_members(a) == 1).all()) and bool(torch.isfinite(all_members(teacher[:, : T - 1])).all())
 
 
 class ComplexDiagonalSSM(ClosedLoopSSM):

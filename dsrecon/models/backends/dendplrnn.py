@@ -30,6 +30,7 @@ class DendPLRNN(LatentDynamics):
     """z' = A⊙z + W Σ_b α_b relu(z − h_b) + h0 with ``bases`` B basis functions (default 20)."""
 
     description = "dendritic PLRNN: z' = A*z + W sum_b alpha_b relu(z - h_b) + h0 (--bases B)"
+    l2_parameters = ("W",)
 
     @dataclass
     class Options:

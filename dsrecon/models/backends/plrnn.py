@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsrecon.models.base import LatentDynamics, register
+from dsrecon.models.backends import plrnn_fused
+from dsrecon.models.base import LatentDynamics, _alpha_per_step, register
 from dsrecon.options import BACKEND_PANEL, option
 
 
@@ -27,12 +28,30 @@ def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator | None) 
     return (torch.rand(*shape, generator=gen) * 2 - 1) * bound
 
 
+class _Fused(LatentDynamics):
+    """The family's fast path: the numba kernels of `plrnn_fused` on CPU (E members × B sequences;
+    a single model is E = 1), the reference `LatentDynamics.rollout` elsewhere."""
+
+    def has_fused(self, like: torch.Tensor) -> bool:
+        return plrnn_fused.fused_available(like)
+
+    def fused_rollout(self, rows, state0, teacher, alpha):
+        return plrnn_fused.rollout(self, rows, state0, teacher, alpha)
+
+    def rollout(self, state0, T, teacher=None, alpha=0.0, inputs=None):
+        if inputs is None and self.has_fused(state0):
+            d = state0.new_zeros(1, state0.shape[0], T, 0) if teacher is None else teacher[None]
+            return self.fused_rollout(self.pack()[None], state0[None], d, _alpha_per_step(alpha, T, state0)[None])[0]
+        return super().rollout(state0, T, teacher, alpha, inputs)
+
+
 @register("shplrnn")
-class SHPLRNN(LatentDynamics):
+class SHPLRNN(_Fused):
     """Shallow PLRNN: z' = A⊙z + W1·relu(W2 z + h2) + h1."""
 
     description = "shallow PLRNN: z' = A*z + W1 relu(W2 z + h2) + h1 (hidden width L)"
     clipped = False
+    l2_parameters = ("W1", "W2")
 
     @dataclass
     class Options:
@@ -51,6 +70,10 @@ class SHPLRNN(LatentDynamics):
 
     def extra_config(self) -> dict:
         return {"hidden_dim": self.L}
+
+    def packed_layout(self):  # the order the kernels' gradient offsets (plrnn_fused) assume
+        M, L = self.M, self.L
+        return [("A", (M,)), ("W1", (M, L)), ("W2", (L, M)), ("h1", (M,)), ("h2", (L,))]
 
     def step(self, state: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         pre = state @ self.W2.T
@@ -76,12 +99,6 @@ class SHPLRNN(LatentDynamics):
             W1, W2, h2 = np.concatenate([W1, -W1], 1), np.concatenate([W2, W2], 0), np.concatenate([h2, np.zeros_like(h2)])
         return {"kind": "shplrnn", "A": A, "W1": W1, "W2": W2, "h1": h1, "h2": h2}
 
-    def rollout(self, state0, T, teacher=None, alpha=0.0, inputs=None):
-        from dsrecon.models.fused import fused_available, shplrnn_rollout
-
-        if inputs is None and fused_available(state0):
-            return shplrnn_rollout(self, state0, T, teacher, alpha)
-        return super().rollout(state0, T, teacher, alpha, inputs)
 
 
 @register("cshplrnn")
@@ -93,13 +110,14 @@ class ClippedSHPLRNN(SHPLRNN):
 
 
 @register("plrnn")
-class PLRNN(LatentDynamics):
+class PLRNN(_Fused):
     """Vanilla PLRNN: z' = A⊙z + W φ(z) + h, W with zero diagonal; φ = relu on the last P units.
 
     P = M (all units piecewise-linear) is the vanilla PLRNN; P < M is the ALRNN.
     """
 
     description = "vanilla PLRNN: z' = A*z + W relu(z) + h (W off-diagonal)"
+    l2_parameters = ("W",)
 
     @dataclass
     class Options:
@@ -124,6 +142,13 @@ class PLRNN(LatentDynamics):
     def extra_config(self) -> dict:
         return {"pwl_units": self.P}
 
+    def packed_layout(self):  # the order the kernels' gradient offsets (plrnn_fused) assume
+        return [("A", (self.M,)), ("W", (self.M, self.M)), ("h", (self.M,))]
+
+    @property
+    def relu_np(self) -> np.ndarray:
+        return self.relu_mask.cpu().numpy()
+
     def phi(self, z: torch.Tensor) -> torch.Tensor:
         return torch.where(self.relu_mask, torch.relu(z), z)
 
@@ -140,9 +165,3 @@ class PLRNN(LatentDynamics):
         g = lambda t: t.detach().cpu().double().numpy().copy()  # noqa: E731
         return {"kind": "plrnn", "A": g(self.A), "W": g(self.W * self.offdiag), "h": g(self.h), "relu": self.relu_mask.cpu().numpy().copy()}
 
-    def rollout(self, state0, T, teacher=None, alpha=0.0, inputs=None):
-        from dsrecon.models.fused import fused_available, plrnn_rollout
-
-        if inputs is None and fused_available(state0):
-            return plrnn_rollout(self, state0, T, teacher, alpha)
-        return super().rollout(state0, T, teacher, alpha, inputs)
