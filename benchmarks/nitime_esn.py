@@ -69,12 +69,12 @@ ESN_GRID = [
     {"units": 100, "sr": 0.9, "lr": 0.5, "ridge": 1e-1, "input_scaling": 1.0},
     {"units": 500, "sr": 0.9, "lr": 1.0, "ridge": 1.0, "input_scaling": 0.5},
 ]
-DSRECON_GRID = [  # round 1 chose alpha 0.3 / noise 0.2 over the defaults and hidden 20 (docs/benchmarks.md)
-    {"hidden_dim": 50, "alpha": "0.3", "noise": 0.2, "epochs": 300},
+DSRECON_GRID = [  # round 3: around round 2's validation winner (alpha 0.3, noise 0.5; docs/benchmarks.md)
     {"hidden_dim": 50, "alpha": "0.3", "noise": 0.5, "epochs": 300},
-    {"hidden_dim": 50, "alpha": "0.5", "noise": 0.2, "epochs": 300},
-    {"hidden_dim": 50, "alpha": "0.3", "noise": 0.2, "epochs": 300, "l2": 1e-3},
-    {"hidden_dim": 50, "alpha": "0.3", "noise": 0.2, "epochs": 100},
+    {"hidden_dim": 50, "alpha": "0.3", "noise": 1.0, "epochs": 300},
+    {"hidden_dim": 50, "alpha": "0.5", "noise": 0.5, "epochs": 300},
+    {"latent_dim": 10, "decoder": "affine", "hidden_dim": 50, "alpha": "0.3", "noise": 0.5, "epochs": 300},
+    {"latent_dim": 20, "decoder": "affine", "hidden_dim": 50, "alpha": "0.3", "noise": 0.5, "epochs": 300},
 ]
 
 
