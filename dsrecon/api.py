@@ -331,8 +331,10 @@ class ConvSSM:
 
     # ---------------------------------------------------------------- scoring
     def score(self, test: Recording, *, n_pe: int | None = None, stsp: str = "auto", bins: int = 30, gmm_var: float = 1.0,
-              smoothing: float = 20.0, seed: int = 0) -> dict:
-        """§6 protocol on a test recording: generate 1.25·T, drop 0.25·T, D_stsp and D_H; plus PE_n."""
+              smoothing: float = 20.0, seed: int = 0, gmm_points: str = "first") -> dict:
+        """§6 protocol on a test recording: generate 1.25·T, drop 0.25·T, D_stsp and D_H; plus PE_n.
+
+        ``gmm_points`` (first|even): which ≤ 10 000 rows the mixture D_stsp keeps (metrics.stsp)."""
         from dsrecon.metrics.prediction import prediction_error
         from dsrecon.metrics.spectrum import hellinger_spectral
         from dsrecon.metrics.stsp import state_space_divergence
@@ -355,7 +357,8 @@ class ConvSSM:
         if diverged:
             d_stsp, method, d_h = float("inf"), stsp, float("nan")
         else:
-            d_stsp, method = state_space_divergence(gen[test.mask], x[test.mask], method=stsp, bins=bins, var=gmm_var, seed=seed)
+            d_stsp, method = state_space_divergence(gen[test.mask], x[test.mask], method=stsp, bins=bins, var=gmm_var, seed=seed,
+                                                     gmm_points=gmm_points)
             d_h = hellinger_spectral(gen, x, smoothing=smoothing)
         if n_pe is None:
             n_pe = 20 if self.tr < 0.5 else 10

@@ -92,6 +92,32 @@ def test_help_has_an_example(cli):
     assert r.code == 0 and "dsrecon evaluate --generated" in r.out
 
 
+def test_gmm_points_first_is_the_default_and_even_is_an_option(cli, tmp_path):
+    # 12 000 rows: the first 10 000 of the two tables agree, the last 2 000 differ. The published
+    # definition (first 10 000 points, the default) sees identical sets; evenly spaced points do not.
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((12_000, 2))
+    gen = np.r_[ref[:10_000], rng.standard_normal((2_000, 2)) + 4.0]
+    write_table(tmp_path / "ref.tsv", ref)
+    write_table(tmp_path / "gen.tsv", gen)
+    g, r = _read(tmp_path / "gen.tsv"), _read(tmp_path / "ref.tsv")
+    base = ("evaluate", "-g", tmp_path / "gen.tsv", "-r", tmp_path / "ref.tsv", "--stsp", "gmm", "--json", "-q")
+    first = json.loads(cli(*base).out)
+    assert first["D_stsp"] == 0.0
+    assert json.loads(cli(*base, "--gmm-points", "first").out)["D_stsp"] == 0.0
+    even = json.loads(cli(*base, "--gmm-points", "even").out)
+    assert even["D_stsp"] == pytest.approx(stsp_gmm(g, r, points="even"), rel=1e-12) and even["D_stsp"] > 0.1
+    out = tmp_path / "m.json"
+    assert cli(*base, "--gmm-points", "even", "-o", out).code == 0
+    assert json.loads(out.read_text())["options"]["gmm_points"] == "even"
+
+
+def test_unknown_gmm_points_is_a_usage_error(cli, pair):
+    gen, ref = pair
+    r = cli("evaluate", "-g", gen, "-r", ref, "--gmm-points", "last")
+    assert r.code == 2 and "--gmm-points" in r.err
+
+
 # ---------------------------------------------------------------- the RUN form
 def test_run_form_is_passed_through(cli, monkeypatch, tmp_path):
     seen = {}
@@ -101,7 +127,7 @@ def test_run_form_is_passed_through(cli, monkeypatch, tmp_path):
     r = cli("evaluate", "system", "lorenz63", "--data", tmp_path / "t.tsv", "--bins", "12", "--json")
     assert r.code == 0, r.err
     assert seen["target"] == ["system", "lorenz63"] and seen["bins"] == 12 and seen["as_json"] is True
-    assert seen["data"] == tmp_path / "t.tsv" and seen["stsp"] == "auto"
+    assert seen["data"] == tmp_path / "t.tsv" and seen["stsp"] == "auto" and seen["gmm_points"] == "first"
 
 
 # ---------------------------------------------------------------- bad input: exit 1, one line

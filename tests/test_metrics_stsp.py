@@ -273,9 +273,70 @@ def test_subsample_even_keeps_ends_and_count():
 def test_gmm_max_points_uses_the_subsample():
     rng = np.random.default_rng(9)
     ref, gen = rng.standard_normal((400, 2)), rng.standard_normal((300, 2)) + 0.5
-    a = stsp_gmm(gen, ref, max_points=100, seed=1)
+    a = stsp_gmm(gen, ref, max_points=100, seed=1, points="even")
     b = stsp_gmm(stsp.subsample_even(gen, 100), stsp.subsample_even(ref, 100), seed=1)
     assert a == b
+
+
+def test_subsample_first_keeps_the_first_rows():
+    x = np.arange(25_000, dtype=float)[:, None]
+    s = stsp.subsample_first(x, 10_000)
+    assert s.shape == (10_000, 1) and s[0, 0] == 0 and s[-1, 0] == 9_999
+    assert stsp.subsample_first(x[:50], 100).shape == (50, 1)
+    assert np.array_equal(stsp.subsample(x, 7, "first")[:, 0], np.arange(7))
+    # even: round(linspace(0, 24 999, 5)) = round(0, 6 249.75, 12 499.5, 18 749.25, 24 999); .5 rounds to even
+    assert np.array_equal(stsp.subsample(x, 5, "even")[:, 0], [0, 6_250, 12_500, 18_749, 24_999])
+
+
+def test_gmm_default_is_the_first_points():
+    # 10 rows: the first half at 0, the second at 5 (reference) or 9 (generated). The first 5 rows
+    # are identical in both, so `first` (the default) gives exactly 0; `even` keeps rows
+    # 0, 2, 4, 7, 9 (round(linspace(0, 9, 5)) = 0, 2, 4 (4.5 → even), 7, 9) and sees the difference.
+    ref = np.r_[np.zeros(5), np.full(5, 5.0)][:, None]
+    gen = np.r_[np.zeros(5), np.full(5, 9.0)][:, None]
+    assert stsp_gmm(gen, ref, max_points=5) == 0.0
+    assert stsp_gmm(gen, ref, max_points=5, points="first") == 0.0
+    even = stsp_gmm(gen, ref, max_points=5, points="even", n_samples=4000, seed=2)
+    # `even` keeps 3 centres at 0 and 2 at 5 (resp. 9): p = 0.6 N(0, 1) + 0.4 N(5, 1), q = 0.6 N(0, 1)
+    # + 0.4 N(9, 1); KL(p ‖ q) by quadrature is 2.4274. Monte-Carlo SE with 4 000 samples ≈ 0.04.
+    from scipy.integrate import quad
+    from scipy.stats import norm
+
+    p = lambda t: 0.6 * norm.pdf(t) + 0.4 * norm.pdf(t - 5)  # noqa: E731
+    q = lambda t: 0.6 * norm.pdf(t) + 0.4 * norm.pdf(t - 9)  # noqa: E731
+    kl = quad(lambda t: p(t) * math.log(p(t) / q(t)), -15, 20, points=[0, 5, 9], limit=200)[0]
+    assert kl == pytest.approx(2.4274, abs=1e-4)
+    assert abs(even - kl) < 0.2
+    assert stsp_gmm(gen, ref, max_points=10) > 1.0  # all points: the halves differ either way
+
+
+def test_gmm_first_points_closed_form():
+    # the first point of each series is a single Gaussian: KL(N(0, σ²) ‖ N(d, σ²)) = d²/(2σ²);
+    # the rest (far away, and different) must not enter with max_points=1.
+    d, var, n = 1.5, 0.5, 4000
+    ref = np.array([[0.0], [50.0], [-50.0]])
+    gen = np.array([[d], [-80.0], [80.0]])
+    est = stsp_gmm(gen, ref, var=var, max_points=1, n_samples=n, seed=1)
+    assert abs(est - d**2 / (2 * var)) < 4 * d / math.sqrt(var) / math.sqrt(n)
+    assert est == stsp_gmm(gen[:1], ref[:1], var=var, n_samples=n, seed=1)
+
+
+def test_gmm_points_go_through_state_space_divergence():
+    rng = np.random.default_rng(12)
+    ref = rng.standard_normal((300, 6))
+    gen = np.r_[ref[:100], rng.standard_normal((200, 6)) + 3.0]
+    first, _ = state_space_divergence(gen, ref, method="gmm", seed=1)
+    assert first == stsp_gmm(gen, ref, seed=1, points="first")
+    even, _ = state_space_divergence(gen, ref, method="gmm", seed=1, gmm_points="even")
+    assert even == stsp_gmm(gen, ref, seed=1, points="even")
+    # with ≤ max_points rows both keep everything
+    assert first == even
+
+
+def test_gmm_max_points_with_first_uses_the_head():
+    rng = np.random.default_rng(13)
+    ref, gen = rng.standard_normal((400, 2)), rng.standard_normal((300, 2)) + 0.5
+    assert stsp_gmm(gen, ref, max_points=100, seed=1) == stsp_gmm(gen[:100], ref[:100], seed=1)
 
 
 def test_gmm_nonfinite_generated_is_nan():
@@ -283,7 +344,7 @@ def test_gmm_nonfinite_generated_is_nan():
     assert math.isnan(stsp_gmm(np.full((10, 2), np.nan), ref))
 
 
-@pytest.mark.parametrize("kw", [{"var": 0.0}, {"var": -1.0}, {"n_samples": 0}, {"max_points": 0}])
+@pytest.mark.parametrize("kw", [{"var": 0.0}, {"var": -1.0}, {"n_samples": 0}, {"max_points": 0}, {"points": "last"}])
 def test_gmm_rejects_bad_parameters(kw):
     x = np.random.default_rng(0).standard_normal((20, 2))
     with pytest.raises(DataError):

@@ -21,7 +21,7 @@ from dsrecon.errors import DataError, DsreconError
 from dsrecon.io.tables import read_array
 from dsrecon.metrics import attractor_metrics
 from dsrecon.metrics.spectrum import DEFAULT_SMOOTHING
-from dsrecon.metrics.stsp import DEFAULT_BINS, DEFAULT_GMM_VAR
+from dsrecon.metrics.stsp import DEFAULT_BINS, DEFAULT_GMM_POINTS, DEFAULT_GMM_VAR
 
 #: The keys `--json` always prints (plus "seed" and "versions").
 RESULT_KEYS = ("D_stsp", "D_stsp_method", "D_H", "n_generated", "n_reference")
@@ -31,6 +31,11 @@ class StspMethod(str, Enum):
     auto = "auto"
     binned = "binned"
     gmm = "gmm"
+
+
+class GmmPoints(str, Enum):
+    first = "first"
+    even = "even"
 
 
 def _check_options(bins: int, gmm_var: float, smoothing: float) -> None:
@@ -58,6 +63,7 @@ def evaluate_tables(
     smoothing: float = DEFAULT_SMOOTHING,
     seed: int = 0,
     quiet: bool = True,
+    gmm_points: str = DEFAULT_GMM_POINTS,
 ) -> dict[str, Any]:
     """Read two (time, regions) tables and return the metrics record (RESULT_KEYS + seed, versions)."""
     g, _ = read_array(generated)
@@ -65,7 +71,7 @@ def evaluate_tables(
     if g.shape[1] != r.shape[1]:
         raise DataError(f"{generated} has {g.shape[1]} columns but {reference} has {r.shape[1]}; they must match")
     try:
-        res = attractor_metrics(g, r, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed)
+        res = attractor_metrics(g, r, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, gmm_points=gmm_points)
     except DataError as e:  # e.g. a constant reference column: say which file
         raise DataError(f"{reference}: {e}") from None
     # notes only once the numbers exist, so that an error stays the only line on stderr
@@ -88,6 +94,8 @@ def evaluate_cmd(
     stsp: StspMethod = typer.Option(StspMethod.auto, "--stsp", help="D_stsp estimator: auto (binned if N < 6, else gmm), binned, gmm."),
     bins: int = typer.Option(DEFAULT_BINS, "--bins", help="Bins per dimension for the binned D_stsp."),
     gmm_var: float = typer.Option(DEFAULT_GMM_VAR, "--gmm-var", help="σ² of each Gaussian of the GMM D_stsp (data units²; 0.3 for BOLD)."),
+    gmm_points: GmmPoints = typer.Option(GmmPoints(DEFAULT_GMM_POINTS), "--gmm-points",
+                                         help="Which ≤ 10 000 rows of each series the GMM D_stsp keeps: first (the published definition) or even (evenly spaced in time)."),
     smoothing: float = typer.Option(DEFAULT_SMOOTHING, "--smoothing", help="Gaussian σ in frequency bins for D_H (1 for short BOLD series)."),
     seed: int = SeedOpt,
     as_json: bool = JsonOpt,
@@ -115,11 +123,12 @@ def evaluate_cmd(
 
         check_output_files([output], ours=json_is_ours)
     method = stsp.value if isinstance(stsp, StspMethod) else str(stsp)
+    points = gmm_points.value if isinstance(gmm_points, GmmPoints) else str(gmm_points)
     if target:
         if generated is not None or reference is not None:
             raise DsreconError("give either a run (TARGET) or --generated/--reference, not both")
         _evaluate_target(
-            list(target), data=data, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing,
+            list(target), data=data, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing, gmm_points=points,
             seed=seed, as_json=as_json, quiet=quiet, output=output,
             lyapunov_steps=lyapunov_steps if (analysis or target[0] == "system") else None, device=device,
         )
@@ -129,10 +138,11 @@ def evaluate_cmd(
     if generated is None or reference is None:
         missing = "--generated" if generated is None else "--reference"
         raise DsreconError(f"{missing} is required (dsrecon evaluate --generated G.tsv --reference R.tsv)")
-    res = evaluate_tables(generated, reference, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, quiet=quiet)
+    res = evaluate_tables(generated, reference, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, quiet=quiet,
+                          gmm_points=points)
     if output is not None:
         record = {**res, "generated": str(generated), "reference": str(reference),
-                  "options": {"stsp": method, "bins": bins, "gmm_var": gmm_var, "smoothing": smoothing}}
+                  "options": {"stsp": method, "bins": bins, "gmm_var": gmm_var, "gmm_points": points, "smoothing": smoothing}}
         write_json_atomic(output, record)
         log(f"wrote {output}", quiet)
     if as_json:

@@ -11,7 +11,7 @@ from dsrecon.errors import DataError, DsreconError
 
 
 def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: int, gmm_var: float, smoothing: float,
-                    seed: int, as_json: bool, quiet: bool, output: Path | None, **extra: Any) -> None:
+                    seed: int, as_json: bool, quiet: bool, output: Path | None, gmm_points: str = "first", **extra: Any) -> None:
     if target[0] == "system":
         if len(target) != 2:
             raise DsreconError("usage: dsrecon evaluate system NAME")
@@ -23,6 +23,7 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
         if len(target) != 1:
             raise DsreconError(f"expected one run directory, got {len(target)} arguments: {' '.join(target)}")
         res = evaluate_run(Path(target[0]), data, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, quiet=quiet,
+                           gmm_points=gmm_points,
                            lyapunov_steps=extra.get("lyapunov_steps"), device=extra.get("device") or "cpu")
         title = f"dsrecon evaluate {target[0]} (lower is better)"
     res = {**res, "seed": seed, "versions": versions()}
@@ -33,7 +34,7 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
 
 
 def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var: float, smoothing: float, seed: int, quiet: bool,
-                 lyapunov_steps: int | None = None, device: str = "cpu") -> dict:
+                 lyapunov_steps: int | None = None, device: str = "cpu", gmm_points: str = "first") -> dict:
     """§6 protocol: generate 1.25·T, drop 0.25·T, compare with the test data; PE_n from its teacher."""
     from dsrecon.api import load_run
     from dsrecon.io.load import InputSpec, load_inputs
@@ -67,7 +68,7 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
     if test.n_regions != len(model.names):
         raise DataError(f"{source}: {test.n_regions} columns, the model was fitted on {len(model.names)} regions")
     log(f"evaluating {run} on {source} ({test.n_frames} frames)", quiet)
-    res = model.score(test, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed)
+    res = model.score(test, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, gmm_points=gmm_points)
     out = {"D_stsp": res["D_stsp"], "D_stsp_method": res["D_stsp_method"], "D_H": res["D_H"], f"PE{res['n']}": res["PE_n"],
            "PE_n": res["PE_n"], "n_pe": res["n"], "n_test": res["n_test"], "n_generated": res["n_generated"],
            "diverged": res["diverged"], "run": str(run), "data": source}

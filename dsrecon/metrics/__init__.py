@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from dsrecon.metrics.spectrum import DEFAULT_SMOOTHING, hellinger_per_dim, hellinger_spectral, power_spectra
-from dsrecon.metrics.stsp import DEFAULT_BINS, DEFAULT_GMM_VAR, state_space_divergence, stsp_binned, stsp_gmm
+from dsrecon.metrics.stsp import DEFAULT_BINS, DEFAULT_GMM_POINTS, DEFAULT_GMM_VAR, state_space_divergence, stsp_binned, stsp_gmm
 
 __all__ = [
     "attractor_metrics",
@@ -32,15 +32,17 @@ def attractor_metrics(
     gmm_var: float = DEFAULT_GMM_VAR,
     smoothing: float = DEFAULT_SMOOTHING,
     seed: int = 0,
+    gmm_points: str = DEFAULT_GMM_POINTS,
 ) -> dict[str, Any]:
     """D_stsp and D_H of a generated (T_gen, N) trajectory against a reference (T_ref, N).
 
     Returns {"D_stsp": nats, "D_stsp_method": "binned"|"gmm", "D_H": in [0, 1],
-    "n_generated": T_gen, "n_reference": T_ref}; NaN where a metric is undefined.
+    "n_generated": T_gen, "n_reference": T_ref}; NaN where a metric is undefined. ``gmm_points``
+    (first|even): which ≤ 10 000 rows the mixture D_stsp keeps (see :func:`stsp_gmm`).
     """
     g = np.asarray(generated, dtype=np.float64)
     r = np.asarray(reference, dtype=np.float64)
-    d_stsp, method = state_space_divergence(g, r, method=stsp, bins=bins, var=gmm_var, seed=seed)
+    d_stsp, method = state_space_divergence(g, r, method=stsp, bins=bins, var=gmm_var, seed=seed, gmm_points=gmm_points)
     return {
         "D_stsp": d_stsp,
         "D_stsp_method": method,

@@ -26,6 +26,10 @@ RANGE_PAD_SD = 0.1
 DEFAULT_GMM_VAR = 1.0
 DEFAULT_N_SAMPLES = 1000
 DEFAULT_MAX_POINTS = 10_000
+#: Which rows the mixture keeps when a trajectory is longer than ``max_points``: ``first`` (the
+#: published convSSM code's ``X[1:min(T, max_T)]``, the default) or ``even`` (evenly spaced in time).
+GMM_POINTS = ("first", "even")
+DEFAULT_GMM_POINTS = "first"
 #: `auto` uses the histogram below this many dimensions, the mixture from it on.
 AUTO_GMM_FROM_DIM = 6
 
@@ -154,6 +158,20 @@ def subsample_even(x: np.ndarray, max_points: int) -> np.ndarray:
     return x[np.linspace(0, x.shape[0] - 1, max_points).round().astype(np.int64)]
 
 
+def subsample_first(x: np.ndarray, max_points: int) -> np.ndarray:
+    """The first ``max_points`` rows of ``x`` (T, N): the published GMM D_stsp's choice."""
+    return x[:max_points]
+
+
+def subsample(x: np.ndarray, max_points: int, points: str = DEFAULT_GMM_POINTS) -> np.ndarray:
+    """At most ``max_points`` rows of ``x`` (T, N): the ``first`` ones or ``even``-ly spaced ones."""
+    if points == "first":
+        return subsample_first(x, max_points)
+    if points == "even":
+        return subsample_even(x, max_points)
+    raise DataError(f"points must be one of {', '.join(GMM_POINTS)}, got {points!r}")
+
+
 def _logsumexp_rows_inplace(a: np.ndarray) -> np.ndarray:
     """log Σ_j exp(a_ij) per row of a finite (S, M) array, overwriting ``a``.
 
@@ -197,11 +215,13 @@ def stsp_gmm(
     n_samples: int = DEFAULT_N_SAMPLES,
     max_points: int = DEFAULT_MAX_POINTS,
     seed: int = 0,
+    points: str = DEFAULT_GMM_POINTS,
 ) -> float:
     """Mixture D_stsp = KL(p_true ‖ p_gen) in nats, estimated by Monte Carlo.
 
-    generated, reference: (T, N) arrays. Each keeps at most ``max_points`` rows, evenly spaced
-    in time; an isotropic Gaussian of variance ``var`` (σ², data units squared) sits on every
+    generated, reference: (T, N) arrays. Each keeps at most ``max_points`` rows: its first ones
+    (``points="first"``, the published definition) or ones evenly spaced in time
+    (``points="even"``); an isotropic Gaussian of variance ``var`` (σ², data units squared) sits on every
     point. ``n_samples`` points are drawn from the reference mixture with ``seed``; the result is
     mean[log p(s) − log q(s)] over samples where both are finite. NaN if ``generated`` has no
     finite row. Monte-Carlo standard error ≈ std(log p − log q)/sqrt(n_samples).
@@ -212,11 +232,13 @@ def stsp_gmm(
         raise DataError(f"n_samples must be a positive integer, got {n_samples}")
     if int(max_points) != max_points or max_points < 1:
         raise DataError(f"max_points must be a positive integer, got {max_points}")
+    if points not in GMM_POINTS:
+        raise DataError(f"points must be one of {', '.join(GMM_POINTS)}, got {points!r}")
     g, r = check_pair(generated, reference)
     if g.shape[0] == 0:
         return float("nan")
-    cp = subsample_even(r, int(max_points))
-    cq = subsample_even(g, int(max_points))
+    cp = subsample(r, int(max_points), points)
+    cq = subsample(g, int(max_points), points)
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, cp.shape[0], size=int(n_samples))
     s = cp[pick] + math.sqrt(var) * rng.standard_normal((int(n_samples), cp.shape[1]))
@@ -232,10 +254,12 @@ def state_space_divergence(
     bins: int = DEFAULT_BINS,
     var: float = DEFAULT_GMM_VAR,
     seed: int = 0,
+    gmm_points: str = DEFAULT_GMM_POINTS,
 ) -> tuple[float, str]:
     """D_stsp of (T, N) arrays with ``method`` auto|binned|gmm; returns (value in nats, method used).
 
     ``auto`` bins when N < 6 and uses the Gaussian mixture otherwise (k^N cells are too sparse).
+    ``gmm_points`` (first|even) is passed to :func:`stsp_gmm` as ``points``.
     """
     n = _as_2d(reference, "reference").shape[1]
     if method == "auto":
@@ -243,5 +267,5 @@ def state_space_divergence(
     if method == "binned":
         return stsp_binned(generated, reference, bins=bins), "binned"
     if method == "gmm":
-        return stsp_gmm(generated, reference, var=var, seed=seed), "gmm"
+        return stsp_gmm(generated, reference, var=var, seed=seed, points=gmm_points), "gmm"
     raise DataError(f"method must be auto, binned or gmm, got {method!r}")

@@ -102,7 +102,10 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
     # couple of thousand frames and 30^3 cells it mostly measures sampling noise, so validation
     # caps the bins at (n_ref/2)^(1/N) (10 for 2 000 frames of 3 regions); reported scores use --bins.
     bins = max(5, min(opts.bins, int((ref.shape[0] / 2) ** (1.0 / ref.shape[1]))))
-    d, method = state_space_divergence(np.concatenate(gens), ref, method=opts.stsp, bins=bins, var=opts.gmm_var, seed=seed)
+    # Validation concatenates the runs (and references) of all recordings, so a mixture keeps
+    # evenly spaced points of the whole set rather than the first recording's only.
+    d, method = state_space_divergence(np.concatenate(gens), ref, method=opts.stsp, bins=bins, var=opts.gmm_var, seed=seed,
+                                       gmm_points="even")
     return {"D_stsp": float(d), "D_H": float(np.mean(dhs)) if dhs else float("nan"), "D_stsp_method": method,
             "collapsed": max(spreads) < COLLAPSE_SPREAD}
 
