@@ -235,6 +235,14 @@ def test_a_stale_lock_is_taken_over_with_a_note(userdir):
     assert not leftovers(userdir)
 
 
+def test_a_users_file_where_the_lock_goes_is_never_overwritten(userdir):
+    (userdir / ".run.lock").write_text("my own file\n")
+    before = snapshot(userdir)
+    r = dsrecon("fit", "x.tsv", "-o", "run", *TINY, cwd=userdir)
+    assert r.code == 1 and len(r.err_lines) == 1 and ".run.lock" in r.err and "not written by dsrecon" in r.err, r.err
+    assert snapshot(userdir) == before and not (userdir / "run").exists()
+
+
 def test_a_stale_staging_directory_is_cleared_with_a_note(userdir):
     st = userdir / ".run.staging"
     (st / "checkpoint").mkdir(parents=True)

@@ -158,6 +158,10 @@ class RunLock:
             if not same:
                 os.close(fd)
                 continue
+            if not _is_our_lock(fd):  # a file of that name that dsrecon did not write: never overwrite it
+                os.close(fd)
+                raise DsreconError(f"{self.path}: exists and was not written by dsrecon (it is where dsrecon keeps the "
+                                   f"lock of {self.target.name}); move it away")
             old = _read_holder(fd, raw=True)
             if old:
                 self.log(f"note: took over the lock of {self.target} left by a process that is no longer running ({old})")
@@ -184,6 +188,22 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _is_our_lock(fd: int) -> bool:
+    """The locked file is empty (just created) or holds a dsrecon holder record ({"pid": …})."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 4096).decode(errors="replace").strip()
+    except OSError:
+        return False
+    if not text:
+        return True
+    try:
+        h = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(h, dict) and "pid" in h
 
 
 def _read_holder(fd: int, raw: bool = False) -> str:
