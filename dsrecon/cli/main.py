@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 user or data error (one line on stderr, no traceback), 
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import signal
@@ -51,6 +52,25 @@ def _root(
     """Reconstruct the dynamical system behind neuroimaging recordings."""
 
 
+class _ConsoleHandler(logging.Handler):
+    """Library warnings (the ``dsrecon`` logger) as one plain line each on the CLI's stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from dsrecon.cli.common import err_console
+
+        try:
+            err_console.print(self.format(record), soft_wrap=True, markup=False, highlight=False)
+        except Exception:  # pragma: no cover - a broken stderr must not turn a warning into a crash
+            self.handleError(record)
+
+
+def _setup_logging() -> None:
+    log = logging.getLogger("dsrecon")
+    if not any(isinstance(h, _ConsoleHandler) for h in log.handlers):
+        log.addHandler(_ConsoleHandler())
+    log.setLevel(logging.WARNING)
+
+
 def _register() -> None:
     # Each command group lives in its own module; importing it registers its commands on `app`.
     import importlib
@@ -93,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     SIGTERM is turned into an exception (a KeyboardInterrupt, like Ctrl-C) for the duration, so
     that every clean-up (temporary files, staging directories, locks) runs as for Ctrl-C."""
     global CURRENT_ARGV
+    _setup_logging()
     try:
         _register()  # (imports torch: seconds, in which Ctrl-C must not print a traceback either)
     except KeyboardInterrupt:

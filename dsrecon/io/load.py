@@ -16,15 +16,17 @@ across recordings. What each path becomes:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Any
 
 from dsrecon.errors import DataError
 from dsrecon.io.recording import Recording
 from dsrecon.io.tables import is_table_path, read_sidecar, read_table
 from dsrecon.options import INPUT_PANEL, option, positive
+
+_log = logging.getLogger("dsrecon.io")
 
 
 @dataclass
@@ -115,11 +117,10 @@ def _load_path(p: Path, spec: InputSpec) -> list[Recording]:
 
 
 def _warn(msg: str, spec: InputSpec) -> None:
-    """One line on stderr (the CLI's console; no wrapping, no rich markup in file names)."""
-    from dsrecon.cli.common import err_console
-
+    """One warning line through the ``dsrecon`` logger (the CLI prints it on stderr; a library user
+    sees it through Python's logging, or silences it with the logger's level)."""
     if not spec.quiet:
-        err_console.print(msg, soft_wrap=True, markup=False, highlight=False)
+        _log.warning(msg)
 
 
 def _short(items: list, n: int = 8) -> str:
