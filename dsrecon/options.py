@@ -203,9 +203,6 @@ class TrainOptions:
     smoothing: float = option(20.0, help="D_H spectral smoothing σ (bins).", check=non_negative, panel=VALIDATION_PANEL)
     checkpoint_every: int = option(25, help="Write a resumable checkpoint every this many epochs.", check=at_least(1),
                                    panel=VALIDATION_PANEL)
-    # testing hooks (not CLI options): stop after this epoch as if killed; poison a batch
-    stop_after_epoch: int | None = option(None, cli=False, repr=False, hook=True)
-    nan_at_batch: int | None = option(None, cli=False, repr=False, hook=True)
 
     def schedule(self):
         from dsrecon.training.gtf import AlphaSchedule
@@ -216,20 +213,16 @@ class TrainOptions:
         return AlphaSchedule("adaptive") if a is None else AlphaSchedule("fixed", alpha=a)
 
     def public(self) -> dict:
-        """The options a run records (the testing hooks left out)."""
-        return {k: v for k, v in asdict(self).items() if not _is_hook(k)}
-
-
-def _is_hook(name: str) -> bool:
-    return bool(TrainOptions.__dataclass_fields__[name].metadata.get("hook"))
+        """The options a run records."""
+        return asdict(self)
 
 
 def model_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(ModelOptions))
 
 
-def train_fields(hooks: bool = True) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(TrainOptions) if hooks or not f.metadata.get("hook")]
+def train_fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(TrainOptions))
 
 
 def estimator_fields() -> list[dataclasses.Field]:

@@ -118,7 +118,7 @@ def test_cohort_and_sweep_on_the_process_pool(cli, tmp_path, monkeypatch):
     evaluation; a rerun skips the finished subjects and completes the failed one."""
     from dsrecon.api import load_run
     from dsrecon.io.load import InputSpec, load_inputs
-    from dsrecon.training.trainer import Interrupted
+    from dsrecon.training.trainer import Interrupted, inject_faults
 
     monkeypatch.setenv("DSRECON_NO_RAY", "1")
     data = tmp_path / "data"
@@ -129,9 +129,8 @@ def test_cohort_and_sweep_on_the_process_pool(cli, tmp_path, monkeypatch):
     # sub-03 was killed at epoch 1 of 2 (a checkpoint at every epoch)
     s = FitSettings(epochs=2, batches_per_epoch=2, batch_size=4, hidden_dim=8, sequence_length=60, val_every=1, checkpoint_every=1)
     recs = load_inputs([str(data / "sub-03_task-rest_bold.tsv")], InputSpec())
-    killed = s.model().set_params(stop_after_epoch=1)
-    with pytest.raises(Interrupted):
-        killed.fit(recs, out / "sub-03")
+    with pytest.raises(Interrupted), inject_faults(stop_after_epoch=1):
+        s.model().fit(recs, out / "sub-03")
     assert run_state(out / "sub-03") == PARTIAL
 
     monkeypatch.setenv("DSRECON_TEST_FAIL_SUBJECT", "sub-02")

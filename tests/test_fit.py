@@ -11,7 +11,7 @@ from dsrecon.errors import DataError, DivergenceError, DsreconError
 from dsrecon.io.tables import write_table
 from dsrecon.systems import simulate_system
 from dsrecon.training.batches import Prepared, SequenceSampler
-from dsrecon.training.trainer import Interrupted
+from dsrecon.training.trainer import Interrupted, inject_faults
 
 TINY = dict(hidden_dim=8, epochs=4, batches_per_epoch=3, batch_size=4, val_every=2, checkpoint_every=2)
 
@@ -59,7 +59,8 @@ def test_killed_and_resumed_fit_matches_uninterrupted(tmp_path):
     rec = lorenz_rec()
     full = ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "full")
     with pytest.raises(Interrupted):  # killed after epoch 5; the last checkpoint is from epoch 4
-        ConvSSM(**{**TINY, "epochs": 6, "stop_after_epoch": 5}).fit(rec, run_dir=tmp_path / "killed")
+        with inject_faults(stop_after_epoch=5):
+            ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "killed")
     assert not (tmp_path / "killed").exists()  # nothing at the target until the run is complete
     assert (tmp_path / ".killed.staging" / "checkpoint" / "state.json").exists()  # kept for --resume
     resumed = ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "killed", resume=True)
@@ -130,10 +131,12 @@ def test_regressor_decoder_uses_regressors():
 
 def test_nonfinite_loss_recovers_then_stops(tmp_path):
     rec = lorenz_rec()
-    m = ConvSSM(**{**TINY, "nan_at_batch": 4}).fit(rec)  # one poisoned batch: restore, halve lr, go on
+    with inject_faults(nan_at_batch=4):  # one poisoned batch: restore, halve lr, go on
+        m = ConvSSM(**TINY).fit(rec)
     assert m.config["training"]["divergence_restarts"] == 1
     with pytest.raises(DivergenceError, match="diverged"):
-        ConvSSM(**{**TINY, "nan_at_batch": -1}).fit(rec, run_dir=tmp_path / "run")
+        with inject_faults(nan_at_batch=-1):
+            ConvSSM(**TINY).fit(rec, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()  # no broken run directory
 
 
@@ -281,7 +284,8 @@ def test_resume_accepts_a_run_from_before_a_new_option(tmp_path):
     when that option is at its default, and is refused when it is not."""
     rec = lorenz_rec()
     with pytest.raises(Interrupted):
-        ConvSSM(**{**TINY, "epochs": 6, "stop_after_epoch": 5}).fit(rec, run_dir=tmp_path / "old")
+        with inject_faults(stop_after_epoch=5):
+            ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "old")
     cfg_path = tmp_path / ".old.staging" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     del cfg["train_options"]["restore_on_collapse"]

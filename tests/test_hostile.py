@@ -1054,7 +1054,7 @@ def test_fit_cohort_with_a_failed_subject_exits_1_and_keeps_the_rest(tmp_path):
 def test_resume_refusal_names_the_option_and_both_values(tmp_path):
     from dsrecon.api import ConvSSM
     from dsrecon.io.load import InputSpec, load_inputs
-    from dsrecon.training.trainer import Interrupted
+    from dsrecon.training.trainer import Interrupted, inject_faults
 
     (tmp_path / "data").mkdir()
     (tmp_path / "runs").mkdir()
@@ -1062,7 +1062,8 @@ def test_resume_refusal_names_the_option_and_both_values(tmp_path):
     recs = load_inputs([str(x)], InputSpec())
     opts = dict(hidden_dim=8, epochs=3, batches_per_epoch=2, batch_size=4, sequence_length=60, val_every=1, checkpoint_every=1)
     with pytest.raises(Interrupted):  # killed after epoch 2, as the CLI's TINY fit would be
-        ConvSSM(**opts, stop_after_epoch=2).fit(recs, run_dir=tmp_path / "runs" / "run", inputs=["data/x.tsv"])
+        with inject_faults(stop_after_epoch=2):
+            ConvSSM(**opts).fit(recs, run_dir=tmp_path / "runs" / "run", inputs=["data/x.tsv"])
     before = snapshot(tmp_path)
     r = dsrecon("fit", "data/x.tsv", "-o", "runs/run", "--resume", *TINY, "--learning-rate", "0.01", cwd=tmp_path)
     # (the staging directory of the interrupted run is expected beside runs/run: check the data for leftovers)

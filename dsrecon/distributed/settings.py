@@ -20,9 +20,9 @@ from dsrecon.options import (ModelOptions, TrainOptions, base_type, field_types,
 
 
 def _settings_fields() -> list[tuple[str, Any, dataclasses.Field]]:
-    """Every option of a fit, from the option dataclasses: model, training (no testing hooks), inputs."""
+    """Every option of a fit, from the option dataclasses: model, training, inputs."""
     out = []
-    for cls, keep in ((ModelOptions, lambda f: True), (TrainOptions, lambda f: not f.metadata.get("hook")),
+    for cls, keep in ((ModelOptions, lambda f: True), (TrainOptions, lambda f: True),
                       (InputSpec, lambda f: f.metadata.get("cli"))):
         types = field_types(cls)
         for f in dataclasses.fields(cls):
@@ -35,7 +35,7 @@ def _settings_fields() -> list[tuple[str, Any, dataclasses.Field]]:
 
 class _FitSettingsMethods:
     #: fields that define the model (a finished run with different values is not reused)
-    MODEL_KEYS = tuple(f.name for f in model_fields() + train_fields(hooks=False) if f.name not in ("device", "checkpoint_every"))
+    MODEL_KEYS = tuple(f.name for f in model_fields() + train_fields() if f.name not in ("device", "checkpoint_every"))
 
     def validate(self) -> "FitSettings":
         """Raise DsreconError (one line naming the option) for impossible values."""
@@ -66,7 +66,7 @@ class _FitSettingsMethods:
         """A ConvSSM with these options (its derived defaults are resolved by `fit`)."""
         from dsrecon.api import ConvSSM
 
-        kw = {f.name: getattr(self, f.name) for f in model_fields() + train_fields(hooks=False)}
+        kw = {f.name: getattr(self, f.name) for f in model_fields() + train_fields()}
         kw["backend_options"] = dict(self.backend_options)
         kw["alpha"] = str(self.alpha)
         return ConvSSM(**kw)
@@ -85,7 +85,7 @@ def _field_type(name: str) -> Any:
 def _sweepable() -> tuple[str, ...]:
     """Model and training options with one scalar value (input-loading options are fixed for a sweep)."""
     names = []
-    for f in model_fields() + train_fields(hooks=False):
+    for f in model_fields() + train_fields():
         if f.name in ("seed", "device") or not f.metadata.get("cli"):
             continue
         if base_type(_field_type(f.name)) in (int, float, str, bool):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -60,8 +61,32 @@ def should_restore_best(v: dict, best_d_stsp: float, opts: TrainOptions) -> bool
 
 
 class Interrupted(KeyboardInterrupt):
-    """Raised by the stop_after_epoch hook, as if the process had been killed after a checkpoint
-    (a KeyboardInterrupt, so the run's staging directory is kept for --resume, as after a kill)."""
+    """Raised by the stop_after_epoch testing hook, as if the process had been killed after a
+    checkpoint (a KeyboardInterrupt, so the run's staging directory is kept for --resume, as after
+    a kill)."""
+
+
+@dataclass
+class FaultHooks:
+    """Faults a test injects into training (never set by a user; not options, not recorded):
+    stop after this epoch as if killed; poison the loss of this batch (-1: every batch)."""
+
+    stop_after_epoch: int | None = None
+    nan_at_batch: int | None = None
+
+
+_HOOKS = FaultHooks()
+
+
+@contextmanager
+def inject_faults(**faults):
+    """``with inject_faults(stop_after_epoch=5): model.fit(...)`` (tests only)."""
+    global _HOOKS
+    old, _HOOKS = _HOOKS, FaultHooks(**faults)
+    try:
+        yield _HOOKS
+    finally:
+        _HOOKS = old
 
 
 def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int = 0) -> dict:
@@ -437,7 +462,7 @@ class Trainer:
         for _ in range(o.batches_per_epoch):
             batch = self._draw(idx, flat)
             losses = self.stack.losses(flat, batch, alphas() if adaptive else alpha, o.l2)
-            if o.nan_at_batch is not None:
+            if _HOOKS.nan_at_batch is not None:
                 losses = losses * torch.as_tensor(self._poison(idx), dtype=losses.dtype, device=losses.device)
             lv = losses.detach().cpu().numpy().astype(np.float64)
             bad |= ~np.isfinite(lv)
@@ -465,7 +490,7 @@ class Trainer:
     def _poison(self, idx: np.ndarray) -> np.ndarray:
         """The nan_at_batch testing hook: NaN for a member whose loss is to be poisoned (a one-off
         fault fires once; -1 poisons every batch), else 1."""
-        nb, out = self.o.nan_at_batch, np.ones(idx.size)
+        nb, out = _HOOKS.nan_at_batch, np.ones(idx.size)
         for j, e in enumerate(idx):
             m = self.members[e]
             if nb is not None and (nb == -1 or (nb == m.batches_done and not m.nan_fired)):
@@ -572,7 +597,7 @@ class Trainer:
             self.progress(self.epoch, total, self._status(idx, losses))
             if self.epoch % o.checkpoint_every == 0 or do_val or early:
                 self.save_checkpoint()
-            if o.stop_after_epoch is not None and self.epoch >= o.stop_after_epoch and not self.stopped_early:
+            if _HOOKS.stop_after_epoch is not None and self.epoch >= _HOOKS.stop_after_epoch and not self.stopped_early:
                 raise Interrupted(self.epoch)  # like a kill: whatever is not checkpointed is lost
         for e, m in enumerate(self.members):
             self.member_net(e, m.best_row)  # the best state (or the last one) into the member's net
