@@ -22,6 +22,8 @@ import torch
 from dsrecon._util import array_hash, dsrecon_version, seed_everything, versions, write_json_atomic
 from dsrecon.errors import DataError, DivergenceError, DsreconError
 from dsrecon.io.recording import Recording
+from dsrecon.io.runs import (CONFIG_FILE, LOG_FILE, MODEL_FILE, TEACHER_DIR, _plain, _same, check_resumable,  # noqa: F401
+                             read_teacher_cache, write_teacher_cache)
 from dsrecon.io.tables import write_table
 from dsrecon.models.base import get_backend
 from dsrecon.options import ModelOptions, estimator_fields, model_fields, resolve_device, train_fields, typed_options, validate_options
@@ -33,10 +35,6 @@ from dsrecon.training.prepare import Normalisation, prepare
 from dsrecon.training.memory import check_fit_memory
 from dsrecon.training.trainer import LOG_COLUMNS, Interrupted, TrainOptions, Trainer
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-LOG_FILE = "training_log.tsv"
-TEACHER_DIR = "teacher"
 
 
 class ConvSSM:
@@ -201,15 +199,12 @@ class ConvSSM:
 
     def _fit(self, recs: list[Recording], run: Path | None, fresh: bool, progress, log, inputs, target: Path | None) -> "ConvSSM":
         """Train into ``run`` (the staging directory, or None); ``target`` names the run in messages."""
-        spec = self.resolved(recs, log)  # kernel, sequence length and device derived here, once
-        kern = make_kernel(spec.kernel, recs[0].tr, tau_decay=spec.tau_decay, tau_rise=spec.tau_rise)
+        spec, kern, config = self.plan(recs, inputs, log)
         if log is not None:
             n_frames = sum(r.n_frames for r in recs)
             log(f"fitting {spec.backend} on {len(recs)} recording(s), {recs[0].n_regions} regions, {n_frames} frames, "
                 f"TR {recs[0].tr:g} s, kernel {spec.kernel} ({kern.K} taps)" + (f" → {target}" if target is not None else ""))
         opts = spec.train_options
-        data_hash = array_hash(*[r.data for r in recs], *[r.mask for r in recs])
-        config = spec._config(recs, kern, data_hash, inputs)
         cache = None
         if not fresh:
             old = json.loads((run / CONFIG_FILE).read_text())
@@ -255,6 +250,15 @@ class ConvSSM:
             except KeyboardInterrupt as e:  # while writing the run: the checkpoint is still there
                 raise _interrupted(trainer, e, run, opts.epochs) from None
         return self
+
+    def plan(self, recs: list[Recording], inputs: list[str] | None = None, log=None) -> tuple["ConvSSM", Kernel, dict]:
+        """What a fit of ``recs`` would be, before any training: the resolved model (kernel, sequence
+        length and device derived here, once), its kernel, and the config.json it would write (the
+        record `dsrecon.io.runs.differences` compares for --resume and for a cohort rerun)."""
+        spec = self.resolved(recs, log)
+        kern = make_kernel(spec.kernel, recs[0].tr, tau_decay=spec.tau_decay, tau_rise=spec.tau_rise)
+        data_hash = array_hash(*[r.data for r in recs], *[r.mask for r in recs])
+        return spec, kern, spec._config(recs, kern, data_hash, inputs)
 
     def _config(self, recs: list[Recording], kern: Kernel, data_hash: str, inputs: list[str] | None) -> dict:
         """config.json of a run of this (resolved) model: its options (from `ModelOptions` and
@@ -402,111 +406,11 @@ def _jsonable(d: dict) -> dict:
         return {k: str(v) for k, v in d.items()}
 
 
-#: config keys a resumed fit must share with the original run → the option that sets each
-_RESUME_KEYS = {"data_hash": "the input data", "backend": "--backend", "backend_options": "--backend-option",
-                "latent_dim_requested": "--latent-dim", "hidden_dim": "--hidden-dim", "decoder": "--decoder", "kernel": "--kernel",
-                "seed": "--seed", "train_options": None}
-#: train options that are not CLI options
-_INTERNAL_TRAIN_OPTIONS = tuple(f.name for f in train_fields() if not f.metadata.get("cli"))
-
-
-def _check_resumable(run: Path, old: dict, new: dict) -> None:
-    """Refuse to resume with other data or options than the run was started with; the message names
-    each option that differs with both values ("--learning-rate: 0.001 in the run, 0.01 now")."""
-    old = dict(old)
-    if isinstance(old.get("train_options"), dict):
-        # a run started by an older version lacks the options added since; they had their defaults
-        old["train_options"] = {**_jsonable(TrainOptions().public()), **old["train_options"]}
-    diffs: list[str] = []
-    for key, opt in _RESUME_KEYS.items():
-        a, b = _plain(old.get(key)), _plain(new.get(key))
-        if _same(a, b):
-            continue
-        if key == "data_hash":
-            diffs.append(f"the input data differ (data hash {str(a)[:12]} in the run, {str(b)[:12]} now)")
-        elif key == "train_options" and isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(set(a) | set(b)):
-                if not _same(a.get(k), b.get(k)):
-                    name = f"train option '{k}'" if k in _INTERNAL_TRAIN_OPTIONS else "--" + k.replace("_", "-")
-                    diffs.append(f"{name}: {_show(a.get(k))} in the run, {_show(b.get(k))} now")
-        elif key == "backend_options" and isinstance(a or {}, dict) and isinstance(b or {}, dict):
-            a, b = a or {}, b or {}
-            for k in sorted(set(a) | set(b)):
-                if not _same(a.get(k), b.get(k)):
-                    diffs.append(f"--{k.replace('_', '-')}: {_show(a.get(k))} in the run, {_show(b.get(k))} now")
-        elif key == "kernel" and isinstance(a, dict) and isinstance(b, dict):
-            diffs.append(_kernel_difference(a, b))
-        else:
-            diffs.append(f"{opt}: {_show(a)} in the run, {_show(b)} now")
-    if diffs:
-        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-        raise DsreconError(f"{run}: cannot resume: {'; '.join(diffs[:3])}{more}; resume with the run's data and options, "
-                           "or start over with --force")
-
-
-def _plain(v):
-    return json.loads(json.dumps(v, default=str))
-
-
-def _same(a, b) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def _show(v) -> str:
-    if v is None:
-        return "not set"
-    if isinstance(v, bool):
-        return "on" if v else "off"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v) if isinstance(v, (str, int)) else json.dumps(v, sort_keys=True)
-
-
-def _kernel_difference(a: dict, b: dict) -> str:
-    """The kernel option that differs: its kind, a parameter (TR, --tau-decay, --tau-rise) or a file's taps."""
-    if a.get("kind") != b.get("kind"):
-        return f"--kernel: {a.get('kind')} in the run, {b.get('kind')} now"
-    pa, pb = a.get("params") or {}, b.get("params") or {}
-    for k, name in (("tr", "TR"), ("fs", "sampling rate"), ("tau_decay", "--tau-decay"), ("tau_rise", "--tau-rise"), ("path", "--kernel")):
-        if not _same(pa.get(k), pb.get(k)):
-            return f"{name}: {_show(pa.get(k))} in the run, {_show(pb.get(k))} now"
-    return f"--kernel {a.get('kind')}: the taps differ ({len(a.get('taps') or [])} in the run, {len(b.get('taps') or [])} now)"
-
-
-def _teacher_name(i: int, rec_source: str, taken: set[str]) -> str:
-    """BIDS-derivative name keeping the source entities (sub, ses, task, run) + desc-teacher."""
-    from dsrecon.io.results import bids_entities, derivative_name
-
-    ents = bids_entities(rec_source)
-    name = derivative_name(ents, "teacher", "timeseries", ".tsv") if ents else f"rec-{i:02d}_desc-teacher_timeseries.tsv"
-    if name in taken:
-        name = name.replace("_desc-teacher", f"_rec-{i:02d}_desc-teacher")
-    taken.add(name)
-    return name
-
-
-def _write_teacher_cache(run: Path, data, recs: list[Recording]) -> None:
-    from dsrecon.io.results import tsv_sidecar
-
-    files: list[str] = []
-    taken: set[str] = set()
-    for i, (p, r) in enumerate(zip(data.train, recs)):
-        name = _teacher_name(i, r.source, taken)
-        side = tsv_sidecar(r, units="normalised (z-scored with training statistics)", columns=data.names,
-                           Description="Wiener-deconvolved teacher signals of the training split; NaN = unreliable edge or censored frame",
-                           Source=r.source)
-        write_table(run / TEACHER_DIR / name, p.teacher, data.names, sidecar=side)
-        files.append(name)
-    write_json_atomic(run / TEACHER_DIR / "index.json", {"files": files})
-
-
-def _read_teacher_cache(run: Path, n: int, target: Path | None = None) -> list[np.ndarray]:
-    from dsrecon.io.tables import read_array
-
-    idx = json.loads((run / TEACHER_DIR / "index.json").read_text())
-    if len(idx["files"]) != n:
-        raise DsreconError(f"{target or run}: cannot resume: teacher cache holds {len(idx['files'])} recordings, data has {n}")
-    return [read_array(run / TEACHER_DIR / f, allow_nan=True)[0].astype(np.float32) for f in idx["files"]]
+# the run directory's files and its compatibility check live in dsrecon.io.runs (these names are
+# kept for callers of the private helpers)
+_check_resumable = check_resumable
+_write_teacher_cache = write_teacher_cache
+_read_teacher_cache = read_teacher_cache
 
 
 def _write_dataset_description(run: Path) -> None:

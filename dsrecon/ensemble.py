@@ -10,7 +10,6 @@ fit (`dsrecon.io.runs`); an interrupted ensemble keeps its checkpoint there for 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import time
@@ -19,12 +18,11 @@ from typing import Callable
 
 import torch
 
-from dsrecon._util import array_hash, seed_everything, versions, write_json_atomic
-from dsrecon.api import (ConvSSM, _check_resumable, _interrupted, _read_teacher_cache, _write_dataset_description,
-                         _write_teacher_cache)
+from dsrecon._util import array_hash, seed_everything, versions
+from dsrecon.api import ConvSSM, _interrupted, _write_dataset_description
 from dsrecon.errors import DataError, DsreconError
 from dsrecon.io.recording import Recording
-from dsrecon.io.runs import ENSEMBLE_FILE, StagedRun
+from dsrecon.io.runs import ENSEMBLE_FILE, StagedRun, check_resumable, read_config, read_teacher_cache, write_config, write_teacher_cache
 from dsrecon.signal.kernels import make_kernel
 from dsrecon.options import DEFAULT_ALPHA
 from dsrecon.training.memory import check_fit_memory
@@ -70,7 +68,7 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
     run = Path(run_dir)
     with StagedRun(run, resume=resume, force=overwrite, log=log) as st:
         _fit_staged(st, recs, run, models, base_seed, time.perf_counter(), progress, log, inputs)
-    return json.loads((run / ENSEMBLE_FILE).read_text())
+    return read_config(run, ENSEMBLE_FILE)
 
 
 def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed: int, t_start: float, progress, log, inputs) -> None:
@@ -83,12 +81,12 @@ def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed
             "config": m0._config(recs, kern, data_hash, inputs)}
     cache = None
     if not st.fresh:
-        old = json.loads((st.dir / ENSEMBLE_FILE).read_text())
-        _check_resumable(run, old["config"], plan["config"])
+        old = read_config(st.dir, ENSEMBLE_FILE)
+        check_resumable(run, old["config"], plan["config"])
         if [old["size"], old["seeds"], old["alphas"]] != [size, seeds, al]:
             raise DsreconError(f"{run}: cannot resume: the ensemble was started with {old['size']} members, seeds {old['seeds']}, "
                                f"α {old['alphas']}; resume with its options, or start over with --force")
-        cache = _read_teacher_cache(st.dir, len(recs), run)
+        cache = read_teacher_cache(st.dir, len(recs), run)
     N = recs[0].n_regions  # refuse at once what cannot fit in memory (E times the batch of one fit)
     check_fit_memory([r.n_frames for r in recs], N, m0.latent_dim or max(N, 3), m0.hidden_dim, kern.K, m0.train_options,
                      m0.device, recs[0].source, members=size)
@@ -100,8 +98,8 @@ def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed
         nets.append(m._build(len(data.names), n_reg, kern, torch.Generator().manual_seed(m.seed)).to(m.device))
     trainer = Trainer(nets, data, [m.train_options for m in models], seeds, st.dir, progress, log)
     if st.fresh:
-        _write_teacher_cache(st.dir, data, recs)
-        write_json_atomic(st.dir / ENSEMBLE_FILE, plan)
+        write_teacher_cache(st.dir, data, recs)
+        write_config(st.dir, plan, ENSEMBLE_FILE)
     else:
         trainer.load_checkpoint()
     try:
@@ -127,7 +125,7 @@ def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed
         m.net_, m.config_, m.run_dir_, m.history_ = net, config, run / name, trainer.members[k].rows
         mdir = st.dir / name
         mdir.mkdir(exist_ok=True)
-        _write_teacher_cache(mdir, data, recs)
+        write_teacher_cache(mdir, data, recs)
         _write_dataset_description(mdir)
         m.save(mdir, m.history_)
     ok = [e for e in members if not e["failed"]]
@@ -138,12 +136,12 @@ def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed
     else:
         best = min(ok, key=lambda e: fin(e["final_loss"]))
         selection = "lowest final training loss (no held-out tail: --test-fraction 0)"
-    write_json_atomic(st.dir / ENSEMBLE_FILE, {
+    write_config(st.dir, {
         "format": "dsrecon-ensemble/1", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(), "size": size, "seed": base_seed, "seeds": seeds, "alphas": al, "backend": m0.backend,
         "selection": selection, "best_member": best["member"], "best_run": best["run"], "members": members, "epochs": trainer.epoch,
         "seconds": time.perf_counter() - t_start, "device": str(trainer.device), "data_hash": data_hash,
-    })
+    }, ENSEMBLE_FILE)
     try:
         os.symlink(best["run"], st.dir / "best", target_is_directory=True)
     except FileExistsError:

@@ -172,6 +172,21 @@ def test_cohort_and_sweep_on_the_process_pool(cli, tmp_path, monkeypatch):
     assert read_tsv(out / "failures.tsv") == []
     assert all(row["status"] == "complete" for row in read_tsv(out / "summary.tsv"))
 
+    # a rerun after sub-03's data changed refits sub-03 (the data hash of --resume's check); sub-01's
+    # file only touched (same content) is re-checked and reused, sub-02 is skipped
+    write_subject(data / "sub-03_task-rest_bold.tsv", seed=7)
+    p1 = data / "sub-01_task-rest_bold.tsv"
+    p1.write_bytes(p1.read_bytes())
+    r = cli("fit-cohort", data, "-o", out, *TINY, "--json")
+    assert r.code == 0, r.err
+    assert "sub-03: refitted (the input data differ (data hash" in r.err and "sub-01: evaluated" in r.err, r.err
+    assert (out / "sub-03" / "model.safetensors").stat().st_mtime_ns != before["sub-03"]
+    assert (out / "sub-01" / "model.safetensors").stat().st_mtime_ns == before["sub-01"]
+    new_hash = json.loads((out / "sub-03" / "config.json").read_text())["data_hash"]
+    recs3 = load_inputs([str(data / "sub-03_task-rest_bold.tsv")], InputSpec())
+    from dsrecon._util import array_hash
+    assert new_hash == array_hash(*[q.data for q in recs3], *[q.mask for q in recs3])
+
     # the sweep on the pool: 2 grid points × 1 seed; --asha is refused politely (needs Ray)
     sw = tmp_path / "sweep"
     r = cli("sweep", data / "sub-01_task-rest_bold.tsv", "-o", sw, "--grid", "latent_dim=3,4", "--asha", *TINY[:12], "--json")

@@ -1074,7 +1074,7 @@ def test_resume_refusal_names_the_option_and_both_values(tmp_path):
 
 
 def test_resume_refusal_names_a_backend_option_and_the_kernel():
-    from dsrecon.api import _check_resumable
+    from dsrecon.io.runs import check_resumable as _check_resumable
     from dsrecon.errors import DsreconError
 
     old = {"backend": "alrnn", "backend_options": {"pwl_units": 2}, "kernel": {"kind": "spm", "params": {"tr": 1.0}, "taps": [1]},

@@ -27,6 +27,7 @@ import numpy as np
 from dsrecon._util import to_json, versions, write_json_atomic, write_text_atomic
 from dsrecon.distributed.executor import one_line, ray_available, run_jobs
 from dsrecon.distributed.settings import FitSettings
+from dsrecon.io.runs import data_changed, differences, read_config
 from dsrecon.distributed.subjects import ABSENT, COMPLETE, PARTIAL, STALE, Subject, discover_subjects, run_state
 from dsrecon.errors import DivergenceError, DsreconError
 
@@ -77,17 +78,6 @@ def largest_lyapunov(model, n_steps: int, seed: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ the worker
-def _same_options(cfg: dict, model) -> list[str]:
-    """Keys where a finished run's config.json differs from what these settings would fit (``model``
-    resolved for the subject's recordings: the options its config.json would record)."""
-    from dsrecon.api import _config_key
-    from dsrecon.options import model_fields
-
-    want = {_config_key(f): getattr(model, f.name) for f in model_fields() if f.name != "device"}
-    want["train_options"] = model.train_options.public()
-    return [k for k, v in want.items() if json.dumps(cfg.get(k), sort_keys=True) != json.dumps(json.loads(to_json(v)), sort_keys=True)]
-
-
 def fit_subject(job: dict) -> dict:
     """Fit (or resume, or only evaluate) one subject; runs in a worker. Errors propagate (the
     executor records them as this subject's failure)."""
@@ -104,13 +94,17 @@ def fit_subject(job: dict) -> dict:
     if hook and hook == job["subject"]:
         raise DsreconError(f"{job['subject']}: failure requested by DSRECON_TEST_FAIL_SUBJECT")
     resumed = refit = False
+    refit_reason = None
     if state == COMPLETE and not job.get("force"):
-        cfg = json.loads((run / "config.json").read_text())
-        diff = _same_options(cfg, model.resolved(recs))
-        if diff:
-            raise DsreconError(f"{run}: finished with different options ({', '.join(diff)}); use --force to refit or another -o")
-        model = load_run(run)
-    else:
+        # the one compatibility check of --resume: reuse the finished run only for the same data and options
+        diffs = differences(read_config(run), model.plan(recs, list(job["paths"]))[2])
+        if diffs and not (data_changed(diffs) and len(diffs) == 1):
+            raise DsreconError(f"{run}: finished with different options ({'; '.join(diffs[:3])}); use --force to refit or another -o")
+        if diffs:  # the subject's data changed since its fit: its old model describes other data
+            refit_reason = diffs[0]
+        else:
+            model = load_run(run)
+    if state != COMPLETE or job.get("force") or refit_reason:
         resume = state == PARTIAL and not job.get("force")
         try:
             model.fit(recs, run, resume=resume, overwrite=not resume and state != ABSENT, inputs=list(job["paths"]))
@@ -135,8 +129,8 @@ def fit_subject(job: dict) -> dict:
         "n_recordings": len(recs), "n_frames": int(sum(r.n_frames for r in recs)),
         "epochs_run": training.get("epochs_run"), "best_epoch": training.get("best_epoch"),
         "fit_seconds": t_fit - t_start if refit else None, "eval_seconds": time.time() - t_fit,
-        "refit": refit, "resumed": resumed, "started": t_start, "finished": time.time(), "pid": os.getpid(), "node": node,
-        "inputs": list(job["paths"]), "settings": s.model_dict(), "lyapunov_steps": int(job["lyapunov_steps"]),
+        "refit": refit, "refit_reason": refit_reason, "resumed": resumed, "started": t_start, "finished": time.time(), "pid": os.getpid(), "node": node,
+        "inputs": list(job["paths"]), "input_fingerprint": input_fingerprint(list(job["paths"])), "settings": s.model_dict(), "lyapunov_steps": int(job["lyapunov_steps"]),
         "seed": s.seed, "versions": versions(),
     }
     write_json_atomic(run / METRICS_FILE, rec)
@@ -153,7 +147,24 @@ def _finished(run: Path, settings: FitSettings, lyapunov_steps: int) -> dict | N
     except (json.JSONDecodeError, OSError):
         return None
     same = json.dumps(rec.get("settings"), sort_keys=True) == json.dumps(json.loads(to_json(settings.model_dict())), sort_keys=True)
-    return rec if same and rec.get("lyapunov_steps") == lyapunov_steps else None
+    # input files touched since the fit go to a worker, which compares the data hash (refit if it changed)
+    unchanged = rec.get("input_fingerprint") == input_fingerprint(rec.get("inputs") or [])
+    return rec if same and unchanged and rec.get("lyapunov_steps") == lyapunov_steps else None
+
+
+def input_fingerprint(paths: list[str]) -> list[list]:
+    """(path, size, mtime_ns) of every file under the inputs: a cheap test of "unchanged since the
+    fit". A difference is not a verdict: the worker then compares the data hash itself."""
+    out = []
+    for p in map(Path, paths):
+        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        for q in files:
+            try:
+                st = q.stat()
+                out.append([str(q), st.st_size, st.st_mtime_ns])
+            except OSError:
+                out.append([str(q), None, None])
+    return out
 
 
 def _tsv_cell(v: Any) -> str:
@@ -250,7 +261,8 @@ def fit_cohort(root: str | Path, out: str | Path, settings: FitSettings, *, max_
         name = job["subject"]
         if res.get("status") == "complete":
             rows[name] = res
-            how = "resumed and fitted" if res.get("resumed") else ("fitted" if res.get("refit") else "evaluated")
+            how = ("resumed and fitted" if res.get("resumed") else
+                   f"refitted ({res['refit_reason']})" if res.get("refit_reason") else ("fitted" if res.get("refit") else "evaluated"))
             log(f"[{i}/{len(jobs)}] {name}: {how} in {res['finished'] - res['started']:.1f} s, D_stsp {_tsv_cell(res.get('D_stsp'))}, "
                 f"λ_max {_tsv_cell(res.get('lambda_max'))}/s")
         else:

@@ -33,12 +33,15 @@ from typing import Callable
 from dsrecon._util import signals_deferred
 from dsrecon.errors import DsreconError
 
+MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+LOG_FILE = "training_log.tsv"
+TEACHER_DIR = "teacher"
 ENSEMBLE_FILE = "ensemble.json"
 CHECKPOINT_DIR = "checkpoint"
 #: names dsrecon writes into a run directory (single fit, ensemble, cohort member, report)
 RUN_ENTRIES = frozenset({
-    "model.safetensors", CONFIG_FILE, "training_log.tsv", "training_log.json", "teacher", CHECKPOINT_DIR,
+    MODEL_FILE, CONFIG_FILE, LOG_FILE, "training_log.json", TEACHER_DIR, CHECKPOINT_DIR,
     "dataset_description.json", "cohort_metrics.json", "report.html", "figures", ENSEMBLE_FILE, "best",
     "subject_features.tsv", "subject_features.json",
 })
@@ -312,3 +315,150 @@ class StagedRun:
 
     def _cleanup_lock(self) -> None:
         self.lock.release()
+
+
+# ------------------------------------------------------------------------ what a run directory holds
+# config.json (or ensemble.json, whose "config" is member 0's) is the run's record; teacher/ caches
+# the Wiener teacher signals of the training split, so that a resumed fit trains on exactly the
+# same targets. One compatibility check (`differences`) decides both whether a fit may --resume a
+# run and whether a cohort rerun may reuse a finished subject.
+
+
+def read_config(run: Path, name: str = CONFIG_FILE) -> dict:
+    """config.json (or ``name``) of a run; a missing or unreadable one is a DsreconError naming it."""
+    p = Path(run) / name
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise DsreconError(f"{p}: cannot read the run record ({e.__class__.__name__}: {e})") from None
+
+
+def write_config(run: Path, config: dict, name: str = CONFIG_FILE) -> None:
+    from dsrecon._util import write_json_atomic
+
+    write_json_atomic(Path(run) / name, config)
+
+
+def _teacher_name(i: int, rec_source: str, taken: set[str]) -> str:
+    """BIDS-derivative name keeping the source entities (sub, ses, task, run) + desc-teacher."""
+    from dsrecon.io.results import bids_entities, derivative_name
+
+    ents = bids_entities(rec_source)
+    name = derivative_name(ents, "teacher", "timeseries", ".tsv") if ents else f"rec-{i:02d}_desc-teacher_timeseries.tsv"
+    if name in taken:
+        name = name.replace("_desc-teacher", f"_rec-{i:02d}_desc-teacher")
+    taken.add(name)
+    return name
+
+
+def write_teacher_cache(run: Path, data, recs) -> None:
+    """teacher/: one table per recording (the normalised teacher of its training split) + index.json."""
+    from dsrecon._util import write_json_atomic
+    from dsrecon.io.results import tsv_sidecar
+    from dsrecon.io.tables import write_table
+
+    files: list[str] = []
+    taken: set[str] = set()
+    for i, (p, r) in enumerate(zip(data.train, recs)):
+        name = _teacher_name(i, r.source, taken)
+        side = tsv_sidecar(r, units="normalised (z-scored with training statistics)", columns=data.names,
+                           Description="Wiener-deconvolved teacher signals of the training split; NaN = unreliable edge or censored frame",
+                           Source=r.source)
+        write_table(Path(run) / TEACHER_DIR / name, p.teacher, data.names, sidecar=side)
+        files.append(name)
+    write_json_atomic(Path(run) / TEACHER_DIR / "index.json", {"files": files})
+
+
+def read_teacher_cache(run: Path, n: int, target: Path | None = None) -> list:
+    """The cached teachers of a run's ``n`` recordings (float32 arrays, NaN where unreliable)."""
+    import numpy as np
+
+    from dsrecon.io.tables import read_array
+
+    idx = read_config(run, f"{TEACHER_DIR}/index.json")
+    if len(idx["files"]) != n:
+        raise DsreconError(f"{target or run}: cannot resume: teacher cache holds {len(idx['files'])} recordings, data has {n}")
+    return [read_array(Path(run) / TEACHER_DIR / f, allow_nan=True)[0].astype(np.float32) for f in idx["files"]]
+
+
+#: config keys a run must share with a new fit to be resumed or reused → the option that sets each
+COMPATIBILITY_KEYS = {"data_hash": "the input data", "backend": "--backend", "backend_options": "--backend-option",
+                      "latent_dim_requested": "--latent-dim", "hidden_dim": "--hidden-dim", "decoder": "--decoder", "kernel": "--kernel",
+                      "seed": "--seed", "train_options": None}
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """What differs between a run's config (``old``) and the config a fit would write (``new``), one
+    phrase per option with both values ("--learning-rate: 0.001 in the run, 0.01 now"); the data
+    first ("the input data differ (data hash … in the run, … now)"). Empty: the same fit."""
+    from dsrecon.options import TrainOptions, train_fields
+
+    internal = {f.name for f in train_fields() if not f.metadata.get("cli")}
+    old = dict(old)
+    if isinstance(old.get("train_options"), dict):
+        # a run started by an older version lacks the options added since; they had their defaults
+        old["train_options"] = {**_plain(TrainOptions().public()), **old["train_options"]}
+    diffs: list[str] = []
+    for key, opt in COMPATIBILITY_KEYS.items():
+        a, b = _plain(old.get(key)), _plain(new.get(key))
+        if _same(a, b):
+            continue
+        if key == "data_hash":
+            diffs.append(f"the input data differ (data hash {str(a)[:12]} in the run, {str(b)[:12]} now)")
+        elif key == "train_options" and isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if not _same(a.get(k), b.get(k)):
+                    name = f"train option '{k}'" if k in internal else "--" + k.replace("_", "-")
+                    diffs.append(f"{name}: {_show(a.get(k))} in the run, {_show(b.get(k))} now")
+        elif key == "backend_options" and isinstance(a or {}, dict) and isinstance(b or {}, dict):
+            a, b = a or {}, b or {}
+            for k in sorted(set(a) | set(b)):
+                if not _same(a.get(k), b.get(k)):
+                    diffs.append(f"--{k.replace('_', '-')}: {_show(a.get(k))} in the run, {_show(b.get(k))} now")
+        elif key == "kernel" and isinstance(a, dict) and isinstance(b, dict):
+            diffs.append(_kernel_difference(a, b))
+        else:
+            diffs.append(f"{opt}: {_show(a)} in the run, {_show(b)} now")
+    return diffs
+
+
+def data_changed(diffs: list[str]) -> bool:
+    return bool(diffs) and diffs[0].startswith("the input data differ")
+
+
+def check_resumable(run: Path, old: dict, new: dict) -> None:
+    """Refuse to resume with other data or options than the run was started with (`differences`)."""
+    diffs = differences(old, new)
+    if diffs:
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise DsreconError(f"{run}: cannot resume: {'; '.join(diffs[:3])}{more}; resume with the run's data and options, "
+                           "or start over with --force")
+
+
+def _plain(v):
+    return json.loads(json.dumps(v, default=str))
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _show(v) -> str:
+    if v is None:
+        return "not set"
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v) if isinstance(v, (str, int)) else json.dumps(v, sort_keys=True)
+
+
+def _kernel_difference(a: dict, b: dict) -> str:
+    """The kernel option that differs: its kind, a parameter (TR, --tau-decay, --tau-rise) or a file's taps."""
+    if a.get("kind") != b.get("kind"):
+        return f"--kernel: {a.get('kind')} in the run, {b.get('kind')} now"
+    pa, pb = a.get("params") or {}, b.get("params") or {}
+    for k, name in (("tr", "TR"), ("fs", "sampling rate"), ("tau_decay", "--tau-decay"), ("tau_rise", "--tau-rise"), ("path", "--kernel")):
+        if not _same(pa.get(k), pb.get(k)):
+            return f"{name}: {_show(pa.get(k))} in the run, {_show(pb.get(k))} now"
+    return f"--kernel {a.get('kind')}: the taps differ ({len(a.get('taps') or [])} in the run, {len(b.get('taps') or [])} now)"
