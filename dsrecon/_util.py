@@ -10,6 +10,7 @@ import platform
 import random
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,6 +30,40 @@ def signals_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+#: the signal (SIGINT/SIGTERM) the CLI received during this command, kept in case its exception
+#: was swallowed: numba's compiler and ctypes callbacks catch what a signal handler raises inside
+#: them, and the command would then run on as if Ctrl-C had never been pressed
+_PENDING: list[int] = []
+
+
+def note_interrupt(signum: int) -> None:
+    _PENDING[:] = [int(signum)]
+
+
+def clear_interrupt() -> None:
+    _PENDING.clear()
+
+
+def check_interrupt() -> None:
+    """Raise again the interrupt of a signal received earlier (no-op when none). Long loops (the
+    training batches, Lyapunov chunks) call this, so Ctrl-C is never lost."""
+    if _PENDING:
+        from dsrecon.errors import Terminated
+
+        raise Terminated() if _PENDING[0] == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _hold_for_tests() -> None:
+    """DSRECON_TEST_HOLD_WRITE=SECONDS: keep each atomically written temporary file this long
+    before its rename, so a test can signal a command while it writes (tests only)."""
+    hold = os.environ.get("DSRECON_TEST_HOLD_WRITE")
+    if hold:
+        end = time.monotonic() + float(hold)
+        while time.monotonic() < end:
+            time.sleep(0.05)
+            check_interrupt()
 
 
 @contextlib.contextmanager
@@ -51,6 +86,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.close(fd)
             tmp_path = Path(tmp)
         yield tmp_path
+        _hold_for_tests()
         with signals_deferred():
             if tmp_path.exists():  # mkstemp creates 0600; give the file the usual umask-based mode
                 umask = os.umask(0)

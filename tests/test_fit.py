@@ -294,3 +294,28 @@ def test_resume_accepts_a_run_from_before_a_new_option(tmp_path):
         ConvSSM(**{**TINY, "epochs": 6, "restore_on_collapse": True}).fit(rec, run_dir=tmp_path / "old", resume=True)
     resumed = ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "old", resume=True)
     assert resumed.config["training"]["epochs_run"] == 6
+
+
+def test_an_interrupt_swallowed_by_numba_is_raised_again_by_the_loops():
+    """The CLI notes SIGINT/SIGTERM before raising; if numba's compiler or a ctypes callback swallows
+    the exception, the training batches and the Lyapunov chunks raise it again."""
+    import signal
+
+    from dsrecon._util import clear_interrupt, note_interrupt
+    from dsrecon.errors import Terminated
+    from dsrecon.metrics.lyapunov import lyapunov_spectrum
+
+    rec = lorenz_rec()
+    try:
+        note_interrupt(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt) as e:
+            ConvSSM(**TINY).fit(rec)
+        assert not isinstance(e.value, Terminated)
+        note_interrupt(signal.SIGTERM)
+        with pytest.raises(Terminated):
+            lyapunov_spectrum(lambda x: 0.5 * x, lambda x: np.repeat(0.5 * np.eye(2)[None], len(x), 0), np.ones(2), n_steps=10)
+        clear_interrupt()
+        r = lyapunov_spectrum(lambda x: 0.5 * x, lambda x: np.repeat(0.5 * np.eye(2)[None], len(x), 0), np.ones(2), n_steps=10)
+        np.testing.assert_allclose(r.exponents, np.log(0.5))
+    finally:
+        clear_interrupt()

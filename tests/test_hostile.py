@@ -265,7 +265,8 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_fit_resumes_bit_identically(userdir, uninterrupted, sig):
-    p = popen("fit", "x.tsv", "-o", "run", *LONG, cwd=userdir)
+    # every checkpoint write held 0.1 s, so the fit cannot finish before the signal lands on a loaded machine
+    p = popen("fit", "x.tsv", "-o", "run", *LONG, cwd=userdir, env={"DSRECON_TEST_HOLD_WRITE": "0.1"})
     _wait_for(lambda: _ckpt_epoch(userdir) >= 8, proc=p)
     p.send_signal(sig)
     out, err = p.communicate(timeout=120)
@@ -301,8 +302,10 @@ def _long_model(userdir: Path) -> None:
 def test_interrupted_simulate_model_leaves_no_temporary_files(userdir, sig):
     _long_model(userdir)
     before = snapshot(userdir)
-    p = popen("simulate", "model", "run", "--steps", "2000000", "-o", "g.tsv", "--quiet", cwd=userdir)
-    _wait_for(lambda: any(".tmp" in q.name for q in userdir.iterdir()), proc=p)  # signal it while it writes
+    # the written table is held under its temporary name (60 s), so the signal lands while it writes
+    p = popen("simulate", "model", "run", "--steps", "200000", "-o", "g.tsv", "--quiet", cwd=userdir,
+              env={"DSRECON_TEST_HOLD_WRITE": "60"})
+    _wait_for(lambda: any(".tmp" in q.name for q in userdir.iterdir()), proc=p)
     p.send_signal(sig)
     out, err = p.communicate(timeout=120)
     assert p.returncode in (130, 143), (p.returncode, err)
@@ -324,7 +327,8 @@ def test_interrupted_evaluate_and_report_leave_no_temporary_files(userdir, sig):
             p = subprocess.Popen([sys.executable, "-m", "dsrecon.cli.main", *args], cwd=userdir, env=env, stdout=subprocess.DEVNULL,
                                  stderr=fh, stdin=subprocess.DEVNULL, text=True)
             _wait_for(lambda: started in log.read_text(), proc=None)
-            time.sleep(2.0)  # past numba's first compilations: a signal inside its ctypes callbacks is swallowed
+            # (a signal that lands in numba's first compilation is swallowed there; the CLI keeps it
+            # and the Lyapunov loop raises it again at its next chunk)
             p.send_signal(sig)
             p.wait(timeout=120)
         err = log.read_text()
@@ -352,7 +356,8 @@ def test_interrupted_fit_cohort_stops_its_workers_and_resumes(tmp_path, sig):
         lorenz_table(tmp_path / "data" / f"sub-{i + 1:02d}_bold.tsv", seed=i)
     before = snapshot(tmp_path / "data")
     out = tmp_path / "out"
-    p = popen("fit-cohort", "data", "-o", "out", *COHORT, cwd=tmp_path)
+    # every checkpoint write held 0.1 s (≥ 30 s per subject), so no subject finishes before the signal
+    p = popen("fit-cohort", "data", "-o", "out", *COHORT, cwd=tmp_path, env={"DSRECON_TEST_HOLD_WRITE": "0.1"})
     _wait_for(lambda: out.exists() and any(_ckpt_epoch(out, f"sub-{i:02d}") >= 2 for i in (1, 2)), proc=p)
     t0 = time.time()
     p.send_signal(sig)

@@ -18,6 +18,7 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover - older typer depends on click
     from click import exceptions as _cx
 
+from dsrecon._util import clear_interrupt
 from dsrecon.errors import DsreconError, FitInterrupted, Terminated
 
 #: the arguments of the command being run (for messages that repeat the command, e.g. --resume)
@@ -83,8 +84,18 @@ _STATE = {"sigterm": False, "reported": False}
 
 
 def _on_sigterm(signum, frame):  # noqa: ARG001
+    from dsrecon._util import note_interrupt
+
     _STATE["sigterm"] = True
+    note_interrupt(signal.SIGTERM)
     raise Terminated()
+
+
+def _on_sigint(signum, frame):  # noqa: ARG001
+    from dsrecon._util import note_interrupt
+
+    note_interrupt(signal.SIGINT)  # raised again at the next check if the exception is swallowed
+    raise KeyboardInterrupt()
 
 
 def report_interrupt(e: FitInterrupted) -> int:
@@ -121,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     CURRENT_ARGV = list(sys.argv[1:] if argv is None else argv)
     _STATE.update(sigterm=False, reported=False)
-    old_term = None
+    old_term = old_int = None
+    clear_interrupt()
     try:
         old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+        old_int = signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread: leave signals alone
         pass
     try:
@@ -151,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
     if rv == 130:  # typer turns KeyboardInterrupt (Ctrl-C, and SIGTERM through _on_sigterm) into exit 130
         if _STATE["sigterm"]:
             rv = 143

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numba
 import numpy as np
 
+from dsrecon._util import check_interrupt
 from dsrecon.errors import DivergenceError, DsreconError
 
 #: Lorenz63 (σ=10, ρ=28, β=8/3) largest exponent per unit time (ALGORITHMS.md §6).
@@ -182,6 +183,7 @@ def lyapunov_spectrum(
     done = 0
     traj = np.empty((chunk, D))
     while done < n_steps:
+        check_interrupt()  # Ctrl-C stops a long spectrum between chunks, even if numba swallowed it
         n = min(chunk, n_steps - done)
         # the Jacobian at x_t maps the tangent space at t to t+1: collect x_t … x_{t+n−1}
         for i in range(n):

@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dsrecon._util import check_interrupt
 from dsrecon.errors import DivergenceError, DsreconError
 from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.options import TrainOptions  # noqa: F401  (defined with every other option; imported from here too)
@@ -460,6 +461,7 @@ class Trainer:
         alpha = None if adaptive else alphas()  # fixed and sparse schedules do not change within an epoch
         sums, bad = np.zeros(idx.size), np.zeros(idx.size, dtype=bool)
         for _ in range(o.batches_per_epoch):
+            check_interrupt()  # a Ctrl-C whose exception numba swallowed stops the fit here
             batch = self._draw(idx, flat)
             losses = self.stack.losses(flat, batch, alphas() if adaptive else alpha, o.l2)
             if _HOOKS.nan_at_batch is not None:
