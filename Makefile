@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# test processes (pytest-xdist): most of the suite runs the CLI in fresh single-threaded
+# interpreters, so two workers on a 2-core machine halve its wall time; TEST_WORKERS=0 runs it serially
+TEST_WORKERS ?= 2
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
@@ -33,7 +36,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/dsrecon demo -o demo_output
 
 test: $(VENV)/.dev
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(VENV)/.dev
 	$(PY) benchmarks/metrics_speed.py

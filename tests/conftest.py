@@ -8,6 +8,10 @@ from dataclasses import dataclass
 import pytest
 
 os.environ.setdefault("DSRECON_NO_PROGRESS", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers: one thread each, or they slow each other
+    os.environ.setdefault("DSRECON_TEST_THREADS", "1")
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @dataclass

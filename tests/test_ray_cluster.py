@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")  # only users without the `distributed` extra skip; CI installs it
+pytestmark = pytest.mark.xdist_group("ray")  # (with `make test`'s two workers: the cluster tests share one)
 
 from dsrecon.io.tables import write_table  # noqa: E402
 from dsrecon.systems import simulate_system  # noqa: E402
