@@ -316,7 +316,7 @@ class _Rollout(torch.autograd.Function):
         p = _params(dynamics, dyn, dt)
         save = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         z0s = _seq_last(z0.detach())
-        ds = _seq_last(d.detach().to(dt)) if F else torch.zeros(T, 1, E * B, dtype=dt, device=dev)
+        ds = _seq_last(d.detach().to(dt)) if F else torch.zeros(1, 1, E * B, dtype=dt, device=dev)  # a free run: d is never read
         al = alpha.detach().to(dt).contiguous() if F else torch.zeros(E, 1, dtype=dt, device=dev)
         Z = torch.empty(T, M, E * B, dtype=dt, device=dev)
         Zin = torch.empty(T, M, E * B, dtype=dt, device=dev) if save else torch.empty(1, 1, 1, dtype=dt, device=dev)

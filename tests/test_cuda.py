@@ -1,0 +1,97 @@
+"""The CUDA training kernel (`plrnn_cuda`) and the ensemble on the device, with or without a GPU.
+
+Without a GPU (CI) every check runs on numba's CUDA simulator at a tiny size: numba reads
+NUMBA_ENABLE_CUDASIM when it is imported, so each check runs in a fresh interpreter
+(`tests/cuda_sim_checks.py`) with NUMBA_ENABLE_CUDASIM=1 and DSRECON_CUDA_SIMULATOR=1, and this
+process is left as it was. On a machine with a GPU the same checks run on it, the kernel check at
+the default convSSM's full size. The references are the CPU paths: repeated `step` in float64 with
+autograd for the kernel, plain CPU fits with seeds SEED + k for the ensemble members.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hostile_util import ENV, dsrecon, lorenz_table
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU = torch.cuda.is_available()
+SIM = {"NUMBA_ENABLE_CUDASIM": "1", "DSRECON_CUDA_SIMULATOR": "1"}
+
+
+def _check(*args: str, timeout: float = 300) -> dict:
+    env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for k in SIM:
+        env.pop(k, None)
+    if not GPU:
+        env.update(SIM)
+    p = subprocess.run([sys.executable, str(ROOT / "tests" / "cuda_sim_checks.py"), *args], env=env, capture_output=True,
+                       text=True, timeout=timeout, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_cuda_kernel_loss_and_gradients_equal_the_float64_reference():
+    """Loss (GTF rollout, decoder, HRF convolution, masked MSE + L2) and its gradient with respect
+    to every member's packed row, float32 on the kernel, against repeated `step` in float64."""
+    res = _check("kernel", *(["--full"] if GPU else []))
+    assert res["device"] == ("cuda" if GPU else "cpu")
+    assert {c["backend"] for c in res["cases"]} == ({"cshplrnn"} if GPU else {"cshplrnn", "shplrnn", "plrnn"})
+    for c in res["cases"]:
+        assert c["loss_rel_err"] < 2e-5, c
+        assert c["grad_rel_err"] < 2e-4, c
+
+
+def test_cuda_ensemble_member_equals_the_cpu_fit_with_its_seed():
+    """fit_ensemble(K = 2, device="cuda"): member k's loss curve, validation D_stsp and selection
+    equal plain CPU fits with seeds SEED + k; the batched validation free runs on the device equal
+    the CPU's one-by-one free runs."""
+    res = _check("trainer")
+    assert res["engine"] == "cuda"
+    assert res["seeds"] == [3, 4]
+    assert res["loss_rel_err"] < 1e-4, res
+    assert res["free_run_rel_err"] < 1e-4, res
+    assert res["best_member"] == res["best_member_cpu"]
+    for m in res["members"]:
+        assert len(m["loss"]) == len(m["loss_cpu"]) == 2
+        for a, b in zip(m["val_D_stsp"], m["val_D_stsp_cpu"]):
+            assert a == pytest.approx(b, rel=1e-4)
+        # D_H compares normalised spectra: of a free run that has settled on a fixed point (spread
+        # ~1e-7 here, after two epochs) it measures rounding noise, so it is compared only where the
+        # run moves; NaN (too short a run for a spectrum) must be NaN on both
+        for a, b in zip(m["val_D_H"], m["val_D_H_cpu"]):
+            assert (a != a) == (b != b)
+            if min(res["free_run_spread"]) > 1e-3 and a == a:
+                assert a == pytest.approx(b, rel=1e-3)
+
+
+def test_cli_fit_ensemble_device_cuda_runs_the_kernel(tmp_path):
+    """`dsrecon fit --ensemble 2 --device cuda` end to end (on the simulator without a GPU): the
+    member runs record the cuda engine."""
+    x = lorenz_table(tmp_path / "x.tsv", frames=120, tr=2.0)
+    out = tmp_path / "ens"
+    env = {} if GPU else SIM
+    r = dsrecon("fit", x, "-o", out, "--ensemble", "2", "--device", "cuda", "--epochs", "1", "--batches-per-epoch", "2",
+                "--batch-size", "3", "--hidden-dim", "5", "--sequence-length", "30", "--test-fraction", "0", "--seed", "1",
+                "--json", "--quiet", cwd=tmp_path, env=env)
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert [m["seed"] for m in res["members"]] == [1, 2]
+    cfg = json.loads((out / "member-01" / "config.json").read_text())
+    assert cfg["ensemble"]["engine"] == "cuda"
+
+
+@pytest.mark.skipif(GPU, reason="a machine with a GPU fits on it instead of failing")
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path):
+    x = lorenz_table(tmp_path / "x.tsv", frames=120, tr=2.0)
+    r = dsrecon("fit", x, "-o", tmp_path / "run", "--ensemble", "2", "--device", "cuda", "--epochs", "1", "--quiet", cwd=tmp_path,
+                env={k: "0" for k in SIM})
+    assert r.code == 1
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and "--device cuda" in lines[0] and "no CUDA device" in lines[0], r.err
+    assert not (tmp_path / "run").exists()
