@@ -95,3 +95,42 @@ def test_device_cuda_without_a_gpu_is_one_line(tmp_path):
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and "--device cuda" in lines[0] and "no CUDA device" in lines[0], r.err
     assert not (tmp_path / "run").exists()
+
+
+def test_device_batches_equal_the_host_draws_bit_for_bit():
+    """The cuda engine's batches (data on the device, each member's draws on a thread pool, one
+    batch ahead) equal `Trainer._draw`'s: the same gather and the same noise, in float32."""
+    import numpy as np
+
+    from dsrecon.training.batches import Prepared, SequenceSampler
+    from dsrecon.training.device_batches import DeviceBatches
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for T in (70, 90):
+        x = rng.standard_normal((T, 2)).astype(np.float32)
+        mask = rng.random(T) > 0.1
+        teacher = rng.standard_normal((T, 2)).astype(np.float32)
+        teacher[~mask] = np.nan
+        recs.append(Prepared(x, mask, teacher, rng.standard_normal((T, 1)).astype(np.float32), "r"))
+    sampler = SequenceSampler(recs, 20, 4)
+    E, B, noise = 7, 5, 0.05
+    dev = DeviceBatches(sampler, "cpu", threads=3)
+    mine = [np.random.default_rng(10 + e) for e in range(E)]
+    got = list(dev.epoch(mine, 3, B, noise))
+    ref = [np.random.default_rng(10 + e) for e in range(E)]
+    for batch in got:  # `_draw`: all start indices, then per member observation and teacher noise
+        b = sampler.gather(np.stack([r.integers(0, len(sampler), size=B) for r in ref]))
+        nx, nd = np.empty_like(b["x"]), np.empty_like(b["teacher"])
+        for j, r in enumerate(ref):
+            r.standard_normal(out=nx[j], dtype=np.float32)
+            r.standard_normal(out=nd[j], dtype=np.float32)
+        nx *= np.float32(noise)
+        nd *= np.float32(noise)
+        b["x"] += nx
+        b["teacher"] += nd
+        np.testing.assert_array_equal(batch["x_t"].numpy(), b["x"])
+        np.testing.assert_array_equal(batch["teacher_t"].numpy(), b["teacher"])
+        np.testing.assert_array_equal(batch["mask_t"].numpy(), b["mask"].astype(np.float32))
+        np.testing.assert_array_equal(batch["reg_t"].numpy(), b["regressors"])
+    assert [r.bit_generator.state for r in mine] == [r.bit_generator.state for r in ref]  # no draw more, none fewer

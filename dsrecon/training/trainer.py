@@ -395,6 +395,7 @@ class Trainer:
         self.gamma = (self.o.lr_end / self.o.learning_rate) ** (1.0 / max(self.o.epochs, 1))
         self.epoch = 0
         self.checkpoint_epoch: int | None = None  # the epoch the checkpoint on disk holds
+        self._device_batches = None  # DeviceBatches, made on the first epoch of the cuda engine
 
     @property
     def stopped_early(self) -> bool:
@@ -478,6 +479,20 @@ class Trainer:
         b["reg_t"] = None if b["regressors"] is None else torch.from_numpy(b["regressors"]).to(dev)
         return b
 
+    def _batches(self, idx: np.ndarray, flat: torch.Tensor, adaptive: bool):
+        """The epoch's batches: `_draw` one by one, or, on the cuda engine, `DeviceBatches` (data
+        on the device, host draws on threads one batch ahead; the same numbers)."""
+        if self.stack.engine == "cuda" and not adaptive:
+            if self._device_batches is None:
+                from dsrecon.training.device_batches import DeviceBatches
+
+                self._device_batches = DeviceBatches(self.sampler, self.device, threads=torch.get_num_threads())
+            yield from self._device_batches.epoch([self.members[e].rng for e in idx], self.o.batches_per_epoch, self.o.batch_size,
+                                                  self.o.noise)
+            return
+        while True:
+            yield self._draw(idx, flat)
+
     def run_epoch(self, idx: np.ndarray | None = None) -> np.ndarray:
         """One epoch of the members idx (default: the active ones) → their mean losses, NaN for a
         member whose loss became non-finite (it is restored by `fit`)."""
@@ -494,8 +509,9 @@ class Trainer:
         adaptive = any(self.members[e].alpha.mode == "adaptive" for e in idx)
         alpha = None if adaptive else alphas()  # fixed and sparse schedules do not change within an epoch
         sums, bad = np.zeros(idx.size), np.zeros(idx.size, dtype=bool)
+        batches = self._batches(idx, flat, adaptive)
         for _ in range(o.batches_per_epoch):
-            batch = self._draw(idx, flat)
+            batch = next(batches)
             losses = self.stack.losses(flat, batch, alphas() if adaptive else alpha, o.l2)
             if _HOOKS.nan_at_batch is not None:
                 losses = losses * torch.as_tensor(self._poison(idx), dtype=losses.dtype, device=losses.device)
@@ -512,6 +528,7 @@ class Trainer:
             self.opt.step(flat, g, lr, mom, var, steps)
             for e in idx:
                 self.members[e].batches_done += 1
+        batches.close()
         flat.grad = None
         flat.requires_grad_(False)
         self.opt.step_count[idx] = steps
@@ -619,7 +636,7 @@ class Trainer:
                 row = {"epoch": self.epoch, "loss": float(losses[j]), "alpha": m.alpha.value, "lr": self._lr(e), "seconds": seconds,
                        "val_D_stsp": float("nan"), "val_D_H": float("nan")}
                 if do_val:
-                    v = validate(self.member_net(e), self.data, m.opts, seed=m.seed, generated=None if gens is None else gens[j])
+                    v = validate(self.member_net(e), self.data, m.opts, seed=m.seed, **({} if gens is None else {"generated": gens[j]}))
                     row["val_D_stsp"], row["val_D_H"] = v["D_stsp"], v["D_H"]
                     if m.record(v, self.epoch, self.stack.flat[e]):
                         self._restore_best(e)
