@@ -62,12 +62,11 @@ def test_cuda_ensemble_member_equals_the_cpu_fit_with_its_seed():
         for a, b in zip(m["val_D_stsp"], m["val_D_stsp_cpu"]):
             assert a == pytest.approx(b, rel=1e-4)
         # D_H compares normalised spectra: of a free run that has settled on a fixed point (spread
-        # ~1e-7 here, after two epochs) it measures rounding noise, so it is compared only where the
-        # run moves; NaN (too short a run for a spectrum) must be NaN on both
-        for a, b in zip(m["val_D_H"], m["val_D_H_cpu"]):
-            assert (a != a) == (b != b)
-            if min(res["free_run_spread"]) > 1e-3 and a == a:
-                assert a == pytest.approx(b, rel=1e-3)
+        # ~1e-7 here, after two epochs) it measures rounding noise (a number or NaN by chance), so
+        # it is compared only where the runs move
+        if min(res["free_run_spread"]) > 1e-3:
+            for a, b in zip(m["val_D_H"], m["val_D_H_cpu"]):
+                assert a == pytest.approx(b, rel=1e-3, nan_ok=True)
 
 
 def test_cli_fit_ensemble_device_cuda_runs_the_kernel(tmp_path):

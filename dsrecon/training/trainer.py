@@ -45,6 +45,11 @@ VAL_MIN_STEPS = 10_000
 #: ... taken from the end of a free run this long: a model whose chaos is only a transient (it
 #: settles on a fixed point after 10-20 thousand steps) must not pass as a reconstruction
 VAL_HORIZON = 50_000
+#: where the cuda engine makes the validation free runs of all its members (one batched run): None
+#: is the training device. A free run is one long sequential recurrence per member (50 000 steps),
+#: latency-bound on a GPU thread; "cpu" runs them on the numba CPU kernel, parallel over the
+#: members. benchmarks/gpu.py measures both.
+VAL_DEVICE: str | None = None
 #: a validation free run whose spread is below this fraction of the data's (every region) has
 #: collapsed onto a fixed point or a tiny cycle
 COLLAPSE_SPREAD = 0.05
@@ -160,10 +165,13 @@ def generate_after(net: ConvSSMNet, train, n: int, total: int | None = None) -> 
 
 
 @torch.no_grad()
-def generate_after_members(stack: "Stack", rows: torch.Tensor, train, n: int, total: int) -> list[np.ndarray | None]:
+def generate_after_members(stack: "Stack", rows: torch.Tensor, train, n: int, total: int,
+                           device: str | torch.device | None = None) -> list[np.ndarray | None]:
     """`generate_after` for the members ``rows`` (E', P) of a fused stack at once: one batched free
-    run of E' sequences on the rows' device (the CUDA kernel there), decoded and convolved there."""
+    run of E' sequences on ``device`` (default: the rows'; the CUDA kernel there, or the numba CPU
+    kernel over the members), decoded and convolved there."""
     t, E = stack.template, rows.shape[0]
+    rows = rows if device is None else rows.to(device)
     ok = np.flatnonzero(np.isfinite(train.teacher).all(axis=1))
     if ok.size == 0:
         return [None] * E
@@ -177,7 +185,11 @@ def generate_after_members(stack: "Stack", rows: torch.Tensor, train, n: int, to
     Z = t.dynamics.fused_rollout(rows[:, : stack.P_dyn], z0, z0.new_zeros(E, 1, n_lat - 1, 0), z0.new_zeros(E, n_lat - 1))
     Z = torch.cat([z0[:, :, None], Z], dim=2)[:, 0]  # (E', n_lat, M)
     y = torch.einsum("etm,enm->etn", Z, v["decoder.B"]) if "decoder.B" in v else Z[..., : t.N]
-    x = t.convolve(y)[:, total - n :]
+    if y.device == t.taps.device:
+        y = t.convolve(y)
+    elif t.K > 1:  # ConvSSMNet.convolve's conv1d, with the taps on this device
+        y = torch.nn.functional.conv1d(y.transpose(1, 2).reshape(E * t.N, 1, -1), t.taps.to(y)).reshape(E, t.N, -1).transpose(1, 2)
+    x = y[:, total - n :]
     bad = (~torch.isfinite(x).all(dim=2).all(dim=1) | (Z.abs().amax(dim=(1, 2)) > DIVERGENCE_BOUND)).cpu().numpy()
     x = x.cpu().numpy()
     return [None if bad[j] else x[j] for j in range(E)]
@@ -660,7 +672,8 @@ class Trainer:
         """The validation free runs of the members idx, all members at once on the device: for each
         member, one run per recording (as `validate` would make them one by one)."""
         rows = self.stack.flat[torch.as_tensor(idx, device=self.device)]
-        per_rec = [generate_after_members(self.stack, rows, tr, *validation_steps(tr, te)) for tr, te in zip(self.data.train, self.data.test)]
+        per_rec = [generate_after_members(self.stack, rows, tr, *validation_steps(tr, te), device=VAL_DEVICE)
+                   for tr, te in zip(self.data.train, self.data.test)]
         return [[runs[j] for runs in per_rec] for j in range(idx.size)]
 
     def _status(self, idx: np.ndarray, losses: np.ndarray) -> str:
