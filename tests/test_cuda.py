@@ -133,3 +133,37 @@ def test_device_batches_equal_the_host_draws_bit_for_bit():
         np.testing.assert_array_equal(batch["mask_t"].numpy(), b["mask"].astype(np.float32))
         np.testing.assert_array_equal(batch["reg_t"].numpy(), b["regressors"])
     assert [r.bit_generator.state for r in mine] == [r.bit_generator.state for r in ref]  # no draw more, none fewer
+
+
+def test_benchmark_batched_lambda_max_equals_the_qr_method():
+    """benchmarks/gpu.py's λ_max of all members at once (one tangent vector, closed-form Jacobian)
+    equals `dynamics_lyapunov` (QR method over the full spectrum) member by member."""
+    import importlib.util
+
+    import numpy as np
+
+    from dsrecon.metrics.lyapunov import dynamics_lyapunov
+    from dsrecon.models.backends.plrnn import ClippedSHPLRNN, SHPLRNN
+    from dsrecon.models.convssm import ConvSSMNet
+    from dsrecon.models.decoders import IdentityDecoder
+    from dsrecon.training.trainer import Stack
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for cls, gain in ((ClippedSHPLRNN, 3.0), (SHPLRNN, 1.0)):  # (the unclipped one unbounded with a large gain)
+        g = torch.Generator().manual_seed(2)
+        nets = []
+        for _ in range(3):
+            net = ConvSSMNet(cls(3, hidden_dim=8, generator=g), IdentityDecoder(3, 3), torch.tensor([0.5, 0.5]), 3)
+            with torch.no_grad():
+                net.dynamics.W1.mul_(gain)
+                net.dynamics.A.fill_(0.8)
+            nets.append(net)
+        stack = Stack(nets)
+        z0 = torch.randn(3, 3, generator=g) * 0.3
+        lam = bench.batched_lambda_max(stack, stack.flat, z0, n_steps=400, transient=50, dt=0.01)
+        for e, net in enumerate(nets):
+            ref = dynamics_lyapunov(net.dynamics, z0[e].double().numpy(), n_steps=400, transient=50, dt=0.01, n_exponents=1)
+            assert np.isfinite(lam[e])
+            assert lam[e] == pytest.approx(ref.per_second[0], rel=1e-5, abs=1e-3)
