@@ -83,8 +83,13 @@ def _dev(t: torch.Tensor):
 def _cuda_module():
     """numba.cuda, bound as this module's global ``cuda``: the simulator swaps in its fake module
     for a kernel's globals named ``cuda`` (not for closure variables)."""
-    from numba import cuda
+    import warnings
 
+    from numba import cuda
+    from numba.core.errors import NumbaPerformanceWarning
+
+    # a plain fit (E = 1) is 16 threads: one block, and numba says so at every launch
+    warnings.filterwarnings("ignore", message="Grid size .* will likely result in GPU under-utilization", category=NumbaPerformanceWarning)
     globals()["cuda"] = cuda
     return cuda
 
