@@ -564,7 +564,7 @@ class Trainer:
     def _snapshot(self, idx: np.ndarray) -> dict:
         it = torch.as_tensor(idx, device=self.device)
         return {"flat": self.stack.flat[it].clone(), "m": self.opt.m[it].clone(), "v": self.opt.v[it].clone(),
-                "steps": self.opt.step_count[idx].copy(), "rng": [copy.deepcopy(self.members[e].rng.bit_generator.state) for e in idx],
+                "steps": self.opt.step_count[idx].copy(), "rng": [self.members[e].rng.bit_generator.state for e in idx],  # (a new dict each read)
                 "alpha": [self.members[e].alpha.state() for e in idx], "batches": [self.members[e].batches_done for e in idx]}
 
     def _restore(self, snap: dict, idx: np.ndarray, which: np.ndarray) -> None:
