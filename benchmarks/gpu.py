@@ -55,7 +55,7 @@ FULL = dict(latent_dim=3, hidden_dim=50, tr=0.2, frames=1000, sequence_length=20
             Ks=[1, 64, 256, 1024], cpu_Ks=[1, 64], members=1000, epochs=2000, validations=2, lyap_steps=10_000, lyap_transient=2000,
             min_time_s=3.0, val_members=1024)
 SMOKE = dict(latent_dim=3, hidden_dim=6, tr=2.0, frames=200, sequence_length=30, batch_size=4, batches_per_epoch=2,
-             Ks=[1, 2], cpu_Ks=[1, 2], members=3, epochs=2, validations=1, lyap_steps=300, lyap_transient=50, min_time_s=0.0,
+             Ks=[1, 2], cpu_Ks=[1, 2], members=3, epochs=2, validations=1, lyap_steps=300, lyap_transient=50, min_time_s=0.3,
              val_members=2)
 
 
