@@ -11,6 +11,7 @@ object: the largest errors, which the caller holds to its tolerances.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -123,7 +124,7 @@ def trainer_errors(seed: int = 3) -> dict:
     trainer.VAL_MIN_STEPS, trainer.VAL_HORIZON = 300, 400  # short validation free runs (the simulator interprets them)
     out = simulate_system("lorenz63", 260, 0.01, 2.0, kernel="spm", noise=0.01, seed=0)
     rec = Recording(out["observed"], tr=2.0, names=out["names"])
-    opts = dict(hidden_dim=6, latent_dim=4, epochs=2, batches_per_epoch=2, batch_size=3, sequence_length=30, val_every=1,
+    opts = dict(hidden_dim=8, latent_dim=4, epochs=2, batches_per_epoch=2, batch_size=3, sequence_length=30, val_every=1,
                 test_fraction=0.25)
     with tempfile.TemporaryDirectory() as tmp:
         s = fit_ensemble(rec, Path(tmp) / "ens", 2, seed=seed, device="cuda", **opts)
@@ -162,9 +163,57 @@ def trainer_errors(seed: int = 3) -> dict:
         dev_runs = trainer.generate_after_members(stack, stack.flat, tr, n, total)
         res["free_run_rel_err"] = max(_rel(torch.from_numpy(a), torch.from_numpy(b)) for a, b in zip(dev_runs, cpu_runs))
         res["free_run_spread"] = [float(b.std(0).max()) for b in cpu_runs]
+        # two minutes of training leave fixed points; the same comparison with moving free runs:
+        # the members set to saturated rotations (bounded oscillations), validated both ways
+        data = _prepared(rec, opts)
+        for k, net in enumerate(nets):
+            _oscillator(net, theta=0.3 + 0.2 * k)
+        if sim:
+            os.environ["DSRECON_CUDA_SIMULATOR"] = "0"
+        cpu_nets = [copy.deepcopy(net).cpu() for net in nets]
+        cpu_runs = [trainer.generate_after(net, tr, n, total=total) for net in cpu_nets]
+        cpu_val = [trainer.validate(net, data, singles[0].train_options, seed=k) for k, net in enumerate(cpu_nets)]
+        if sim:
+            os.environ["DSRECON_CUDA_SIMULATOR"] = "1"
+        stack = trainer.Stack(nets)
+        dev_runs = trainer.generate_after_members(stack, stack.flat, tr, n, total)
+        gens = list(zip(*[trainer.generate_after_members(stack, stack.flat, t_, *trainer.validation_steps(t_, te))
+                          for t_, te in zip(data.train, data.test)]))  # per member: one run per recording
+        dev_val = [trainer.validate(net, data, singles[0].train_options, seed=k, generated=list(gens[k])) for k, net in enumerate(nets)]
+        res["moving"] = {"spread": [float(b.std(0).max()) for b in cpu_runs],
+                         "free_run_rel_err": max(_rel(torch.from_numpy(a), torch.from_numpy(b)) for a, b in zip(dev_runs, cpu_runs)),
+                         "D_stsp": [v["D_stsp"] for v in dev_val], "D_stsp_cpu": [v["D_stsp"] for v in cpu_val],
+                         "D_H": [v["D_H"] for v in dev_val], "D_H_cpu": [v["D_H"] for v in cpu_val]}
     res["loss_rel_err"] = max(m["loss_rel_err"] for m in res["members"])
     res["val_rel_err"] = max(m["val_rel_err"] for m in res["members"])
     return res
+
+
+def _prepared(rec, opts):
+    from dsrecon import ConvSSM
+    from dsrecon.signal.kernels import make_kernel
+    from dsrecon.training.prepare import prepare
+
+    spec = ConvSSM(**opts).resolved([rec], None)
+    return prepare([rec], make_kernel(spec.kernel, rec.tr), spec.train_options.test_fraction)
+
+
+def _oscillator(net, theta: float, gain: float = 1.2, c: float = 1.0) -> None:
+    """Set a clipped shPLRNN (M even, L = 2M) to z' = R·clip(z, −c, c) + h1 with R block-diagonal
+    rotations by theta (gain > 1): W2 = [I; −I], h2 = c, W1 = [R, −R] make W1[relu(W2 z + h2) −
+    relu(W2 z)] = R·clip(z, −c, c); A = 0. Bounded, oscillating, not chaotic."""
+    dyn = net.dynamics
+    M = dyn.M
+    R = torch.zeros(M, M)
+    for i in range(0, M - 1, 2):
+        ct, st = gain * math.cos(theta * (1 + i)), gain * math.sin(theta * (1 + i))
+        R[i : i + 2, i : i + 2] = torch.tensor([[ct, -st], [st, ct]])
+    with torch.no_grad():
+        dyn.A.zero_()
+        dyn.W2.copy_(torch.cat([torch.eye(M), -torch.eye(M)]))
+        dyn.h2.fill_(c)
+        dyn.W1.copy_(torch.cat([R, -R], dim=1))
+        dyn.h1.fill_(0.01)
 
 
 def _train_split(rec, opts):

@@ -50,7 +50,7 @@ def test_cuda_kernel_loss_and_gradients_equal_the_float64_reference():
 def test_cuda_ensemble_member_equals_the_cpu_fit_with_its_seed():
     """fit_ensemble(K = 2, device="cuda"): member k's loss curve, validation D_stsp and selection
     equal plain CPU fits with seeds SEED + k; the batched validation free runs on the device equal
-    the CPU's one-by-one free runs."""
+    the CPU's one-by-one free runs, and so do the validation metrics of moving free runs."""
     res = _check("trainer")
     assert res["engine"] == "cuda"
     assert res["seeds"] == [3, 4]
@@ -67,6 +67,12 @@ def test_cuda_ensemble_member_equals_the_cpu_fit_with_its_seed():
         if min(res["free_run_spread"]) > 1e-3:
             for a, b in zip(m["val_D_H"], m["val_D_H_cpu"]):
                 assert a == pytest.approx(b, rel=1e-3, nan_ok=True)
+    # the members set to bounded oscillations: moving free runs, validated on the device and on the CPU
+    mv = res["moving"]
+    assert min(mv["spread"]) > 0.1
+    assert mv["free_run_rel_err"] < 1e-4
+    assert mv["D_stsp"] == pytest.approx(mv["D_stsp_cpu"], rel=1e-4)
+    assert mv["D_H"] == pytest.approx(mv["D_H_cpu"], rel=1e-4)
 
 
 def test_cli_fit_ensemble_device_cuda_runs_the_kernel(tmp_path):
