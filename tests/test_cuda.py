@@ -71,6 +71,7 @@ def test_cuda_ensemble_member_equals_the_cpu_fit_with_its_seed():
     mv = res["moving"]
     assert min(mv["spread"]) > 0.1
     assert mv["free_run_rel_err"] < 1e-4
+    assert mv["batched_cpu_rel_err"] < 1e-4  # trainer.VAL_DEVICE = "cpu": all members at once on the CPU kernel
     assert mv["D_stsp"] == pytest.approx(mv["D_stsp_cpu"], rel=1e-4)
     assert mv["D_H"] == pytest.approx(mv["D_H_cpu"], rel=1e-4)
 

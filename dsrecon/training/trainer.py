@@ -45,11 +45,14 @@ VAL_MIN_STEPS = 10_000
 #: ... taken from the end of a free run this long: a model whose chaos is only a transient (it
 #: settles on a fixed point after 10-20 thousand steps) must not pass as a reconstruction
 VAL_HORIZON = 50_000
-#: where the cuda engine makes the validation free runs of all its members (one batched run): None
-#: is the training device. A free run is one long sequential recurrence per member (50 000 steps),
-#: latency-bound on a GPU thread; "cpu" runs them on the numba CPU kernel, parallel over the
-#: members. benchmarks/gpu.py measures both.
-VAL_DEVICE: str | None = None
+#: where the cuda engine makes the validation free runs of all its members (one batched run):
+#: "cpu", the numba CPU kernel parallel over the members, or None, the training device (the CUDA
+#: kernel, one GPU thread per member). A free run is one long sequential recurrence per member
+#: (50 000 steps of ~600 dependent flops at M 3, L 50): a GPU thread is latency-bound there (an
+#: estimate of ~25 s per run, against ~15 ms on a CPU core), and a thousand of them keep only a few
+#: warps busy, so the CPU is expected to win at every ensemble size. Not measured yet:
+#: benchmarks/gpu.py times both and uses the faster.
+VAL_DEVICE: str | None = "cpu"
 #: a validation free run whose spread is below this fraction of the data's (every region) has
 #: collapsed onto a fixed point or a tiny cycle
 COLLAPSE_SPREAD = 0.05
