@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     rate = dev_rows[kmax]["model_epochs_per_s"]
     left = a.budget_s - (time.perf_counter() - t_start) - 30.0  # λ_max and writing
     val_s = cfg["validations"] * (min(fr["device_validation_s"], fr["cpu_validation_s"]) * K / fr["members"] + fr["metrics_s_per_member"] * K)
-    fit_epochs = cfg["epochs"] if a.smoke else int(max(1, min(cfg["epochs"], (left - val_s) * rate / K)))
+    # run_epoch's rate, less a fifth for what fit adds per epoch (snapshots, per-member bookkeeping)
+    fit_epochs = cfg["epochs"] if a.smoke else int(max(1, min(cfg["epochs"], 0.8 * (left - val_s) * rate / K)))
     res["experiment_plan"] = {"default_epochs": cfg["epochs"], "epochs": fit_epochs, "reduced": fit_epochs < cfg["epochs"],
                               "validation_estimate_s": val_s, "free_runs_on": trm.VAL_DEVICE or device}
     say(f"3. experiment: {K} convSSMs on Lorenz63-BOLD ({cfg['frames']} frames), {fit_epochs} epochs"
