@@ -121,7 +121,7 @@ def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed
         config.update({"normalisation": data.norm.to_dict(), "data": data.info, "latent_dim": net.M,
                        "backend_kwargs": net.dynamics.extra_config(), "status": "complete", "training": summ,
                        "ensemble": {"size": size, "member": k, "seeds": seeds, "alphas": al, "directory": str(run),
-                                    "engine": "fused" if trainer.stack.fused else f"vmap ({trainer.device})"}})
+                                    "engine": trainer.stack.engine if trainer.stack.fused else f"vmap ({trainer.device})"}})
         m.net_, m.config_, m.run_dir_, m.history_ = net, config, run / name, trainer.members[k].rows
         mdir = st.dir / name
         mdir.mkdir(exist_ok=True)

@@ -139,6 +139,10 @@ def resolve_device(device: str) -> str:
     if d == "cpu":
         return "cpu"
     if d.startswith("cuda"):
+        from dsrecon.models.backends import plrnn_cuda
+
+        if plrnn_cuda.simulating():  # tests without a GPU: CPU tensors, the CUDA kernels on numba's simulator
+            return "cpu"
         if not torch.cuda.is_available():
             raise DsreconError("--device cuda: no CUDA device is available (use --device cpu or auto)")
         return d

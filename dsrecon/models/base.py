@@ -128,6 +128,10 @@ class LatentDynamics(nn.Module):
         through torch.func.vmap of `rollout`."""
         raise NotImplementedError
 
+    def fused_engine(self, like: torch.Tensor) -> str:
+        """The name of what `fused_rollout` runs on for tensors like ``like`` (recorded with a fit)."""
+        return "fused"
+
 
 def _alpha_per_step(alpha: torch.Tensor | float, T: int, like: torch.Tensor) -> torch.Tensor:
     a = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)

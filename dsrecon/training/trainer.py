@@ -46,6 +46,14 @@ VAL_MIN_STEPS = 10_000
 #: ... taken from the end of a free run this long: a model whose chaos is only a transient (it
 #: settles on a fixed point after 10-20 thousand steps) must not pass as a reconstruction
 VAL_HORIZON = 50_000
+#: where the cuda engine makes the validation free runs of all its members (one batched run):
+#: "cpu", the numba CPU kernel parallel over the members, or None, the training device (the CUDA
+#: kernel, one GPU thread per member). A free run is one long sequential recurrence per member
+#: (50 000 steps of ~600 dependent flops at M 3, L 50): a GPU thread is latency-bound there (an
+#: estimate of ~25 s per run, against ~15 ms on a CPU core), and a thousand of them keep only a few
+#: warps busy, so the CPU is expected to win at every ensemble size. Not measured yet:
+#: benchmarks/gpu.py times both and uses the faster.
+VAL_DEVICE: str | None = "cpu"
 #: a validation free run whose spread is below this fraction of the data's (every region) has
 #: collapsed onto a fixed point or a tiny cycle
 COLLAPSE_SPREAD = 0.05
@@ -90,21 +98,30 @@ def inject_faults(**faults):
         _HOOKS = old
 
 
-def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int = 0) -> dict:
+def validation_steps(train, test) -> tuple[int, int]:
+    """(n, total) of a validation free run on one recording: its last n of total observations are compared."""
+    n = max(train.x.shape[0] + test.x.shape[0], VAL_MIN_STEPS)
+    return n, max(VAL_HORIZON, math.ceil(1.25 * n))
+
+
+def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int = 0,
+             generated: list[np.ndarray | None] | None = None) -> dict:
     """Free-run the model past the training split and compare with the observed recording.
 
     Used to pick the best model and to stop early; the held-out tail is what makes this a check of
     generalisation in time (the model never trained on it). Final scores follow §6 (`ConvSSM.score`).
+    ``generated``: the free runs (`generate_after`, one per recording), when they were made
+    elsewhere (all members at once on the device: `generate_after_members`).
     """
     from dsrecon.metrics.spectrum import hellinger_spectral
     from dsrecon.metrics.stsp import state_space_divergence
 
     if not data.test:
         return {"D_stsp": float("nan"), "D_H": float("nan"), "D_stsp_method": None}
-    if next(net.parameters()).device.type != "cpu":  # free runs are sequential: the fused CPU path is faster
+    if generated is None and next(net.parameters()).device.type != "cpu":  # one sequential free run: the fused CPU path is faster
         net = copy.deepcopy(net).cpu()
     gens, refs, dhs, spreads = [], [], [], []
-    for tr, te in zip(data.train, data.test):
+    for i, (tr, te) in enumerate(zip(data.train, data.test)):
         # Reference: all observed frames of the recording (training head + held-out tail), as the
         # published convSSM code validates; a 25 % tail alone covers too little of an attractor.
         # Generated: the end of a long free run past the training data. Its length estimates the
@@ -114,8 +131,8 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
         full = np.concatenate([tr.x, te.x])
         fmask = np.concatenate([tr.mask, te.mask])
         T = full.shape[0]
-        n = max(T, VAL_MIN_STEPS)
-        gen = generate_after(net, tr, n, total=max(VAL_HORIZON, math.ceil(1.25 * n)))
+        n, total = validation_steps(tr, te)
+        gen = generate_after(net, tr, n, total=total) if generated is None else generated[i]
         if gen is None:
             return {"D_stsp": float("inf"), "D_H": float("nan"), "D_stsp_method": None, "diverged": True}
         gens.append(gen)
@@ -151,6 +168,37 @@ def generate_after(net: ConvSSMNet, train, n: int, total: int | None = None) -> 
     return x
 
 
+@torch.no_grad()
+def generate_after_members(stack: "Stack", rows: torch.Tensor, train, n: int, total: int,
+                           device: str | torch.device | None = None) -> list[np.ndarray | None]:
+    """`generate_after` for the members ``rows`` (E', P) of a fused stack at once: one batched free
+    run of E' sequences on ``device`` (default: the rows'; the CUDA kernel there, or the numba CPU
+    kernel over the members), decoded and convolved there."""
+    t, E = stack.template, rows.shape[0]
+    rows = rows if device is None else rows.to(device)
+    ok = np.flatnonzero(np.isfinite(train.teacher).all(axis=1))
+    if ok.size == 0:
+        return [None] * E
+    v = stack.views(rows)
+    d0 = torch.as_tensor(train.teacher[ok[-1]], dtype=torch.float32, device=rows.device)
+    z0 = d0[: t.F].expand(E, t.F)
+    if t.M > t.F:
+        z0 = torch.cat([z0, torch.einsum("n,ekn->ek", d0, v["L_init"])], dim=1)
+    z0 = z0[:, None].contiguous()  # (E', 1, M)
+    n_lat = total + t.K - 1
+    Z = t.dynamics.fused_rollout(rows[:, : stack.P_dyn], z0, z0.new_zeros(E, 1, n_lat - 1, 0), z0.new_zeros(E, n_lat - 1))
+    Z = torch.cat([z0[:, :, None], Z], dim=2)[:, 0]  # (E', n_lat, M)
+    y = torch.einsum("etm,enm->etn", Z, v["decoder.B"]) if "decoder.B" in v else Z[..., : t.N]
+    if y.device == t.taps.device:
+        y = t.convolve(y)
+    elif t.K > 1:  # ConvSSMNet.convolve's conv1d, with the taps on this device
+        y = torch.nn.functional.conv1d(y.transpose(1, 2).reshape(E * t.N, 1, -1), t.taps.to(y)).reshape(E, t.N, -1).transpose(1, 2)
+    x = y[:, total - n :]
+    bad = (~torch.isfinite(x).all(dim=2).all(dim=1) | (Z.abs().amax(dim=(1, 2)) > DIVERGENCE_BOUND)).cpu().numpy()
+    x = x.cpu().numpy()
+    return [None if bad[j] else x[j] for j in range(E)]
+
+
 # ----------------------------------------------------------------------------- E members as one matrix
 class Stack:
     """E ConvSSMNets of one architecture as one (E, P) parameter matrix ``flat``.
@@ -177,6 +225,8 @@ class Stack:
             o, shp = self.layout[n]
             self.l2_mask[o : o + math.prod(shp)] = True
         self.fused = t.dynamics.has_fused(self.flat)
+        #: what trains the rows: "cuda" (plrnn_cuda's kernels), "fused" (the numba CPU kernels) or "vmap"
+        self.engine = t.dynamics.fused_engine(self.flat) if self.fused else "vmap"
 
     def row_of(self, net: ConvSSMNet) -> torch.Tensor:
         params = dict(net.named_parameters())
@@ -204,7 +254,7 @@ class Stack:
             z0 = d[:, :, 0, : t.F]
             if t.M > t.F:
                 z0 = torch.cat([z0, torch.einsum("ebn,ekn->ebk", d[:, :, 0], v["L_init"])], dim=-1)
-            Z = t.dynamics.fused_rollout(flat[:, : self.P_dyn], z0.contiguous(), batch["teacher"][:, :, 1:, : t.F], alpha)
+            Z = t.dynamics.fused_rollout(flat[:, : self.P_dyn], z0.contiguous(), d[:, :, 1:, : t.F], alpha)
             k = t.M if "decoder.B" in v else N  # the units the decoder reads (identity: the first N)
             Z = torch.cat([z0[:, :, None, :k], Z[..., :k]], dim=2)  # (E, B, T, k)
             y = torch.einsum("ebtm,enm->ebtn", Z, v["decoder.B"]) if "decoder.B" in v else Z
@@ -361,6 +411,7 @@ class Trainer:
         self.gamma = (self.o.lr_end / self.o.learning_rate) ** (1.0 / max(self.o.epochs, 1))
         self.epoch = 0
         self.checkpoint_epoch: int | None = None  # the epoch the checkpoint on disk holds
+        self._device_batches = None  # DeviceBatches, made on the first epoch of the cuda engine
 
     @property
     def stopped_early(self) -> bool:
@@ -444,6 +495,20 @@ class Trainer:
         b["reg_t"] = None if b["regressors"] is None else torch.from_numpy(b["regressors"]).to(dev)
         return b
 
+    def _batches(self, idx: np.ndarray, flat: torch.Tensor, adaptive: bool):
+        """The epoch's batches: `_draw` one by one, or, on the cuda engine, `DeviceBatches` (data
+        on the device, host draws on threads one batch ahead; the same numbers)."""
+        if self.stack.engine == "cuda" and not adaptive:
+            if self._device_batches is None:
+                from dsrecon.training.device_batches import DeviceBatches
+
+                self._device_batches = DeviceBatches(self.sampler, self.device, threads=torch.get_num_threads())
+            yield from self._device_batches.epoch([self.members[e].rng for e in idx], self.o.batches_per_epoch, self.o.batch_size,
+                                                  self.o.noise)
+            return
+        while True:
+            yield self._draw(idx, flat)
+
     def run_epoch(self, idx: np.ndarray | None = None) -> np.ndarray:
         """One epoch of the members idx (default: the active ones) → their mean losses, NaN for a
         member whose loss became non-finite (it is restored by `fit`)."""
@@ -460,9 +525,10 @@ class Trainer:
         adaptive = any(self.members[e].alpha.mode == "adaptive" for e in idx)
         alpha = None if adaptive else alphas()  # fixed and sparse schedules do not change within an epoch
         sums, bad = np.zeros(idx.size), np.zeros(idx.size, dtype=bool)
+        batches = self._batches(idx, flat, adaptive)
         for _ in range(o.batches_per_epoch):
             check_interrupt()  # a Ctrl-C whose exception numba swallowed stops the fit here
-            batch = self._draw(idx, flat)
+            batch = next(batches)
             losses = self.stack.losses(flat, batch, alphas() if adaptive else alpha, o.l2)
             if _HOOKS.nan_at_batch is not None:
                 losses = losses * torch.as_tensor(self._poison(idx), dtype=losses.dtype, device=losses.device)
@@ -479,6 +545,7 @@ class Trainer:
             self.opt.step(flat, g, lr, mom, var, steps)
             for e in idx:
                 self.members[e].batches_done += 1
+        batches.close()
         flat.grad = None
         flat.requires_grad_(False)
         self.opt.step_count[idx] = steps
@@ -502,7 +569,7 @@ class Trainer:
     def _snapshot(self, idx: np.ndarray) -> dict:
         it = torch.as_tensor(idx, device=self.device)
         return {"flat": self.stack.flat[it].clone(), "m": self.opt.m[it].clone(), "v": self.opt.v[it].clone(),
-                "steps": self.opt.step_count[idx].copy(), "rng": [copy.deepcopy(self.members[e].rng.bit_generator.state) for e in idx],
+                "steps": self.opt.step_count[idx].copy(), "rng": [self.members[e].rng.bit_generator.state for e in idx],  # (a new dict each read)
                 "alpha": [self.members[e].alpha.state() for e in idx], "batches": [self.members[e].batches_done for e in idx]}
 
     def _restore(self, snap: dict, idx: np.ndarray, which: np.ndarray) -> None:
@@ -576,6 +643,7 @@ class Trainer:
             self.epoch += 1
             seconds = time.perf_counter() - t0
             do_val = bool(self.data.test) and (self.epoch % o.val_every == 0 or self.epoch == total)
+            gens = self._device_free_runs(idx) if do_val and self.stack.engine == "cuda" else None
             early = False
             for j, e in enumerate(idx):
                 m = self.members[e]
@@ -585,7 +653,7 @@ class Trainer:
                 row = {"epoch": self.epoch, "loss": float(losses[j]), "alpha": m.alpha.value, "lr": self._lr(e), "seconds": seconds,
                        "val_D_stsp": float("nan"), "val_D_H": float("nan")}
                 if do_val:
-                    v = validate(self.member_net(e), self.data, m.opts, seed=m.seed)
+                    v = validate(self.member_net(e), self.data, m.opts, seed=m.seed, **({} if gens is None else {"generated": gens[j]}))
                     row["val_D_stsp"], row["val_D_H"] = v["D_stsp"], v["D_H"]
                     if m.record(v, self.epoch, self.stack.flat[e]):
                         self._restore_best(e)
@@ -604,6 +672,14 @@ class Trainer:
         for e, m in enumerate(self.members):
             self.member_net(e, m.best_row)  # the best state (or the last one) into the member's net
         return [m.summary() for m in self.members]
+
+    def _device_free_runs(self, idx: np.ndarray) -> list[list[np.ndarray | None]]:
+        """The validation free runs of the members idx, all members at once on the device: for each
+        member, one run per recording (as `validate` would make them one by one)."""
+        rows = self.stack.flat[torch.as_tensor(idx, device=self.device)]
+        per_rec = [generate_after_members(self.stack, rows, tr, *validation_steps(tr, te), device=VAL_DEVICE)
+                   for tr, te in zip(self.data.train, self.data.test)]
+        return [[runs[j] for runs in per_rec] for j in range(idx.size)]
 
     def _status(self, idx: np.ndarray, losses: np.ndarray) -> str:
         if self.E == 1:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsrecon.models.backends import plrnn_fused
+from dsrecon.models.backends import plrnn_cuda, plrnn_fused
 from dsrecon.models.base import LatentDynamics, _alpha_per_step, register
 from dsrecon.options import BACKEND_PANEL, option
 
@@ -30,13 +30,19 @@ def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator | None) 
 
 class _Fused(LatentDynamics):
     """The family's fast path: the numba kernels of `plrnn_fused` on CPU (E members × B sequences;
-    a single model is E = 1), the reference `LatentDynamics.rollout` elsewhere."""
+    a single model is E = 1), those of `plrnn_cuda` on a CUDA device (or its simulator), the
+    reference `LatentDynamics.rollout` elsewhere."""
 
     def has_fused(self, like: torch.Tensor) -> bool:
-        return plrnn_fused.fused_available(like)
+        return plrnn_cuda.available_for(like) or plrnn_fused.fused_available(like)
 
     def fused_rollout(self, rows, state0, teacher, alpha):
+        if plrnn_cuda.available_for(rows):
+            return plrnn_cuda.rollout(self, rows, state0, teacher, alpha)
         return plrnn_fused.rollout(self, rows, state0, teacher, alpha)
+
+    def fused_engine(self, like: torch.Tensor) -> str:
+        return "cuda" if plrnn_cuda.available_for(like) else "fused"
 
     def rollout(self, state0, T, teacher=None, alpha=0.0, inputs=None):
         if inputs is None and self.has_fused(state0):

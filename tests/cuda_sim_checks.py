@@ -1,0 +1,241 @@
+"""Checks of the CUDA training kernel (`plrnn_cuda`) that run on a GPU or on numba's CUDA simulator.
+
+numba reads NUMBA_ENABLE_CUDASIM when it is imported, so `tests/test_cuda.py` runs this file in a
+fresh interpreter with NUMBA_ENABLE_CUDASIM=1 and DSRECON_CUDA_SIMULATOR=1 (CPU tensors, the
+kernels interpreted) when there is no GPU, and with the tensors on the GPU when there is one.
+`benchmarks/gpu.py` runs `kernel_errors` too, on fresh random inputs. Each check prints one JSON
+object: the largest errors, which the caller holds to its tolerances.
+
+    python tests/cuda_sim_checks.py kernel|trainer [--full] [--seed S]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a − b| / (max |b| + 1e-6): the error relative to the reference's scale."""
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float((a - b).abs().max() / (b.abs().max() + 1e-6))
+
+
+def _device() -> str:
+    from dsrecon.models.backends import plrnn_cuda
+
+    if plrnn_cuda.simulating():
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device and not under the simulator (set NUMBA_ENABLE_CUDASIM=1 DSRECON_CUDA_SIMULATOR=1)")
+    return "cuda"
+
+
+def kernel_errors(full: bool = False, seed: int = 0) -> dict:
+    """The whole loss of E members (GTF rollout, decoder, HRF convolution, masked MSE + L2) and its
+    gradients, through `Stack.losses` in float32 on the CUDA kernel, against the CPU reference path:
+    per member, repeated `step` in float64 (`LatentDynamics.rollout`) and autograd.
+
+    Tiny sizes by default (simulator); ``full``: the default convSSM (M 3, L 50, SPM HRF at TR 0.2 =
+    161 taps, sequence 200, batch 16) with 8 members."""
+    from dsrecon.models.backends.plrnn import PLRNN, ClippedSHPLRNN, SHPLRNN
+    from dsrecon.models.base import LatentDynamics
+    from dsrecon.models.convssm import ConvSSMNet
+    from dsrecon.models.decoders import AffineDecoder, IdentityDecoder
+    from dsrecon.signal.kernels import spm_hrf
+    from dsrecon.training.trainer import Stack
+
+    dev = _device()
+    g = torch.Generator().manual_seed(seed)
+    if full:
+        E, B, T, N, taps, cases = 8, 16, 200, 3, spm_hrf(0.2), [(ClippedSHPLRNN, 3, {"hidden_dim": 50}, "identity")]
+    else:
+        E, B, T, N, taps = 2, 3, 14, 3, np.array([0.1, 0.5, 0.3, 0.1])
+        cases = [(ClippedSHPLRNN, 4, {"hidden_dim": 6}, "affine"), (SHPLRNN, 3, {"hidden_dim": 5}, "identity"),
+                 (PLRNN, 4, {"pwl_units": 2}, "affine")]
+    out = {"device": dev, "members": E, "batch": B, "T": T, "taps": int(len(taps)), "cases": []}
+    for cls, M, kw, dec in cases:
+        nets = []
+        for _ in range(E):
+            decoder = AffineDecoder(M, N, generator=g) if dec == "affine" else IdentityDecoder(M, N)
+            net = ConvSSMNet(cls(M, generator=g, **kw), decoder, torch.as_tensor(taps, dtype=torch.float32), N)
+            with torch.no_grad():  # mixed relu patterns, non-zero h, L_init
+                for p in net.parameters():
+                    p.add_(0.1 * torch.randn(p.shape, generator=g))
+            nets.append(net.to(dev))
+        K = len(taps)
+        d = torch.randn(E, B, T, N, generator=g)
+        d[0, 1, 5, 1] = float("nan")  # missing teacher entries: no forcing there
+        d[-1, 0, 3:6, :] = float("nan")
+        x = torch.randn(E, B, T - K + 1, N, generator=g)
+        mask = (torch.rand(E, B, T - K + 1, generator=g) > 0.2).float()
+        alpha = torch.rand(E, T - 1, generator=g) * 0.5
+        alpha[:, ::4] = 1.0
+        l2 = 1e-3
+        stack = Stack(nets)
+        assert stack.engine == "cuda", stack.engine
+        batch = {"teacher_t": d.to(dev), "teacher": d.numpy(), "x_t": x.to(dev), "mask_t": mask.to(dev), "reg_t": None}
+        flat = stack.flat.clone().requires_grad_(True)
+        losses = stack.losses(flat, batch, alpha.to(dev), l2)
+        losses.sum().backward()
+        ref_l, ref_g = [], []
+        for e, net in enumerate(nets):
+            ref = ConvSSMNet(cls(M, **kw), AffineDecoder(M, N) if dec == "affine" else IdentityDecoder(M, N),
+                             torch.as_tensor(taps, dtype=torch.float32), N).double()
+            stack.load_into(ref, stack.flat[e].cpu().double())
+            de = d[e].double()
+            z0 = ref.init_state(de[:, 0])
+            Z = LatentDynamics.rollout(ref.dynamics, z0, T - 1, de[:, 1:, : ref.F], alpha[e].double())
+            y = ref.observe(torch.cat([z0[:, None], Z], dim=1))
+            me = mask[e].double()
+            loss = (((y - x[e].double()) ** 2) * me[..., None]).sum() / (me.sum() * N).clamp_min(1.0)
+            params = dict(ref.named_parameters())
+            loss = loss + l2 * sum((params[n] ** 2).sum() for n, (o, shp) in stack.layout.items() if math.prod(shp) and stack.l2_mask[o].item())
+            grads = torch.autograd.grad(loss, [params[n] for n in stack.layout], allow_unused=True)
+            grads = [torch.zeros_like(params[n]) if gr is None else gr for n, gr in zip(stack.layout, grads)]
+            ref_l.append(loss.detach())
+            ref_g.append(torch.cat([gr.reshape(-1) for gr in grads]))
+        out["cases"].append({"backend": cls.name, "M": M, **kw, "decoder": dec, "loss_rel_err": _rel(losses, torch.stack(ref_l)),
+                             "grad_rel_err": max(_rel(flat.grad[e], ref_g[e]) for e in range(E)),
+                             "loss": [float(v) for v in losses.detach().cpu()]})
+    out["loss_rel_err"] = max(c["loss_rel_err"] for c in out["cases"])
+    out["grad_rel_err"] = max(c["grad_rel_err"] for c in out["cases"])
+    return out
+
+
+def trainer_errors(seed: int = 3) -> dict:
+    """A tiny ensemble of K = 2 on the device (`fit_ensemble(..., device="cuda")`), against plain CPU
+    fits (the numba CPU kernels) with seeds SEED + k: loss curves, validation metrics and selection."""
+    import dsrecon
+    from dsrecon import ConvSSM, Recording
+    from dsrecon.ensemble import fit_ensemble
+    from dsrecon.systems import simulate_system
+    from dsrecon.training import trainer
+
+    sim = os.environ.get("DSRECON_CUDA_SIMULATOR") == "1"
+    trainer.VAL_MIN_STEPS, trainer.VAL_HORIZON = 300, 400  # short validation free runs (the simulator interprets them)
+    trainer.VAL_DEVICE = None  # the ensemble validates on the device (the CPU kernel's batched runs: below)
+    out = simulate_system("lorenz63", 260, 0.01, 2.0, kernel="spm", noise=0.01, seed=0)
+    rec = Recording(out["observed"], tr=2.0, names=out["names"])
+    opts = dict(hidden_dim=8, latent_dim=4, epochs=2, batches_per_epoch=2, batch_size=3, sequence_length=30, val_every=1,
+                test_fraction=0.25)
+    with tempfile.TemporaryDirectory() as tmp:
+        s = fit_ensemble(rec, Path(tmp) / "ens", 2, seed=seed, device="cuda", **opts)
+        members = [dsrecon.load_run(Path(tmp) / "ens" / f"member-{k:02d}") for k in range(2)]
+        if sim:
+            os.environ["DSRECON_CUDA_SIMULATOR"] = "0"  # the reference: plain fits on the numba CPU kernels
+        singles = [ConvSSM(seed=seed + k, device="cpu", **opts).fit(rec) for k in range(2)]
+        res = {"engine": members[0].config["ensemble"].get("engine") if "ensemble" in members[0].config else None,
+               "engine_recorded": json.loads((Path(tmp) / "ens" / "ensemble.json").read_text()).get("engine"),
+               "seeds": [m["seed"] for m in s["members"]], "best_member": s["best_member"], "members": []}
+        vals = []
+        for k, (m, single) in enumerate(zip(members, singles)):
+            lm = [r["loss"] for r in m.history_] if getattr(m, "history_", None) else None
+            if lm is None:
+                log = np.genfromtxt(Path(tmp) / "ens" / f"member-{k:02d}" / "training_log.tsv", names=True, delimiter="\t")
+                lm, vm = list(log["loss"]), list(log["val_D_stsp"])
+                hm = list(log["val_D_H"])
+            else:
+                vm, hm = [r["val_D_stsp"] for r in m.history_], [r["val_D_H"] for r in m.history_]
+            ls = [r["loss"] for r in single.history_]
+            vs, hs = [r["val_D_stsp"] for r in single.history_], [r["val_D_H"] for r in single.history_]
+            rel = lambda a, b: max(abs(x - y) / max(abs(y), 1e-6) for x, y in zip(a, b))  # noqa: E731
+            res["members"].append({"loss": lm, "loss_cpu": ls, "loss_rel_err": rel(lm, ls), "val_D_stsp": vm, "val_D_stsp_cpu": vs, "val_D_H": hm, "val_D_H_cpu": hs,
+                                   "val_rel_err": max(rel(vm, vs), rel(hm, hs)), "finite": bool(all(math.isfinite(v) for v in vm + hm))})
+            vals.append((single.config["training"]["best_val_D_stsp"], single.config["training"]["best_val_D_H"]))
+        res["best_member_cpu"] = int(min(range(2), key=lambda k: vals[k]))
+        # the validation free runs themselves, of the trained CPU models: all members at once on the
+        # device (`generate_after_members`) against one by one on the CPU kernels (`generate_after`)
+        nets = [single.net_ for single in singles]
+        tr = _train_split(rec, opts)
+        n, total = 300, 400
+        cpu_runs = [trainer.generate_after(net, tr, n, total=total) for net in nets]
+        if sim:
+            os.environ["DSRECON_CUDA_SIMULATOR"] = "1"
+        stack = trainer.Stack([net.to(_device()) for net in nets])
+        dev_runs = trainer.generate_after_members(stack, stack.flat, tr, n, total)
+        res["free_run_rel_err"] = max(_rel(torch.from_numpy(a), torch.from_numpy(b)) for a, b in zip(dev_runs, cpu_runs))
+        res["free_run_spread"] = [float(b.std(0).max()) for b in cpu_runs]
+        # two minutes of training leave fixed points; the same comparison with moving free runs:
+        # the members set to saturated rotations (bounded oscillations), validated both ways
+        data = _prepared(rec, opts)
+        for k, net in enumerate(nets):
+            _oscillator(net, theta=0.3 + 0.2 * k)
+        if sim:
+            os.environ["DSRECON_CUDA_SIMULATOR"] = "0"
+        cpu_nets = [copy.deepcopy(net).cpu() for net in nets]
+        cpu_runs = [trainer.generate_after(net, tr, n, total=total) for net in cpu_nets]
+        cpu_val = [trainer.validate(net, data, singles[0].train_options, seed=k) for k, net in enumerate(cpu_nets)]
+        batched_cpu = trainer.generate_after_members(trainer.Stack(nets), trainer.Stack(nets).flat, tr, n, total, device="cpu")
+        if sim:
+            os.environ["DSRECON_CUDA_SIMULATOR"] = "1"
+        stack = trainer.Stack(nets)
+        dev_runs = trainer.generate_after_members(stack, stack.flat, tr, n, total)
+        gens = list(zip(*[trainer.generate_after_members(stack, stack.flat, t_, *trainer.validation_steps(t_, te))
+                          for t_, te in zip(data.train, data.test)]))  # per member: one run per recording
+        dev_val = [trainer.validate(net, data, singles[0].train_options, seed=k, generated=list(gens[k])) for k, net in enumerate(nets)]
+        res["moving"] = {"spread": [float(b.std(0).max()) for b in cpu_runs],
+                         "free_run_rel_err": max(_rel(torch.from_numpy(a), torch.from_numpy(b)) for a, b in zip(dev_runs, cpu_runs)),
+                         "batched_cpu_rel_err": max(_rel(torch.from_numpy(a), torch.from_numpy(b)) for a, b in zip(batched_cpu, cpu_runs)),
+                         "D_stsp": [v["D_stsp"] for v in dev_val], "D_stsp_cpu": [v["D_stsp"] for v in cpu_val],
+                         "D_H": [v["D_H"] for v in dev_val], "D_H_cpu": [v["D_H"] for v in cpu_val]}
+    res["loss_rel_err"] = max(m["loss_rel_err"] for m in res["members"])
+    res["val_rel_err"] = max(m["val_rel_err"] for m in res["members"])
+    return res
+
+
+def _prepared(rec, opts):
+    from dsrecon import ConvSSM
+    from dsrecon.signal.kernels import make_kernel
+    from dsrecon.training.prepare import prepare
+
+    spec = ConvSSM(**opts).resolved([rec], None)
+    return prepare([rec], make_kernel(spec.kernel, rec.tr), spec.train_options.test_fraction)
+
+
+def _oscillator(net, theta: float, gain: float = 1.2, c: float = 1.0) -> None:
+    """Set a clipped shPLRNN (M even, L = 2M) to z' = R·clip(z, −c, c) + h1 with R block-diagonal
+    rotations by theta (gain > 1): W2 = [I; −I], h2 = c, W1 = [R, −R] make W1[relu(W2 z + h2) −
+    relu(W2 z)] = R·clip(z, −c, c); A = 0. Bounded, oscillating, not chaotic."""
+    dyn = net.dynamics
+    M = dyn.M
+    R = torch.zeros(M, M)
+    for i in range(0, M - 1, 2):
+        ct, st = gain * math.cos(theta * (1 + i)), gain * math.sin(theta * (1 + i))
+        R[i : i + 2, i : i + 2] = torch.tensor([[ct, -st], [st, ct]])
+    with torch.no_grad():
+        dyn.A.zero_()
+        dyn.W2.copy_(torch.cat([torch.eye(M), -torch.eye(M)]))
+        dyn.h2.fill_(c)
+        dyn.W1.copy_(torch.cat([R, -R], dim=1))
+        dyn.h1.fill_(0.01)
+
+
+def _train_split(rec, opts):
+    """The first training split a fit with these options prepares (what validation free-runs from)."""
+    from dsrecon import ConvSSM
+    from dsrecon.signal.kernels import make_kernel
+    from dsrecon.training.prepare import prepare
+
+    spec = ConvSSM(**opts).resolved([rec], None)
+    return prepare([rec], make_kernel(spec.kernel, rec.tr), spec.train_options.test_fraction).train[0]
+
+
+def main(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    what, full = argv[0], "--full" in argv
+    seed = int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 0
+    res = kernel_errors(full, seed) if what == "kernel" else trainer_errors()
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
