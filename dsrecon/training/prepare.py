@@ -85,10 +85,10 @@ def _check_statistics(mean: np.ndarray, std: np.ndarray, splits: list[tuple[Reco
     if not bad.any():
         return
     col = int(np.argmax(bad))
-    tr = max((t for t, _ in splits), key=lambda t: np.abs(t.data[t.mask, col]).max(initial=0.0))
-    v = np.where(tr.mask, np.abs(tr.data[:, col]), -1.0)
+    trn = max((t for t, _ in splits), key=lambda t: np.abs(t.data[t.mask, col]).max(initial=0.0))
+    v = np.where(trn.mask, np.abs(trn.data[:, col]), -1.0)
     row = int(np.argmax(v))
-    raise DataError(f"{_where(tr.source, tr.names, col, row, 'column')}: value {tr.data[row, col]:.6g} is too large to z-score "
+    raise DataError(f"{_where(trn.source, trn.names, col, row, 'column')}: value {trn.data[row, col]:.6g} is too large to z-score "
                     "(the column's mean or standard deviation overflows); rescale the data")
 
 
@@ -135,7 +135,7 @@ def prepare(recs: list[Recording], kernel: Kernel, test_fraction: float, teacher
     if not 0.0 <= test_fraction < 1.0:
         raise DataError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     splits = [r.split(test_fraction) for r in recs]
-    train_valid = np.concatenate([tr.data[tr.mask] for tr, _ in splits])
+    train_valid = np.concatenate([trn.data[trn.mask] for trn, _ in splits])
     with np.errstate(over="ignore", invalid="ignore"):
         mean, std = train_valid.mean(0), train_valid.std(0)
     _check_statistics(mean, std, splits)
@@ -144,7 +144,7 @@ def prepare(recs: list[Recording], kernel: Kernel, test_fraction: float, teacher
         raise DataError(f"{recs[0].source}: region '{bad}' is constant in the training split")
     norm = Normalisation(mean, std)
     if recs[0].regressors is not None:
-        regs = np.concatenate([tr.regressors[tr.mask] for tr, _ in splits])
+        regs = np.concatenate([trn.regressors[trn.mask] for trn, _ in splits])
         rs = regs.std(0)
         norm.reg_mean, norm.reg_std = regs.mean(0), np.where(rs < 1e-12, 1.0, rs)
     from dsrecon.signal.deconvolution import wiener_deconvolve

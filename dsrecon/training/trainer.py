@@ -121,18 +121,18 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
     if generated is None and next(net.parameters()).device.type != "cpu":  # one sequential free run: the fused CPU path is faster
         net = copy.deepcopy(net).cpu()
     gens, refs, dhs, spreads = [], [], [], []
-    for i, (tr, te) in enumerate(zip(data.train, data.test)):
+    for i, (trn, tst) in enumerate(zip(data.train, data.test)):
         # Reference: all observed frames of the recording (training head + held-out tail), as the
         # published convSSM code validates; a 25 % tail alone covers too little of an attractor.
         # Generated: the end of a long free run past the training data. Its length estimates the
         # model's invariant distribution well (a run as short as the data leaves most occupied cells
         # empty); taking it from the end of a VAL_HORIZON-step run judges the long-term behaviour,
         # so transient chaos that later collapses onto a fixed point scores as the collapse.
-        full = np.concatenate([tr.x, te.x])
-        fmask = np.concatenate([tr.mask, te.mask])
+        full = np.concatenate([trn.x, tst.x])
+        fmask = np.concatenate([trn.mask, tst.mask])
         T = full.shape[0]
-        n, total = validation_steps(tr, te)
-        gen = generate_after(net, tr, n, total=total) if generated is None else generated[i]
+        n, total = validation_steps(trn, tst)
+        gen = generate_after(net, trn, n, total=total) if generated is None else generated[i]
         if gen is None:
             return {"D_stsp": float("inf"), "D_H": float("nan"), "D_stsp_method": None, "diverged": True}
         gens.append(gen)
@@ -677,8 +677,8 @@ class Trainer:
         """The validation free runs of the members idx, all members at once on the device: for each
         member, one run per recording (as `validate` would make them one by one)."""
         rows = self.stack.flat[torch.as_tensor(idx, device=self.device)]
-        per_rec = [generate_after_members(self.stack, rows, tr, *validation_steps(tr, te), device=VAL_DEVICE)
-                   for tr, te in zip(self.data.train, self.data.test)]
+        per_rec = [generate_after_members(self.stack, rows, trn, *validation_steps(trn, tst), device=VAL_DEVICE)
+                   for trn, tst in zip(self.data.train, self.data.test)]
         return [[runs[j] for runs in per_rec] for j in range(idx.size)]
 
     def _status(self, idx: np.ndarray, losses: np.ndarray) -> str:
