@@ -372,6 +372,11 @@ class Trainer:
         """Member e as an ordinary ConvSSMNet holding its current (or the given) parameters."""
         return self.stack.load_into(self.nets[e], self.stack.flat[e] if row is None else row)
 
+    def _validate(self, e: int) -> dict:
+        """`validate` member e (the group engine validates every subject)."""
+        m = self.members[e]
+        return validate(self.member_net(e), self.data, m.opts, seed=m.seed)
+
     def _lr(self, e: int) -> float:
         return self.o.learning_rate * self.gamma**self.epoch * self.members[e].lr_scale
 
@@ -583,7 +588,7 @@ class Trainer:
                 row = {"epoch": self.epoch, "loss": float(losses[j]), "alpha": m.alpha.value, "lr": self._lr(e), "seconds": seconds,
                        "val_D_stsp": float("nan"), "val_D_H": float("nan")}
                 if do_val:
-                    v = validate(self.member_net(e), self.data, m.opts, seed=m.seed)
+                    v = self._validate(e)
                     row["val_D_stsp"], row["val_D_H"] = v["D_stsp"], v["D_H"]
                     if m.record(v, self.epoch, self.stack.flat[e]):
                         self._restore_best(e)
