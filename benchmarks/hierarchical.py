@@ -22,6 +22,8 @@ per unit system time (model: 20 000-step QR on the latent map, one step = dt 0.0
 subject's ρ), wall time of the fit. The features' leave-one-subject-out linear regression R² for ρ.
 
     NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/hierarchical.py --seeds 0 1 2 --epochs 150 --rows rows.jsonl
+    python benchmarks/hierarchical.py --subjects 5 --frames 2000 --seeds 0 --epochs 150 --rows rows.jsonl
+    python benchmarks/hierarchical.py --summarise rows.jsonl
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def run_seed(seed: int, a) -> list[dict]:
     ids = [f"{i + 1:02d}" for i in range(S)]
     subs = {sid: recording(r, a.frames, 1000 * seed + i, f"sub-{sid}") for i, (sid, r) in enumerate(zip(ids, rhos))}
     held = recording(HELD_OUT_RHO, a.frames, 1000 * seed + 999, "sub-99")
-    common = dict(latent_dim=3, epochs=a.epochs, batches_per_epoch=a.batches_per_epoch, seed=seed, device="cpu")
+    common = dict(latent_dim=3, epochs=a.epochs, batches_per_epoch=a.batches_per_epoch, seed=seed, device="cpu",
+                  learning_rate=a.learning_rate, lr_end=a.lr_end)
     rows = []
 
     def emit(row):
@@ -210,6 +213,8 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--batches-per-epoch", type=int, default=50)
     p.add_argument("--features", type=int, default=3)
+    p.add_argument("--learning-rate", type=float, default=3e-3, help="every arm (the CLI default 1e-3 → 1e-6 is for 2 000 epochs)")
+    p.add_argument("--lr-end", type=float, default=3e-4)
     p.add_argument("--n-gen", type=int, default=100_000)
     p.add_argument("--lyap-steps", type=int, default=20_000)
     p.add_argument("--no-transfer", dest="transfer", action="store_false")
