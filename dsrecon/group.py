@@ -321,7 +321,7 @@ class GroupConvSSM:
         for sid, net in zip(ids, trainer.nets):
             net.cpu()
             self.z_init_[sid] = net.state_from_last_reliable(datas[sid].train[-1].teacher).detach()[0]
-        summary["seconds"] = time.perf_counter() - t0
+        summary["training_seconds"] = time.perf_counter() - t0
         summary["updates"] = int(m.batches_done)
         config.update({"status": "complete", "training": summary})
         self.config_, self.run_dir_, self.history_ = config, run, m.rows
