@@ -232,3 +232,18 @@ def test_evaluate_all_and_subject_on_a_table_directory(cli, tmp_path):
     assert r.code == 0, r.err
     one = json.loads(r.out)
     assert one["subject"] == "02" and one["D_stsp"] == rows[1]["D_stsp"]
+    # the group report: the feature space coloured by a participants.tsv column, one row per subject
+    from dsrecon.plots.report import html_is_self_contained
+
+    part = tmp_path / "participants.tsv"
+    part.write_text("participant_id\tgroup\nsub-01\tpatient\nsub-02\tcontrol\n")
+    r = cli("report", out, "--participants", part, "--color-by", "group", "--lyapunov-steps", "500", "--json")
+    assert r.code == 0, r.err
+    per = json.loads(r.out)["per_subject"]
+    assert [(x["subject"], x["group"]) for x in per] == [("01", "patient"), ("02", "control")] and "f1" in per[0]
+    text = (out / "report.html").read_text()
+    assert html_is_self_contained(text) and "<h2>Subjects</h2>" in text and "feature space" in text and "patient" in text
+    r = cli("report", out, "--participants", part, "--color-by", "age", "-o", tmp_path / "r.html")
+    assert r.code == 1 and "no such column" in r.err and not (tmp_path / "r.html").exists()
+    r = cli("report", out, "--subject", "01", "--lyapunov-steps", "500", "-o", tmp_path / "r1.html", "--json")
+    assert r.code == 0, r.err
