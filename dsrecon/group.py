@@ -19,7 +19,7 @@ import datetime as _dt
 import json
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import numpy as np
 import torch

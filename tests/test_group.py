@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsrecon import ConvSSM, GroupConvSSM, Recording, load_run
+from dsrecon import GroupConvSSM, Recording, load_run
 from dsrecon.errors import DsreconError
 from dsrecon.models.group import GroupLayout
 from dsrecon.systems import simulate_system
