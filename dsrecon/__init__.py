@@ -1,11 +1,11 @@
 """dsrecon: dynamical-systems reconstruction from neuroimaging recordings.
 
-Public API: ConvSSM (fit / simulate / score), load_run, Recording, read_table, load_inputs.
+Public API: ConvSSM (fit / simulate / score), GroupConvSSM (many subjects), load_run, Recording, read_table, load_inputs.
 """
 
 from dsrecon.io.recording import Recording
 
-__all__ = ["ConvSSM", "load_run", "Recording", "read_table", "load_inputs", "__version__"]
+__all__ = ["ConvSSM", "GroupConvSSM", "load_run", "Recording", "read_table", "load_inputs", "__version__"]
 
 
 def __getattr__(name: str):  # lazy: keep `import dsrecon` light (torch loads on first use)
@@ -13,6 +13,10 @@ def __getattr__(name: str):  # lazy: keep `import dsrecon` light (torch loads on
         from dsrecon import api
 
         return getattr(api, name)
+    if name == "GroupConvSSM":
+        from dsrecon.group import GroupConvSSM
+
+        return GroupConvSSM
     if name == "read_table":
         from dsrecon.io.tables import read_table
 

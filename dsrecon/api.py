@@ -424,7 +424,7 @@ _RUN_KEYS = ("backend", "latent_dim", "hidden_dim", "decoder", "kernel", "kernel
              "n_regions", "normalisation")
 
 
-def load_run(path: str | Path) -> ConvSSM:
+def load_run(path: str | Path):
     """Rebuild a fitted ConvSSM from a run directory (model.safetensors + config.json).
 
     A damaged run (unreadable or incomplete config.json, empty or truncated weights, weights that do
@@ -439,6 +439,14 @@ def load_run(path: str | Path) -> ConvSSM:
         raise DataError(f"{run}: not a dsrecon run directory (no {CONFIG_FILE})")
     if not (run / MODEL_FILE).exists():
         raise DataError(f"{run}: no {MODEL_FILE} (training not finished? continue it with `dsrecon fit ... --resume`)")
+    from dsrecon.group import is_group_config, load_group_run
+
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+        raw = None
+    if is_group_config(raw):  # a `dsrecon fit-group` run: a GroupConvSSM (its .subject(id) is a ConvSSM)
+        return load_group_run(run, raw)
     cfg = _read_run_config(cfg_path)
     n, norm = cfg["n_regions"], cfg["normalisation"]
     try:

@@ -16,7 +16,7 @@ os.environ["TERM"] = "dumb"
 
 COMMANDS = [
     [], ["simulate"], ["simulate", "list"], ["simulate", "system"], ["simulate", "model"], ["fit"], ["evaluate"],
-    ["report"], ["backends"], ["fit-cohort"], ["sweep"], ["demo"],
+    ["report"], ["backends"], ["fit-cohort"], ["fit-group"], ["sweep"], ["demo"],
 ]
 
 

@@ -104,6 +104,8 @@ def evaluate_cmd(
     lyapunov_steps: int = typer.Option(100_000, "--lyapunov-steps", help="RUN / system forms: steps of the Lyapunov spectrum (QR method)."),
     device: str = typer.Option("cpu", "--device", help="RUN form: auto|cpu|cuda for the free run and PE_n (analysis runs on the CPU)."),
     analysis: bool = typer.Option(True, "--analysis/--no-analysis", help="RUN form: also compute the Lyapunov spectrum, dimensions and fixed points."),
+    subject: Optional[str] = typer.Option(None, "--subject", help="Group runs (dsrecon fit-group): the subject to evaluate."),
+    all_subjects: bool = typer.Option(False, "--all", help="Group runs: every subject on its held-out tail, one row each (D_stsp, D_H, PE, λ_max, regime)."),
 ) -> None:
     """Compare a generated trajectory with a reference: D_stsp (geometry) and D_H (power spectra).
 
@@ -114,6 +116,8 @@ def evaluate_cmd(
       dsrecon evaluate run --data test.tsv          (a fitted model: D_stsp, D_H, PE_n, Lyapunov, fixed points)
 
       dsrecon evaluate system lorenz63               (Lyapunov spectrum of a benchmark ODE)
+
+      dsrecon evaluate group --subject 01            (one subject of a group run; --all: every subject)
 
     Lower is better for both; identical inputs give 0. See docs/metrics.md.
     """
@@ -131,8 +135,11 @@ def evaluate_cmd(
             list(target), data=data, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing, gmm_points=points,
             seed=seed, as_json=as_json, quiet=quiet, output=output,
             lyapunov_steps=lyapunov_steps if (analysis or target[0] == "system") else None, device=device,
+            subject=subject, all_subjects=all_subjects,
         )
         return
+    if subject is not None or all_subjects:
+        raise DsreconError("--subject and --all go with a group run directory (dsrecon evaluate GROUP --subject 01)")
     if data is not None:
         raise DsreconError("--data goes with a run directory (dsrecon evaluate RUN --data TEST.tsv); for two tables use --generated and --reference")
     if generated is None or reference is None:

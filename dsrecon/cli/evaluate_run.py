@@ -22,10 +22,14 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
     else:
         if len(target) != 1:
             raise DsreconError(f"expected one run directory, got {len(target)} arguments: {' '.join(target)}")
-        res = evaluate_run(Path(target[0]), data, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, quiet=quiet,
-                           gmm_points=gmm_points,
-                           lyapunov_steps=extra.get("lyapunov_steps"), device=extra.get("device") or "cpu")
-        title = f"dsrecon evaluate {target[0]} (lower is better)"
+        kw = dict(stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, quiet=quiet, gmm_points=gmm_points,
+                  lyapunov_steps=extra.get("lyapunov_steps"), device=extra.get("device") or "cpu")
+        if extra.get("all_subjects"):
+            from dsrecon.cli.group import evaluate_all
+
+            return evaluate_all(Path(target[0]), data, subject=extra.get("subject"), as_json=as_json, output=output, **kw)
+        res = evaluate_run(Path(target[0]), data, subject=extra.get("subject"), **kw)
+        title = f"dsrecon evaluate {target[0]}{'' if extra.get('subject') is None else ' --subject ' + str(extra['subject'])} (lower is better)"
     res = {**res, "seed": seed, "versions": versions()}
     if output is not None:
         write_json_atomic(output, res)
@@ -34,14 +38,17 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
 
 
 def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var: float, smoothing: float, seed: int, quiet: bool,
-                 lyapunov_steps: int | None = None, device: str = "cpu", gmm_points: str = "first") -> dict:
-    """§6 protocol: generate 1.25·T, drop 0.25·T, compare with the test data; PE_n from its teacher."""
+                 lyapunov_steps: int | None = None, device: str = "cpu", gmm_points: str = "first", subject: str | None = None,
+                 model=None) -> dict:
+    """§6 protocol: generate 1.25·T, drop 0.25·T, compare with the test data; PE_n from its teacher.
+    A group run's subject: ``subject`` (or a loaded ``model``, e.g. one subject of a group)."""
     from dsrecon.api import load_run
+    from dsrecon.group import select_subject
     from dsrecon.io.load import InputSpec, load_inputs
 
     from dsrecon.cli.common import resolve_device
 
-    model = load_run(run).to(resolve_device(device))
+    model = (select_subject(load_run(run), subject, run) if model is None else model).to(resolve_device(device))
     if data is not None:
         from dsrecon.io.matching import load_matched
 
@@ -72,6 +79,8 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
     out = {"D_stsp": res["D_stsp"], "D_stsp_method": res["D_stsp_method"], "D_H": res["D_H"], f"PE{res['n']}": res["PE_n"],
            "PE_n": res["PE_n"], "n_pe": res["n"], "n_test": res["n_test"], "n_generated": res["n_generated"],
            "diverged": res["diverged"], "run": str(run), "data": source}
+    if model.config.get("subject") is not None:
+        out["subject"] = model.config["subject"]
     if lyapunov_steps:
         try:
             from dsrecon.metrics.analysis import analyze_model, fixed_point_counts

@@ -76,7 +76,7 @@ def _register() -> None:
     # Each command group lives in its own module; importing it registers its commands on `app`.
     import importlib
 
-    for mod in ("simulate", "simulate_model", "evaluate", "fit", "demo", "backends", "report", "cohort"):
+    for mod in ("simulate", "simulate_model", "evaluate", "fit", "group", "demo", "backends", "report", "cohort"):
         importlib.import_module(f"dsrecon.cli.{mod}")
 
 

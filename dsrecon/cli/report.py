@@ -18,6 +18,9 @@ def report_cmd(
     output: Path = typer.Option(None, "--output", "-o", help="HTML file to write (default: RUN/report.html)."),
     lyapunov_steps: int = typer.Option(100_000, "--lyapunov-steps", help="Steps of the Lyapunov spectrum (QR method)."),
     k_max: int = typer.Option(10, "--k-max", help="Largest cycle period searched (SCYFI)."),
+    subject: str = typer.Option(None, "--subject", help="Group runs: the full report of this subject's model (default: the group's feature-space report)."),
+    participants: Path = typer.Option(None, "--participants", help="Group runs: a participants.tsv (participant_id + columns) to colour the feature space by."),
+    color_by: str = typer.Option(None, "--color-by", help="Group runs: the participants.tsv column that colours the subjects (e.g. group)."),
     seed: int = SeedOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -25,6 +28,9 @@ def report_cmd(
     """Write ONE self-contained HTML report: metrics, figures, config, provenance, versions.
 
     Example: dsrecon report run --data test.tsv -o report.html
+
+    A group run (dsrecon fit-group): dsrecon report group --participants participants.tsv --color-by group
+    (the subjects in the feature space and a table per subject); --subject 01 for one subject's report.
     """
     import dsrecon
     from dsrecon.io.matching import load_matched
@@ -40,7 +46,27 @@ def report_cmd(
     from dsrecon.cli.outputs import check_output_files, html_is_ours
 
     check_output_files([output if output is not None else run / "report.html"], ours=html_is_ours)
+    from dsrecon.group import GroupConvSSM, select_subject
+
     model = dsrecon.load_run(run)
+    if (participants is not None or color_by is not None) and (not isinstance(model, GroupConvSSM) or subject is not None):
+        raise DsreconError("--participants and --color-by go with the report of a group run (without --subject)")
+    if isinstance(model, GroupConvSSM) and subject is None:
+        from dsrecon.plots.report import build_group_report, read_participants
+
+        if color_by is not None and participants is None:
+            raise DsreconError("--color-by needs --participants participants.tsv")
+        if data is not None:
+            raise DsreconError("--data goes with --subject for a group run")
+        table = read_participants(participants, color_by) if participants is not None else None
+        out = output if output is not None else run / "report.html"
+        log(f"group report of {run}: {len(model.subjects)} subjects (Lyapunov {min(lyapunov_steps, 20_000)} steps each)…", quiet)
+        res = build_group_report(model, out, participants=table, color_by=color_by, lyapunov_steps=min(lyapunov_steps, 20_000), seed=seed)
+        log(f"wrote {out}", quiet)
+        emit({"report": str(out), "subjects": len(model.subjects), "seed": seed, "per_subject": res["subjects"]}, as_json,
+             title=f"dsrecon report {run}", quiet=quiet)
+        return
+    model = select_subject(model, subject, run)
     test = None
     if data is not None:
         test, notes = load_matched(data, model)

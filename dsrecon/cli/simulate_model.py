@@ -19,6 +19,7 @@ def model_cmd(
     steps: int = typer.Option(..., "--steps", "-n", help="Number of observation frames to generate."),
     output: Path = typer.Option(..., "--output", "-o", help="Observations to write (OUT.tsv); also OUT_latent.tsv and sidecars."),
     from_data: Optional[Path] = typer.Option(None, "--from", help="Start from the state inferred at the end of this recording (default: the end of the training data)."),
+    subject: Optional[str] = typer.Option(None, "--subject", help="Group runs (dsrecon fit-group): the subject whose model to run."),
     seed: int = SeedOpt,
     device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda. Free runs are sequential: the CPU (fused path) is usually faster."),
     as_json: bool = JsonOpt,
@@ -27,6 +28,8 @@ def model_cmd(
     """Generate a free-running trajectory from a fitted model (observations in data units).
 
     Example: dsrecon simulate model run --steps 10000 -o gen.tsv
+
+    A group run: dsrecon simulate model group --subject 01 --steps 10000 -o gen.tsv
     """
     from dsrecon.api import load_run
 
@@ -35,7 +38,9 @@ def model_cmd(
     if steps < 1:
         raise DsreconError(f"--steps must be positive, got {steps}")
     check_simulation_outputs(output)
-    model = load_run(run).to(resolve_device(device))
+    from dsrecon.group import select_subject
+
+    model = select_subject(load_run(run), subject, run).to(resolve_device(device))
     data = None
     if from_data is not None:
         from dsrecon.io.matching import load_matched
@@ -46,7 +51,7 @@ def model_cmd(
                 err_console.print(note, soft_wrap=True, markup=False, highlight=False)
     out = model.simulate(steps, seed=seed, data=data)
     lat_names = [f"z{i + 1}" for i in range(out["latent"].shape[1])]
-    common = {"RepetitionTime": model.tr, "run": str(run), "steps": steps, "seed": seed, "from": None if from_data is None else str(from_data),
+    common = {"RepetitionTime": model.tr, "run": str(run), **({} if subject is None else {"subject": model.config["subject"]}), "steps": steps, "seed": seed, "from": None if from_data is None else str(from_data),
               "DsreconVersion": dsrecon_version(), "versions": versions(), "command": "dsrecon simulate model"}
     lat = write_observed_and_latent(
         output, out["observed"], model.names, {**common, "Units": "data units (normalisation inverted)", "latent_file": latent_path(output).name},

@@ -351,34 +351,43 @@ def _teacher_name(i: int, rec_source: str, taken: set[str]) -> str:
     return name
 
 
-def write_teacher_cache(run: Path, data, recs) -> None:
-    """teacher/: one table per recording (the normalised teacher of its training split) + index.json."""
+def _teacher_dir(run: Path, subject: str | None) -> Path:
+    return Path(run) / TEACHER_DIR / ("" if subject is None else f"sub-{subject}")
+
+
+def write_teacher_cache(run: Path, data, recs, subject: str | None = None) -> None:
+    """teacher/ (a group run: teacher/sub-ID/): one table per recording (the normalised teacher of
+    its training split) + index.json."""
     from dsrecon._util import write_json_atomic
     from dsrecon.io.results import tsv_sidecar
     from dsrecon.io.tables import write_table
 
+    d = _teacher_dir(run, subject)
     files: list[str] = []
     taken: set[str] = set()
+    scale = "training statistics" if subject is None else "the subject's training statistics"
     for i, (p, r) in enumerate(zip(data.train, recs)):
         name = _teacher_name(i, r.source, taken)
-        side = tsv_sidecar(r, units="normalised (z-scored with training statistics)", columns=data.names,
+        side = tsv_sidecar(r, units=f"normalised (z-scored with {scale})", columns=data.names,
                            Description="Wiener-deconvolved teacher signals of the training split; NaN = unreliable edge or censored frame",
                            Source=r.source)
-        write_table(Path(run) / TEACHER_DIR / name, p.teacher, data.names, sidecar=side)
+        write_table(d / name, p.teacher, data.names, sidecar=side)
         files.append(name)
-    write_json_atomic(Path(run) / TEACHER_DIR / "index.json", {"files": files})
+    write_json_atomic(d / "index.json", {"files": files, **({} if subject is None else {"subject": subject})})
 
 
-def read_teacher_cache(run: Path, n: int, target: Path | None = None) -> list:
+def read_teacher_cache(run: Path, n: int, target: Path | None = None, subject: str | None = None) -> list:
     """The cached teachers of a run's ``n`` recordings (float32 arrays, NaN where unreliable)."""
     import numpy as np
 
     from dsrecon.io.tables import read_array
 
-    idx = read_config(run, f"{TEACHER_DIR}/index.json")
+    d = _teacher_dir(run, subject)
+    idx = read_config(d, "index.json")
     if len(idx["files"]) != n:
-        raise DsreconError(f"{target or run}: cannot resume: teacher cache holds {len(idx['files'])} recordings, data has {n}")
-    return [read_array(Path(run) / TEACHER_DIR / f, allow_nan=True)[0].astype(np.float32) for f in idx["files"]]
+        whose = "teacher cache" if subject is None else f"subject {subject}'s teacher cache"
+        raise DsreconError(f"{target or run}: cannot resume: {whose} holds {len(idx['files'])} recordings, data has {n}")
+    return [read_array(d / f, allow_nan=True)[0].astype(np.float32) for f in idx["files"]]
 
 
 #: config keys a run must share with a new fit to be resumed or reused → the option that sets each

@@ -193,3 +193,36 @@ def fixed_points_on_attractor(latent: np.ndarray, cycles: list[dict], stem) -> l
     ax.set_title("Fixed points and cycles")
     ax.legend(fontsize=7, loc="best")
     return save(fig, stem)
+
+
+def feature_scatter(features: np.ndarray, ids: list[str], stem, color: list | None = None, color_label: str | None = None) -> list[Path]:
+    """Subjects in the feature space of a group model: f1 vs f2 (F = 1: f1 against the subject's
+    index; F > 2: the first two principal components), coloured by ``color`` (a value per subject:
+    numbers on a colour scale, else one colour per category)."""
+    f = np.asarray(features, dtype=float)
+    S, F = f.shape
+    if F >= 2:
+        xy, xl, yl = (f[:, :2], "f1", "f2") if F == 2 else (pca_project(f, 2)[0], "PC1 of the features", "PC2 of the features")
+    else:
+        xy, xl, yl = np.column_stack([np.arange(S), f[:, 0] if F else np.zeros(S)]), "subject", "f1"
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    if color is None:
+        ax.scatter(xy[:, 0], xy[:, 1], c=MODEL_COLOR, s=40)
+    else:
+        try:
+            vals = np.asarray([float(v) for v in color])
+            sc = ax.scatter(xy[:, 0], xy[:, 1], c=vals, cmap="viridis", s=40)
+            fig.colorbar(sc, ax=ax, label=color_label or "")
+        except (TypeError, ValueError):
+            cats = sorted({str(v) for v in color})
+            cmap = plt.get_cmap("tab10")
+            for k, c in enumerate(cats):
+                m = np.array([str(v) == c for v in color])
+                ax.scatter(xy[m, 0], xy[m, 1], color=cmap(k % 10), s=40, label=c)
+            ax.legend(title=color_label, fontsize=8)
+    for (x, y), s in zip(xy, ids):
+        ax.annotate(s, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel(xl)
+    ax.set_ylabel(yl)
+    ax.set_title("Subjects in the feature space")
+    return save(fig, stem)

@@ -424,6 +424,12 @@ class Trainer:
         """Member e as an ordinary ConvSSMNet holding its current (or the given) parameters."""
         return self.stack.load_into(self.nets[e], self.stack.flat[e] if row is None else row)
 
+    def _validate(self, e: int, generated: list | None = None) -> dict:
+        """`validate` member e (the group engine validates every subject); ``generated``: its free
+        runs when the device made them for all members at once."""
+        m = self.members[e]
+        return validate(self.member_net(e), self.data, m.opts, seed=m.seed, **({} if generated is None else {"generated": generated}))
+
     def _lr(self, e: int) -> float:
         return self.o.learning_rate * self.gamma**self.epoch * self.members[e].lr_scale
 
@@ -653,7 +659,7 @@ class Trainer:
                 row = {"epoch": self.epoch, "loss": float(losses[j]), "alpha": m.alpha.value, "lr": self._lr(e), "seconds": seconds,
                        "val_D_stsp": float("nan"), "val_D_H": float("nan")}
                 if do_val:
-                    v = validate(self.member_net(e), self.data, m.opts, seed=m.seed, **({} if gens is None else {"generated": gens[j]}))
+                    v = self._validate(e, None if gens is None else gens[j])
                     row["val_D_stsp"], row["val_D_H"] = v["D_stsp"], v["D_H"]
                     if m.record(v, self.epoch, self.stack.flat[e]):
                         self._restore_best(e)

@@ -1,0 +1,201 @@
+"""`dsrecon fit-group`: the hierarchical group model of many subjects (and transfer with --from)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dsrecon.cli.common import JsonOpt, QuietOpt, emit, log, progress_bar
+from dsrecon.cli.main import app
+from dsrecon.cli.options import parse_fit_options, with_fit_options
+from dsrecon.errors import DataError, DsreconError
+
+FIT_GROUP_HELP = """Fit ONE hierarchical model to many subjects: shared group parameters, one feature vector per subject.
+
+Each subject's model parameters (dynamics, initial-state map, decoder) are generated from its F
+features (--scheme linear: θ = b + P·l; outer: low-rank W = b + Σ_f l_f u_f v_fᵀ). Every subject has its
+own recordings, kernel (TR), normalisation and teacher signals. INPUTS: a BIDS/fMRIPrep tree
+(subjects from sub- entities; a subject's runs share its features), a directory of tables
+(sub-XX_… files grouped by subject, else one subject per file or subfolder), or several files
+with --subject-from-filename. Every option of `dsrecon fit` applies.
+
+Examples:
+
+  dsrecon fit-group fmriprep/ --atlas atlas.nii.gz --features 3 -o group
+
+  dsrecon fit-group tables/ --latent-dim 3 -o group
+
+  dsrecon fit-group sub-01_bold.tsv sub-02_bold.tsv --subject-from-filename -o group
+
+  dsrecon fit-group new_subjects/ --from group -o group2   (transfer: group parameters frozen, features learned)
+
+  dsrecon simulate model group --subject 01 --steps 10000 -o gen.tsv
+
+  dsrecon evaluate group --all
+"""
+
+
+def group_inputs(inputs: list[Path], spec, subject_from_filename: bool) -> dict[str, list[str]]:
+    """Subject id → its input paths (module help)."""
+    from dsrecon.distributed.subjects import _stem, discover_subjects
+    from dsrecon.group import subject_id
+    from dsrecon.io.results import bids_entities
+
+    for p in inputs:
+        if not p.exists():
+            raise DataError(f"{p}: file not found")
+    if len(inputs) == 1 and inputs[0].is_dir() and not subject_from_filename:
+        subs = discover_subjects(inputs[0], participant_label=spec.participant_label or None, task=spec.task,
+                                 session=spec.session or None, space=spec.space)
+        return {subject_id(s.name): list(s.paths) for s in subs}
+    if not subject_from_filename:
+        raise DsreconError("several inputs: give --subject-from-filename (each file's sub-<label>, else its name, is its subject), "
+                           "or one directory of subjects")
+    out: dict[str, list[str]] = {}
+    for p in inputs:
+        sub = bids_entities(p).get("sub")
+        out.setdefault(sub if sub else subject_id(_stem(p)), []).append(str(p))
+    return out
+
+
+def load_subjects(groups: dict[str, list[str]], spec) -> dict[str, list]:
+    """Every subject's recordings; a subject whose inputs cannot be read is one line naming it and the file."""
+    from dsrecon.io.load import load_inputs
+
+    out = {}
+    for sid, paths in groups.items():
+        try:
+            out[sid] = load_inputs(paths, spec)
+        except DataError as e:
+            raise DataError(f"subject {sid}: {e}") from None
+    return out
+
+
+def _given(name: str) -> bool:
+    """Whether option ``name`` was given on the command line (not left at its default)."""
+    import click
+
+    try:
+        src = click.get_current_context().get_parameter_source(name)
+    except RuntimeError:  # pragma: no cover - not inside a click command
+        return False
+    return src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+@app.command("fit-group", help=FIT_GROUP_HELP)
+@with_fit_options()
+def fit_group_cmd(
+    inputs: list[Path] = typer.Argument(..., help="A BIDS/fMRIPrep tree, a directory of tables, or files (with --subject-from-filename)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Group run directory to write."),
+    features: int = typer.Option(3, "--features", help="Features per subject F (0: one model for every subject)."),
+    scheme: str = typer.Option("linear", "--scheme", help="How features generate parameters: linear|outer."),
+    subject_from_filename: bool = typer.Option(False, "--subject-from-filename", help="Several files: each file's sub-<label> (else its name) is its subject."),
+    from_run: Optional[Path] = typer.Option(None, "--from", help="Transfer: a group run whose group parameters are frozen; only the new subjects' features are learned (default epochs: a tenth of its)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing run directory."),
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+    **options,
+) -> None:
+    from dsrecon.api import load_run
+    from dsrecon.cli.main import report_interrupt
+    from dsrecon.errors import FitInterrupted
+    from dsrecon.group import GroupConvSSM
+    from dsrecon.io.load import InputSpec
+    from dsrecon.io.runs import check_target
+    from dsrecon.models.group import SCHEMES
+    from dsrecon.options import model_fields, train_fields, validate_options
+
+    if scheme not in SCHEMES:
+        raise DsreconError(f"--scheme: unknown scheme '{scheme}' (choose {', '.join(SCHEMES)})")
+    if features < 0:
+        raise DsreconError(f"--features must be at least 0, got {features}")
+    params, spec_kw = parse_fit_options(options)
+    model = GroupConvSSM(features, scheme, **params)
+    model.base.validate()  # bad values fail here, before any data is read
+    spec = validate_options(InputSpec(**spec_kw, quiet=quiet))
+    check_target(output, resume=resume, force=force)
+    source = None
+    if from_run is not None:
+        from dsrecon.io.runs import CONFIG_FILE
+
+        if not (from_run / CONFIG_FILE).is_file():
+            raise DsreconError(f"--from {from_run}: not a run directory (no {CONFIG_FILE})")
+        source = load_run(from_run)
+        if not isinstance(source, GroupConvSSM):
+            raise DsreconError(f"--from {from_run}: not a group run (written by dsrecon fit, not dsrecon fit-group)")
+        fixed = [f.name for f in model_fields() if f.name not in ("seed", "device") and f.metadata.get("cli") and _given(f.name)]
+        fixed += [n for n in ("features", "scheme") if _given(n)]
+        if fixed:
+            raise DsreconError(f"--{fixed[0].replace('_', '-')}: with --from the model comes from {from_run}; leave it out")
+    subs = load_subjects(group_inputs(inputs, spec, subject_from_filename), spec)
+    t0 = time.perf_counter()
+    inp = {sid: [r.source for r in recs] for sid, recs in subs.items()}
+    with progress_bar(quiet) as prog:
+        task_id = prog.add_task("fit-group", total=model.base.epochs, status="")
+
+        def on_epoch(epoch: int, total: int, status: str) -> None:
+            prog.update(task_id, completed=epoch, total=total, status=status)
+
+        kw = dict(resume=resume, overwrite=force, progress=on_epoch, log=lambda s: log(s, quiet), inputs=inp)
+        try:
+            if source is None:
+                fitted = model.fit(subs, output, **kw)
+            else:
+                train = {f.name: params[f.name] for f in train_fields() if f.metadata.get("cli") and f.name in params and _given(f.name)}
+                train.update(seed=params.get("seed", 0), device=params.get("device", "auto"))
+                fitted = source.transfer(subs, output, **kw, **train)
+        except FitInterrupted as e:
+            prog.stop()
+            raise typer.Exit(report_interrupt(e)) from None
+    summary = fitted.config["training"]
+    result = {"run": str(output), "seconds": time.perf_counter() - t0, "subjects": fitted.subjects, "features": fitted.features,
+              "scheme": fitted.scheme, "transfer_from": None if from_run is None else str(from_run), **summary,
+              "seed": fitted.config.get("seed"), "versions": fitted.config["versions"]}
+    log(f"wrote {output}/model.safetensors, config.json, subject_features.tsv, training_log.tsv", quiet)
+    emit(result, as_json, title=f"dsrecon fit-group → {output}", quiet=quiet)
+
+
+def evaluate_all(run: Path, data: Path | None, *, subject: str | None, as_json: bool, output: Path | None, quiet: bool, seed: int,
+                 **kw) -> None:
+    """`dsrecon evaluate GROUP --all`: every subject on its own held-out tail, one row each."""
+    from rich.table import Table
+
+    from dsrecon._util import versions, write_json_atomic
+    from dsrecon.api import load_run
+    from dsrecon.cli.common import out_console
+    from dsrecon.cli.evaluate_run import evaluate_run
+    from dsrecon.group import GroupConvSSM
+
+    if subject is not None:
+        raise DsreconError("give --subject or --all, not both")
+    if data is not None:
+        raise DsreconError("--all evaluates every subject on its own held-out tail; --data goes with --subject")
+    g = load_run(run)
+    if not isinstance(g, GroupConvSSM):
+        raise DsreconError(f"--all: {run} is not a group run (written by dsrecon fit, not dsrecon fit-group)")
+    rows = []
+    for sid in g.subjects:
+        r = evaluate_run(run, None, model=g.subject(sid), quiet=quiet, seed=seed, **kw)
+        rows.append({"subject": sid, "D_stsp": r["D_stsp"], "D_H": r["D_H"], f"PE{r['n_pe']}": r["PE_n"], "PE_n": r["PE_n"], "n_pe": r["n_pe"],
+                     "lambda_max_per_second": r.get("lambda_max_per_second"), "regime": r.get("regime"), "diverged": r["diverged"],
+                     "data": r["data"]})
+    res = {"run": str(run), "subjects": rows, "seed": seed, "versions": versions()}
+    if output is not None:
+        write_json_atomic(output, res)
+        log(f"wrote {output}", quiet)
+    if as_json:
+        emit(res, True)
+        return
+    if quiet:
+        return
+    t = Table(title=f"dsrecon evaluate {run} --all (lower is better)", header_style="bold")
+    for c in ("subject", "D_stsp", "D_H", f"PE{rows[0]['n_pe']}" if rows else "PE", "λ_max /s", "regime"):
+        t.add_column(c, justify="left" if c in ("subject", "regime") else "right")
+    fmt = lambda v: "—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    for r in rows:
+        t.add_row(r["subject"], fmt(r["D_stsp"]), fmt(r["D_H"]), fmt(r["PE_n"]), fmt(r["lambda_max_per_second"]), fmt(r["regime"]))
+    out_console.print(t)

@@ -1,0 +1,188 @@
+"""The training engine for the hierarchical group model (`dsrecon.models.group`).
+
+What is optimised is one row: the group vector g (G,) and the subjects' features l (S, F), flat
+(a transfer to new subjects optimises the features alone, g is a constant). Every RAdam step draws
+``batch_size`` sequences from every subject (its own recordings, normalisation and teacher
+signals), generates every subject's parameters θ_j from g and l_j, and runs all subjects as the
+rows of the engine's `Stack` (the backend's fused kernel over S·B sequences, else vmap): subjects
+whose measurement kernels are identical share one computation, subjects with another kernel (TR)
+form another. The loss is the mean of the subjects' GTF losses.
+
+Everything else is the single-fit engine's (`Trainer`): one `Member` holds the seed, batch/noise
+stream, α schedule, best model, patience and divergence retries; checkpoints and --resume are the
+same files. Validation runs `validate` on every subject and averages D_stsp and D_H.
+With one subject and F = 0 the arithmetic is exactly a single fit's (tests/test_group.py).
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from dsrecon.models.convssm import ConvSSMNet
+from dsrecon.models.group import GroupLayout
+from dsrecon.training import trainer as _engine
+from dsrecon.training.batches import SequenceSampler
+from dsrecon.training.gtf import jacobian_growth
+from dsrecon.training.prepare import PreparedData
+from dsrecon.training.trainer import Member, Stack, StackedRAdam, Trainer, TrainOptions, clip_rows_, validate
+
+
+class _Row:
+    """The optimised row (1, Q), where `Trainer`'s bookkeeping expects ``stack.flat``."""
+
+    engine = "group"  # (its subjects run through their Stack's kernel, see GroupTrainer.run_epoch)
+
+    def __init__(self, flat: torch.Tensor):
+        self.flat = flat
+        self.P = flat.shape[1]
+
+
+class GroupTrainer(Trainer):
+    """GTF training of S subjects' generated models in one computation (module docstring).
+
+    nets: one ConvSSMNet per subject (one architecture; each with its subject's kernel taps);
+    datas: each subject's PreparedData; g0 (G,) and feats0 (S, F) the initial group vector and
+    features; ``frozen_group``: optimise the features only (transfer)."""
+
+    def __init__(self, nets: list[ConvSSMNet], datas: list[PreparedData], layout: GroupLayout, g0: torch.Tensor,
+                 feats0: torch.Tensor, opts: TrainOptions, seed: int, run_dir=None, progress=None, log=None,
+                 frozen_group: bool = False):
+        if not nets or len(nets) != len(datas) or feats0.shape != (len(nets), layout.F):
+            raise ValueError("one net and one PreparedData per subject, features (S, F)")
+        self.nets, self.datas, self.layout, self.o, self.run_dir = nets, datas, layout, opts, run_dir
+        self.S, self.E = len(nets), 1
+        self.progress = progress or (lambda *a: None)
+        self.log = log or (lambda s: None)
+        self.members = [Member(seed, opts)]
+        self.device = next(nets[0].parameters()).device
+        self.frozen = bool(frozen_group)
+        self.g_fixed = g0.detach().to(self.device, torch.float32).clone() if self.frozen else None
+        vec = feats0.reshape(-1) if self.frozen else torch.cat([g0.reshape(-1), feats0.reshape(-1)])
+        self.stack = _Row(vec.detach().to(self.device, torch.float32).clone()[None])
+        self.opt = StackedRAdam(1, self.stack.P, self.device)
+        self.gamma = (opts.lr_end / opts.learning_rate) ** (1.0 / max(opts.epochs, 1))
+        self.epoch = 0
+        self.checkpoint_epoch = None
+        self.samplers = [SequenceSampler(d.train, opts.sequence_length, n.K) for d, n in zip(datas, nets)]
+        # subjects with identical kernel taps share one Stack (one fused computation)
+        groups: dict[tuple, list[int]] = {}
+        for s, n in enumerate(nets):
+            groups.setdefault(tuple(n.taps.reshape(-1).tolist()), []).append(s)
+        self.kgroups = [(np.array(ix), Stack([nets[i] for i in ix])) for ix in groups.values()]
+        self.data = SimpleNamespace(test=[t for d in datas for t in d.test])  # what `fit` asks of the data
+
+    # ------------------------------------------------------------------ the generated parameters
+    def split(self, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The optimised row (Q,) → (g (G,), features (S, F))."""
+        if self.frozen:
+            return self.g_fixed, vec.reshape(self.S, self.layout.F)
+        G = self.layout.G
+        return vec[:G], vec[G:].reshape(self.S, self.layout.F)
+
+    def rows(self, vec: torch.Tensor) -> torch.Tensor:
+        """Every subject's packed parameters (S, P) from the optimised row (Q,)."""
+        g, f = self.split(vec)
+        return self.layout.generate(g, f)
+
+    def subject_net(self, s: int, rows: torch.Tensor) -> ConvSSMNet:
+        return self.kgroups[0][1].load_into(self.nets[s], rows[s].detach())
+
+    def member_net(self, e: int, row: torch.Tensor | None = None) -> ConvSSMNet:
+        """Load the (current or given) row's generated parameters into every subject's net; subject 0's."""
+        rows = self.rows(self.stack.flat[0] if row is None else row)
+        for s in range(self.S):
+            self.subject_net(s, rows)
+        return self.nets[0]
+
+    def _validate(self, e: int, generated: list | None = None) -> dict:  # noqa: ARG002 (CPU free runs per subject)
+        """`validate` every subject: D_stsp and D_H are the subjects' means (inf when one diverged)."""
+        m = self.members[e]
+        self.member_net(e)
+        vs = [validate(net, d, m.opts, seed=m.seed) for net, d in zip(self.nets, self.datas)]
+        if len(vs) == 1:
+            return vs[0]
+        d = [v["D_stsp"] for v in vs]
+        dh = [v["D_H"] for v in vs if math.isfinite(v["D_H"])]
+        return {"D_stsp": float(np.mean(d)) if all(math.isfinite(x) for x in d) else float("inf"),
+                "D_H": float(np.mean(dh)) if dh else float("nan"), "D_stsp_method": vs[0].get("D_stsp_method"),
+                "collapsed": any(bool(v.get("collapsed")) for v in vs), "per_subject": d}
+
+    # ------------------------------------------------------------------ one epoch
+    def _draw_group(self, flat: torch.Tensor) -> list[dict]:
+        """Every subject's batch from the one batch/noise stream: the start indices of every
+        subject, then an adaptive-α update (the subjects' mean Jacobian growth), then observation
+        and teacher noise subject by subject (for one subject: exactly a plain fit's draws)."""
+        o, m = self.o, self.members[0]
+        bs = [s.gather(m.rng.integers(0, len(s), size=o.batch_size)[None]) for s in self.samplers]
+        if m.alpha.mode == "adaptive" and m.batches_done % o.adaptive_every == 0:
+            rows = self.rows(flat[0].detach())
+            gs = [jacobian_growth(self.subject_net(s, rows), torch.from_numpy(b["teacher"][0]).to(self.device)) for s, b in enumerate(bs)]
+            m.alpha.update_adaptive(gs[0] if len(gs) == 1 else float(np.mean(gs)))
+        if o.noise > 0:
+            for b in bs:
+                nx, nd = np.empty_like(b["x"]), np.empty_like(b["teacher"])
+                m.rng.standard_normal(out=nx[0], dtype=np.float32)
+                m.rng.standard_normal(out=nd[0], dtype=np.float32)
+                nx *= np.float32(o.noise)
+                nd *= np.float32(o.noise)
+                b["x"] += nx
+                b["teacher"] += nd
+        return bs
+
+    def _batch_of(self, bs: list[dict], ix: np.ndarray) -> dict:
+        """The batches of subjects ix as one (len(ix), B, …) batch on the device."""
+        dev = self.device
+        cat = lambda k: bs[ix[0]][k] if ix.size == 1 else np.concatenate([bs[i][k] for i in ix])  # noqa: E731
+        reg = None if bs[ix[0]]["regressors"] is None else torch.from_numpy(cat("regressors")).to(dev)
+        return {"teacher": cat("teacher"), "teacher_t": torch.from_numpy(cat("teacher")).to(dev), "x_t": torch.from_numpy(cat("x")).to(dev),
+                "mask_t": torch.from_numpy(cat("mask")).to(dev, torch.float32), "reg_t": reg}
+
+    def group_loss(self, flat: torch.Tensor, bs: list[dict], alpha: torch.Tensor) -> torch.Tensor:
+        """The mean GTF loss over subjects (1,) of the optimised row ``flat`` (1, Q); alpha (T−1,)."""
+        rows = self.rows(flat[0])
+        parts = []
+        for ix, stack in self.kgroups:
+            r = rows if len(self.kgroups) == 1 else rows[torch.as_tensor(ix, device=self.device)]
+            parts.append(stack.losses(r, self._batch_of(bs, ix), alpha[None].expand(ix.size, -1), self.o.l2))
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)).mean()[None]
+
+    def run_epoch(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """One epoch (`batches_per_epoch` steps) → the mean loss (1,), NaN when it became non-finite."""
+        o, m = self.o, self.members[0]
+        flat = self.stack.flat.requires_grad_(True)
+        mom, var = self.opt.m, self.opt.v
+        steps = self.opt.step_count[[0]].copy()
+        lr = np.array([self._lr(0)])
+        T = o.sequence_length - 1
+        weights = lambda: torch.from_numpy(np.asarray(m.alpha.weights(T))).to(self.device)  # noqa: E731
+        adaptive = m.alpha.mode == "adaptive"
+        alpha = None if adaptive else weights()
+        total, bad = 0.0, False
+        for _ in range(o.batches_per_epoch):
+            bs = self._draw_group(flat)
+            loss = self.group_loss(flat, bs, weights() if adaptive else alpha)
+            if _engine._HOOKS.nan_at_batch is not None:
+                loss = loss * torch.as_tensor(self._poison(np.array([0])), dtype=loss.dtype, device=loss.device)
+            lv = float(loss.detach().cpu().numpy().astype(np.float64)[0])
+            bad |= not math.isfinite(lv)
+            total += 0.0 if bad else lv
+            flat.grad = None
+            loss.sum().backward()
+            g = flat.grad
+            if bad:
+                g.zero_()
+            if o.grad_clip:
+                clip_rows_(g, o.grad_clip)
+            self.opt.step(flat, g, lr, mom, var, steps)
+            m.batches_done += 1
+        flat.grad = None
+        flat.requires_grad_(False)
+        self.opt.step_count[[0]] = steps
+        out = np.array([total / o.batches_per_epoch])
+        if bad:
+            out[0] = np.nan
+        return out
