@@ -76,3 +76,80 @@ def test_recording_checks_inputs():
         Recording(np.zeros((4, 2)), tr=1.0, inputs=np.zeros((3, 1)))
     with pytest.raises(DataError, match="NaN or Inf"):
         Recording(np.zeros((4, 2)), tr=1.0, inputs=np.full((4, 1), np.nan))
+
+
+# ----------------------------------------------------------------------------- the input term in the model
+import torch  # noqa: E402
+
+from dsrecon.models.base import LatentDynamics, available_backends  # noqa: E402
+
+
+def _backend(name, K=2, dtype=torch.float64, seed=0):
+    cls = available_backends()[name]
+    kw = {"hidden_dim": 6} if "hidden_dim" in cls.Options.__dataclass_fields__ else {}
+    if "state_size" in cls.Options.__dataclass_fields__:
+        kw["state_size"] = 3
+    g = torch.Generator().manual_seed(seed)
+    m = cls(3, generator=g, **kw).enable_inputs(K).to(dtype)
+    with torch.no_grad():
+        m.C.copy_(torch.randn(m.C.shape, generator=g, dtype=dtype))
+    return m
+
+
+@pytest.mark.parametrize("name", sorted(available_backends()))
+def test_zero_input_is_the_autonomous_model_and_input_adds_C_s(name):
+    m = _backend(name)
+    g = torch.Generator().manual_seed(1)
+    z0 = m.init_state(torch.randn(4, 3, generator=g, dtype=torch.float64))
+    T = 9
+    s = torch.randn(4, T, 2, generator=g, dtype=torch.float64)
+    free = m.rollout(z0, T)
+    torch.testing.assert_close(m.rollout(z0, T, inputs=torch.zeros_like(s)), free)
+    # one step: F(z) + C s on the latent units, the hidden units untouched
+    one = m.step(z0, s[:, 0])
+    auto = m.step(z0)
+    torch.testing.assert_close(one[:, :3], auto[:, :3] + s[:, 0] @ m.C.T)
+    torch.testing.assert_close(one[:, 3:], auto[:, 3:])
+    # the rollout with inputs equals repeated step with inputs (teacher-forced too)
+    teacher = torch.randn(4, T, 3, generator=g, dtype=torch.float64)
+    ref = LatentDynamics.rollout(m, z0, T, teacher, 0.3, s)
+    torch.testing.assert_close(m.rollout(z0, T, teacher, 0.3, s), ref)
+    # the Jacobian is unchanged by an additive input
+    torch.testing.assert_close(m.jacobian(z0), LatentDynamics.jacobian(m, z0), atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["cshplrnn", "shplrnn", "plrnn"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
+def test_fused_with_inputs_equals_repeated_step_forward_and_gradients(name, dtype, tol):
+    from dsrecon.models.backends import plrnn_fused
+
+    m = _backend(name, K=2, dtype=dtype)
+    g = torch.Generator().manual_seed(2)
+    B, T = 5, 23
+    z0 = torch.randn(B, 3, generator=g, dtype=dtype, requires_grad=True)
+    teacher = torch.randn(B, T, 2, generator=g, dtype=dtype)
+    teacher[1, 4:9] = float("nan")
+    alpha = torch.rand(T, generator=g, dtype=dtype) * 0.5
+    s = torch.randn(B, T, 2, generator=g, dtype=dtype)
+    w = torch.randn(B, T, 3, generator=g, dtype=dtype)
+    params = [z0] + list(m.parameters())
+    ref = LatentDynamics.rollout(m, z0, T, teacher, alpha, s)
+    g_ref = torch.autograd.grad((ref * w).sum(), params)
+    assert plrnn_fused.fused_available(z0)
+    out = m.rollout(z0, T, teacher, alpha, s)
+    gr = torch.autograd.grad((out * w).sum(), params)
+    torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+    for a, b in zip(gr, g_ref):
+        torch.testing.assert_close(a, b, atol=tol * 10, rtol=tol * 10)
+    # E members at once: packed rows, each with its own C
+    rows = torch.stack([m.pack().detach(), m.pack().detach() * 0.9])
+    Z = m.fused_rollout(rows, torch.stack([z0.detach()] * 2), torch.stack([teacher] * 2), torch.stack([alpha] * 2), torch.stack([s] * 2))
+    torch.testing.assert_close(Z[0], ref.detach(), atol=tol, rtol=tol)
+
+
+def test_inputs_to_a_model_without_input_term_fail():
+    m = available_backends()["cshplrnn"](3, hidden_dim=4)
+    with pytest.raises(ValueError, match="without an input term"):
+        m.rollout(torch.zeros(2, 3), 4, inputs=torch.zeros(2, 4, 1))
+    with pytest.raises(ValueError, match="without an input term"):
+        m.step(torch.zeros(2, 3), torch.zeros(2, 1))
