@@ -280,6 +280,7 @@ class ConvSSM:
             "input_names": list(recs[0].input_names),  # external input channels (task events); [] autonomous
             "n_inputs": len(recs[0].input_names),
             "input_files": [r.provenance.get("inputs_file") for r in recs],
+            "input_kind": recs[0].provenance.get("inputs_kind"),  # events | table | None
             "inputs": inputs or [r.source for r in recs],
             "provenance": [_jsonable(r.provenance) for r in recs],
             "n_masked_frames": [int((~r.mask).sum()) for r in recs],

@@ -153,3 +153,88 @@ def test_inputs_to_a_model_without_input_term_fail():
         m.rollout(torch.zeros(2, 3), 4, inputs=torch.zeros(2, 4, 1))
     with pytest.raises(ValueError, match="without an input term"):
         m.step(torch.zeros(2, 3), torch.zeros(2, 1))
+
+
+# ----------------------------------------------------------------------------- driven systems and the CLI
+def test_driven_system_zero_gain_is_autonomous_and_input_moves_the_driven_state(tmp_path):
+    from dsrecon.systems import simulate_system
+
+    T = 120
+    s = np.zeros((T, 1))
+    s[40:50] = 1.0
+    base = simulate_system("van_der_pol", T, None, 0.5, kernel="none", seed=3)
+    zero = simulate_system("van_der_pol", T, None, 0.5, kernel="none", seed=3, inputs=s, input_gain=[0.0], input_dim=[1])
+    np.testing.assert_allclose(zero["observed"], base["observed"])
+    drv = simulate_system("van_der_pol", T, None, 0.5, kernel="none", seed=3, inputs=s, input_gain=[3.0], input_dim=[1])
+    # identical before the first input, different after it (the input drives the ODE, not the output)
+    z_b = base["latent"] * base["sidecar"]["state_std"] + base["sidecar"]["state_mean"]
+    z_d = drv["latent"] * drv["sidecar"]["state_std"] + drv["sidecar"]["state_mean"]
+    np.testing.assert_allclose(z_d[:40], z_b[:40], atol=1e-6)
+    assert np.abs(z_d[41:60, 1] - z_b[41:60, 1]).max() > 0.1
+    assert drv["sidecar"]["input_states"] == ["y"] or drv["sidecar"]["input_dim"] == [1]
+
+
+@pytest.fixture(scope="module")
+def driven_run(tmp_path_factory):
+    """A tiny fit of driven Van der Pol data with --events (a few seconds)."""
+    from dsrecon.cli.main import main
+    from dsrecon.io.events import random_design, write_events
+
+    d = tmp_path_factory.mktemp("driven")
+    rng = np.random.default_rng(0)
+    write_events(d / "train_events.tsv", random_design(300 * 0.5, 10, ["go", "stop"], 2.0, rng, min_gap=2.0))
+    write_events(d / "test_events.tsv", random_design(150 * 0.5, 5, ["go", "stop"], 2.0, rng, min_gap=2.0))
+    common = ["--tr", "0.5", "--kernel", "spm", "--noise", "0.05", "--input-gain", "3", "--input-dim", "1", "--quiet"]
+    assert main(["simulate", "system", "van_der_pol", "--length", "300", "--events", str(d / "train_events.tsv"), *common,
+                 "-o", str(d / "train.tsv")]) == 0
+    assert main(["simulate", "system", "van_der_pol", "--length", "150", "--seed", "1", "--events", str(d / "test_events.tsv"),
+                 *common, "-o", str(d / "test.tsv")]) == 0
+    assert main(["fit", str(d / "train.tsv"), "--events", str(d / "train_events.tsv"), "--epochs", "2", "--batches-per-epoch", "3",
+                 "--batch-size", "4", "--hidden-dim", "8", "--sequence-length", "90", "--latent-dim", "3", "--quiet",
+                 "-o", str(d / "run")]) == 0
+    return d
+
+
+def test_fit_with_events_records_inputs_and_simulate_reproduces_the_driven_run(driven_run, cli):
+    from dsrecon.api import load_run
+    from dsrecon.io.events import events_to_inputs
+    from dsrecon.io.tables import read_table
+
+    d = driven_run
+    cfg = json.loads((d / "run" / "config.json").read_text())
+    assert cfg["input_names"] == ["go", "stop"] and cfg["n_inputs"] == 2 and cfg["input_kind"] == "events"
+    model = load_run(d / "run")
+    assert model.net_.dynamics.C.shape == (3, 2)
+    n = 200
+    r = cli("simulate", "model", d / "run", "--events", d / "train_events.tsv", "--steps", n, "--quiet", "-o", d / "gen.tsv")
+    assert r.code == 0, r.err
+    gen = read_table(d / "gen.tsv").data
+    # the CLI's driven run is the model's response to the training design: the net driven step by step
+    s, _ = events_to_inputs(d / "train_events.tsv", n, 0.5, ["go", "stop"])
+    net = model.net_
+    u = net.step_inputs(s, n)[0]
+    z = net.z_init[None].clone()
+    states = [z]
+    with torch.no_grad():
+        for i in range(n + net.K - 2):
+            z = net.dynamics.step(z, u[i][None])
+            states.append(z)
+        x = net.observe(torch.cat(states)[None])[0].numpy()
+    np.testing.assert_allclose(gen, model.norm_.invert(x), rtol=1e-4, atol=1e-4)
+    auto = model.simulate(n)["observed"]
+    assert np.abs(auto - gen).max() > 1e-6  # the design changes the response
+    side = json.loads((d / "gen.json").read_text())
+    assert side["events"].endswith("train_events.tsv") and side["input_names"] == ["go", "stop"]
+
+
+def test_evaluate_with_events_and_input_mismatches(driven_run, cli, tmp_path):
+    d = driven_run
+    r = cli("evaluate", d / "run", "--data", d / "test.tsv", "--events", d / "test_events.tsv", "--no-analysis", "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert np.isfinite(res["PE10"])
+    # a model with inputs needs the test design; a model without inputs takes none
+    r = cli("evaluate", d / "run", "--data", d / "test.tsv", "--no-analysis")
+    assert r.code == 1 and "fitted with inputs" in r.err and "test.tsv" in r.err
+    r = cli("simulate", "model", d / "run", "--inputs", d / "test_events.tsv", "--steps", 10, "-o", tmp_path / "g.tsv")
+    assert r.code == 1 and "test_events.tsv" in r.err

@@ -155,6 +155,31 @@ def attach_inputs(rec, events: str | Path | None = None, table: str | Path | Non
         src = str(table)
         if names is not None and got != list(names):
             raise DataError(f"{table}: input columns {', '.join(got)} differ from the model's inputs ({', '.join(names)})")
-    prov = {**rec.provenance, "inputs_file": src, "input_names": got}
+    prov = {**rec.provenance, "inputs_file": src, "inputs_kind": "events" if events is not None else "table", "input_names": got}
     return Recording(data=rec.data, tr=rec.tr, names=list(rec.names), mask=rec.mask, regressors=rec.regressors,
                      regressor_names=list(rec.regressor_names), inputs=s, input_names=got, provenance=prov, source=rec.source)
+
+
+def write_events(path: str | Path, events: list[tuple[float, float, str, float]]) -> None:
+    """Atomically write a BIDS events file (onset, duration, trial_type, modulation), sorted by onset."""
+    from dsrecon._util import atomic_path
+
+    rows = sorted(events)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("onset\tduration\ttrial_type\tmodulation\n"
+                             + "".join(f"{o:.6g}\t{d:.6g}\t{c}\t{m:.6g}\n" for o, d, c, m in rows))
+
+
+def random_design(total_s: float, n_per_condition: int, conditions: list[str], duration: float, rng: np.random.Generator,
+                  min_gap: float = 0.0) -> list[tuple[float, float, str, float]]:
+    """A jittered random design: ``n_per_condition`` events of each condition, of ``duration``
+    seconds, at onsets drawn uniformly in [0, total_s − duration) with at least ``min_gap`` seconds
+    between the end of one event and the next onset (when possible), conditions interleaved at random."""
+    n = n_per_condition * len(conditions)
+    labels = rng.permutation(np.repeat(np.arange(len(conditions)), n_per_condition))
+    slack = total_s - duration - n * (duration + min_gap)
+    if slack <= 0:
+        raise DataError(f"{n} events of {duration:g} s with gaps of {min_gap:g} s do not fit in {total_s:g} s")
+    cuts = np.sort(rng.uniform(0, slack, n))  # jitter: the free time, split at random
+    onsets = cuts + np.arange(n) * (duration + min_gap)
+    return [(float(o), float(duration), conditions[int(c)], 1.0) for o, c in zip(onsets, labels)]
