@@ -41,8 +41,8 @@ from dsrecon.systems import simulate_system
 TR = 0.5
 N_FIT, N_TEST = 2000, 1000
 SYSTEMS = {  # name: (dt per frame, gain of the input on dx/dt of state 0)
-    "lorenz63": (0.01, 150.0),
-    "van_der_pol": (0.05, 8.0),
+    "lorenz63": (0.01, 400.0),
+    "van_der_pol": (0.05, 20.0),
 }
 CONDITIONS = ["A", "B"]
 DURATION, GAP = 2.0, 2.0

@@ -69,6 +69,8 @@ def read_events(path: str | Path) -> list[tuple[float, float, str, float]]:
     events = []
     for j, r in enumerate(rows, start=2):
         r = r + [""] * (len(header) - len(r))
+        if r[i_on].strip().lower() in ("nan", "n/a", "inf", "-inf", "+inf"):
+            raise DataError(f"{p}: row {j}: onset {r[i_on].strip()} must be a finite number >= 0")
         onset = _number(p, j, "onset", r[i_on])
         if not math.isfinite(onset) or onset < 0:
             raise DataError(f"{p}: row {j}: onset {r[i_on].strip()} must be a finite number >= 0")
