@@ -238,3 +238,41 @@ def test_evaluate_with_events_and_input_mismatches(driven_run, cli, tmp_path):
     assert r.code == 1 and "fitted with inputs" in r.err and "test.tsv" in r.err
     r = cli("simulate", "model", d / "run", "--inputs", d / "test_events.tsv", "--steps", 10, "-o", tmp_path / "g.tsv")
     assert r.code == 1 and "test_events.tsv" in r.err
+
+
+# ----------------------------------------------------------------------------- BIDS discovery of events
+def test_bids_discovery_finds_each_runs_events_file(tmp_path):
+    from test_io_bids import N_VOL, TR, add_run, atlas  # noqa: F401  (the fake fMRIPrep tree of the BIDS tests)
+    import nibabel as nib
+
+    from dsrecon.io.load import InputSpec, load_inputs
+
+    raw = tmp_path / "raw"
+    deriv = tmp_path / "elsewhere" / "fmriprep"
+    for sub, run in (("01", 1), ("01", 2), ("02", 1)):
+        add_run(deriv, sub, run)
+        func = raw / f"sub-{sub}" / "func"
+        func.mkdir(parents=True, exist_ok=True)
+        # each run its own design: onset = 2·run + (subject 2: +10) seconds
+        onset = 2.0 * run + (10.0 if sub == "02" else 0.0)
+        _events(func / f"sub-{sub}_task-rest_run-{run}_events.tsv", [(onset, 2.0, "cue", 1)])
+    (deriv / "dataset_description.json").write_text(json.dumps(
+        {"Name": "fMRIPrep", "DatasetType": "derivative", "SourceDatasets": [{"URL": f"bids::{raw}"}]}))
+    lab = np.zeros((4, 4, 4), np.int16)
+    lab[:2], lab[2:] = 1, 2
+    nib.save(nib.Nifti1Image(lab, np.diag([3.0, 3.0, 3.0, 1.0])), tmp_path / "atlas.nii.gz")
+    spec = InputSpec(task="rest", atlas=str(tmp_path / "atlas.nii.gz"))
+    recs = load_inputs([str(deriv)], spec)
+    assert len(recs) == 3
+    for r in recs:
+        ent = r.provenance["entities"]
+        want = raw / f"sub-{ent['sub']}" / "func" / f"sub-{ent['sub']}_task-rest_run-{ent['run']}_events.tsv"
+        assert r.provenance["inputs_file"] == str(want)
+        assert r.input_names == ["cue"] and r.inputs.shape == (N_VOL, 1)
+        onset = 2.0 * int(ent["run"]) + (10.0 if ent["sub"] == "02" else 0.0)
+        assert np.flatnonzero(r.inputs[:, 0]).tolist() == [int(onset // TR)]
+    # --bids-dir names the raw dataset when the derivatives do not
+    (deriv / "dataset_description.json").write_text('{"Name": "fMRIPrep", "DatasetType": "derivative"}')
+    assert all(r.inputs is None for r in load_inputs([str(deriv)], spec))
+    recs = load_inputs([str(deriv)], InputSpec(task="rest", atlas=str(tmp_path / "atlas.nii.gz"), bids_dir=str(raw)))
+    assert all(r.input_names == ["cue"] for r in recs)
