@@ -276,3 +276,12 @@ def test_bids_discovery_finds_each_runs_events_file(tmp_path):
     assert all(r.inputs is None for r in load_inputs([str(deriv)], spec))
     recs = load_inputs([str(deriv)], InputSpec(task="rest", atlas=str(tmp_path / "atlas.nii.gz"), bids_dir=str(raw)))
     assert all(r.input_names == ["cue"] for r in recs)
+
+
+def test_report_adds_the_event_locked_figure(driven_run, cli):
+    d = driven_run
+    r = cli("report", d / "run", "--data", d / "test.tsv", "--events", d / "test_events.tsv", "--lyapunov-steps", 300,
+            "--k-max", 2, "--quiet", "-o", d / "report.html")
+    assert r.code == 0, r.err
+    text = (d / "report.html").read_text()
+    assert "Event-locked mean response per condition" in text

@@ -185,3 +185,17 @@ def random_design(total_s: float, n_per_condition: int, conditions: list[str], d
     cuts = np.sort(rng.uniform(0, slack, n))  # jitter: the free time, split at random
     onsets = cuts + np.arange(n) * (duration + min_gap)
     return [(float(o), float(duration), conditions[int(c)], 1.0) for o, c in zip(onsets, labels)]
+
+
+def onsets_of(inputs: np.ndarray) -> list[np.ndarray]:
+    """Per input channel, the frames where it switches on (rises from 0 to non-zero)."""
+    s = np.asarray(inputs) != 0
+    prev = np.vstack([np.zeros((1, s.shape[1]), bool), s[:-1]])
+    return [np.flatnonzero(s[:, c] & ~prev[:, c]) for c in range(s.shape[1])]
+
+
+def event_locked_mean(x: np.ndarray, onsets: np.ndarray, window: int) -> np.ndarray | None:
+    """Mean over onsets f (with f ≥ 1 and f + window ≤ T) of x[f : f + window] − x[f − 1] → (window, N);
+    None when no onset fits."""
+    segs = [x[f : f + window] - x[f - 1] for f in onsets if f >= 1 and f + window <= x.shape[0]]
+    return np.mean(segs, axis=0) if segs else None
