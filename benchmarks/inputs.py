@@ -40,9 +40,9 @@ from dsrecon.systems import simulate_system
 
 TR = 0.5
 N_FIT, N_TEST = 2000, 1000
-SYSTEMS = {  # name: (dt per frame, gain of the input on dx/dt of state 0)
-    "lorenz63": (0.01, 400.0),
-    "van_der_pol": (0.05, 20.0),
+SYSTEMS = {  # name: (dt per frame, gain g of the input, the state it drives): A adds +g, B −g
+    "lorenz63": (0.01, 400.0, 0),
+    "van_der_pol": (0.05, 10.0, 1),
 }
 CONDITIONS = ["A", "B"]
 DURATION, GAP = 2.0, 2.0
@@ -61,9 +61,9 @@ def make_data(system: str, seed: int) -> dict:
         p = Path(tmp) / "events.tsv"
         write_events(p, events)
         s, names = events_to_inputs(p, N_FIT + N_TEST, TR)
-    dt, g = SYSTEMS[system]
+    dt, g, dim = SYSTEMS[system]
     res = simulate_system(system, N_FIT + N_TEST, dt, TR, kernel="spm", noise=0.05, seed=seed, inputs=s,
-                          input_gain=[g, -g], input_dim=[0], input_names=names)
+                          input_gain=[g, -g], input_dim=[dim], input_names=names)
     return {"x": res["observed"], "latent": res["latent"], "inputs": s, "names": res["names"], "ev_test": ev_test}
 
 
