@@ -184,10 +184,16 @@ class ConvSSM:
         With ``run_dir`` the run is built in a staging directory beside it and renamed into place
         when complete (`dsrecon.io.runs`): a failure leaves nothing, an interruption leaves the
         staging directory for ``resume=True``, and ``overwrite=True`` replaces a previous run only
-        once the new one has succeeded."""
+        once the new one has succeeded.
+
+        External inputs (task designs) travel in ``Recording.inputs``; ``inputs=`` may also give
+        them here as arrays, (T, K) or one per recording (a list of file names there is what the
+        CLI records as the data's sources)."""
         recs = [recordings] if isinstance(recordings, Recording) else list(recordings)
         if not recs:
             raise DataError("no recordings to fit")
+        if inputs is not None and not all(isinstance(i, (str, Path)) for i in inputs):
+            recs, inputs = _with_input_arrays(recs, inputs), None
         self.validate()
         if run_dir is None:
             return self._fit(recs, None, True, progress, log, inputs, None)
@@ -368,10 +374,14 @@ class ConvSSM:
 
     # ---------------------------------------------------------------- scoring
     def score(self, test: Recording, *, n_pe: int | None = None, stsp: str = "auto", bins: int = 30, gmm_var: float = 1.0,
-              smoothing: float = 20.0, seed: int = 0, gmm_points: str = "first") -> dict:
+              smoothing: float = 20.0, seed: int = 0, gmm_points: str = "first", inputs: np.ndarray | None = None) -> dict:
         """§6 protocol on a test recording: generate 1.25·T, drop 0.25·T, D_stsp and D_H; plus PE_n.
 
-        ``gmm_points`` (first|even): which ≤ 10 000 rows the mixture D_stsp keeps (metrics.stsp)."""
+        ``gmm_points`` (first|even): which ≤ 10 000 rows the mixture D_stsp keeps (metrics.stsp).
+        A model fitted with inputs needs the test design: ``test.inputs`` or ``inputs`` (T, K); it
+        drives PE_n and the last T frames of the free run (returned as ``generated_test_period``)."""
+        if inputs is not None:
+            test = _with_input_arrays([test], [inputs], self.input_names or None)[0]
         from dsrecon.metrics.prediction import prediction_error
         from dsrecon.metrics.spectrum import hellinger_spectral
         from dsrecon.metrics.stsp import state_space_divergence
@@ -422,6 +432,19 @@ ConvSSM.__init__.__signature__ = inspect.Signature(
     [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_PARAM_DEFAULTS[f.name], annotation=f.type)
        for f in estimator_fields()])
+
+
+def _with_input_arrays(recs: list[Recording], inputs, names: list[str] | None = None) -> list[Recording]:
+    """The recordings with the given input arrays ((T, K), or one per recording) attached."""
+    arrs = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+    if len(arrs) != len(recs):
+        raise DataError(f"{len(arrs)} input arrays for {len(recs)} recordings")
+    out = []
+    for r, a in zip(recs, arrs):
+        a = np.asarray(a, dtype=np.float64)
+        k = 1 if a.ndim == 1 else a.shape[1]
+        out.append(dataclasses.replace(r, inputs=a, input_names=list(names) if names else [f"input{i + 1}" for i in range(k)]))
+    return out
 
 
 def _config_key(f: dataclasses.Field) -> str:

@@ -285,3 +285,22 @@ def test_report_adds_the_event_locked_figure(driven_run, cli):
     assert r.code == 0, r.err
     text = (d / "report.html").read_text()
     assert "Event-locked mean response per condition" in text
+
+
+def test_ensemble_fit_with_events_and_api_input_arrays(driven_run, cli, tmp_path):
+    d = driven_run
+    r = cli("fit", d / "train.tsv", "--events", d / "train_events.tsv", "--ensemble", 2, "--epochs", 1, "--batches-per-epoch", 2,
+            "--batch-size", 4, "--hidden-dim", 8, "--sequence-length", 90, "--latent-dim", 3, "--val-every", 100, "--quiet",
+            "-o", tmp_path / "ens")
+    assert r.code == 0, r.err
+    assert json.loads((tmp_path / "ens" / "member-00" / "config.json").read_text())["input_names"] == ["go", "stop"]
+    # the Python API: inputs= as arrays, on fit and on score
+    from dsrecon.api import ConvSSM
+    from dsrecon.io.tables import read_table
+
+    rec = read_table(d / "train.tsv")
+    s = np.zeros((rec.n_frames, 1))
+    s[::25] = 1.0
+    m = ConvSSM(latent_dim=3, hidden_dim=8, epochs=1, batches_per_epoch=2, sequence_length=90, val_every=100).fit(rec, inputs=s)
+    assert m.input_names == ["input1"] and m.net_.dynamics.C.shape == (3, 1)
+    assert np.isfinite(m.score(rec.slice(0, 150), inputs=s[:150])["PE_n"])
