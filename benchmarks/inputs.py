@@ -113,13 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--batches-per-epoch", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--variants", nargs="+", default=["inputs", "autonomous"], choices=["inputs", "autonomous"])
+    ap.add_argument("--gain", type=float, default=None, help="Override the input gain g of every system.")
+    ap.add_argument("--input-dim", type=int, default=None, help="Override the state the inputs drive.")
     ap.add_argument("--rows", type=Path, default=None, help="Append each result as a JSON line here.")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    for k, (dt, g, dim) in list(SYSTEMS.items()):
+        SYSTEMS[k] = (dt, g if a.gain is None else a.gain, dim if a.input_dim is None else a.input_dim)
     rows = []
     for system in a.systems:
         for seed in a.seeds:
-            for variant in ("inputs", "autonomous"):
+            for variant in a.variants:
                 r = run_one(system, seed, variant, a.epochs, a.batches_per_epoch)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
