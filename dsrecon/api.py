@@ -264,7 +264,8 @@ class ConvSSM:
         record `dsrecon.io.runs.differences` compares for --resume and for a cohort rerun)."""
         spec = self.resolved(recs, log)
         kern = make_kernel(spec.kernel, recs[0].tr, tau_decay=spec.tau_decay, tau_rise=spec.tau_rise)
-        data_hash = array_hash(*[r.data for r in recs], *[r.mask for r in recs])
+        # the inputs (task designs) are part of the data: changed events refit a cohort subject, refuse --resume
+        data_hash = array_hash(*[r.data for r in recs], *[r.mask for r in recs], *[r.inputs for r in recs if r.inputs is not None])
         return spec, kern, spec._config(recs, kern, data_hash, inputs)
 
     def _config(self, recs: list[Recording], kern: Kernel, data_hash: str, inputs: list[str] | None) -> dict:

@@ -1,7 +1,7 @@
 """Task fMRI with the Python API: a driven Van der Pol through the SPM HRF, fitted with its events.
 
 Makes two random designs (two conditions A and B, 2 s events), simulates Van der Pol driven by
-them (condition A adds +20, B −20 to dx/dt; TR 0.5 s, noise 0.05), fits a convSSM with the
+them (condition A adds +10, B −10 to dy/dt; TR 0.5 s, noise 0.05), fits a convSSM with the
 training events, scores it on the test segment with the test design, and generates the
 response to the test design. Writes the tables, events files, the run directory and
 event-locked responses into the output directory.
@@ -33,7 +33,7 @@ def main(out: Path, epochs: int) -> None:
         write_events(out / f"{name}_events.tsv", random_design(n * TR, k, ["A", "B"], 2.0, rng, min_gap=2.0))
         s, conds = events_to_inputs(out / f"{name}_events.tsv", n, TR)
         res = simulate_system("van_der_pol", n, None, TR, kernel="spm", noise=0.05, seed=0 if name == "train" else 1,
-                              inputs=s, input_gain=[20.0, -20.0], input_dim=[0], input_names=conds)
+                              inputs=s, input_gain=[10.0, -10.0], input_dim=[1], input_names=conds)
         write_table(out / f"{name}.tsv", res["observed"], res["names"], sidecar=res["sidecar"])
     mk = lambda name: attach_inputs(Recording(np.loadtxt(out / f"{name}.tsv", skiprows=1), tr=TR, names=["x", "y"],  # noqa: E731
                                               source=str(out / f"{name}.tsv")), events=out / f"{name}_events.tsv")
