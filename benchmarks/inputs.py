@@ -4,8 +4,9 @@ Data (per seed and system): a driven Lorenz63 (dt 0.01 per frame) and a driven V
 (dt 0.05 per frame), two conditions with a jittered random design (60 events of 2 s per
 condition in the 2 000 frames handed to fit, at least 2 s between events), condition A adding
 +g and condition B −g to dx/dt of state 0 (`dsrecon simulate system --events --input-gain
---input-dim`), z-scored, through the SPM HRF at TR 0.5 s, noise 0.05. A test segment of 1 000
-frames follows, with a different random design (30 events per condition).
+--input-dim`), z-scored, through the SPM HRF at TR 0.5 s, noise 0.05. A test segment of 2 000
+frames follows, with a different random design (again 60 events per condition: the event-locked
+mean of the chaotic data needs that many events to be a stable reference).
 
 Variants: the same convSSM fit (M 3, cshPLRNN) with the events (`inputs`) and without them
 (`autonomous`). Reported on the test segment:
@@ -39,7 +40,7 @@ from dsrecon.metrics.stsp import stsp_binned
 from dsrecon.systems import simulate_system
 
 TR = 0.5
-N_FIT, N_TEST = 2000, 1000
+N_FIT, N_TEST = 2000, 2000
 SYSTEMS = {  # name: (dt per frame, gain g of the input, the state it drives): A adds +g, B −g
     "lorenz63": (0.01, 400.0, 0),
     "van_der_pol": (0.05, 10.0, 1),
@@ -52,7 +53,7 @@ WINDOW = 30  # frames (15 s) after onset
 def make_data(system: str, seed: int) -> dict:
     rng = np.random.default_rng(10_000 + seed)
     ev_fit = random_design(N_FIT * TR, 60, CONDITIONS, DURATION, rng, min_gap=GAP)
-    ev_test = random_design(N_TEST * TR, 30, CONDITIONS, DURATION, rng, min_gap=GAP)
+    ev_test = random_design(N_TEST * TR, 60, CONDITIONS, DURATION, rng, min_gap=GAP)
     events = ev_fit + [(o + N_FIT * TR, d, c, m) for o, d, c, m in ev_test]
     from dsrecon.io.events import write_events, events_to_inputs
     import tempfile
