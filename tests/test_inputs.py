@@ -304,3 +304,12 @@ def test_ensemble_fit_with_events_and_api_input_arrays(driven_run, cli, tmp_path
     m = ConvSSM(latent_dim=3, hidden_dim=8, epochs=1, batches_per_epoch=2, sequence_length=90, val_every=100).fit(rec, inputs=s)
     assert m.input_names == ["input1"] and m.net_.dynamics.C.shape == (3, 1)
     assert np.isfinite(m.score(rec.slice(0, 150), inputs=s[:150])["PE_n"])
+
+
+def test_resume_and_cohort_compatibility_compares_the_input_channels():
+    from dsrecon.io.runs import differences
+
+    base = {"data_hash": "h", "backend": "cshplrnn", "seed": 0}
+    assert differences(base, {**base, "input_names": []}) == []  # a run from before inputs: autonomous
+    d = differences({**base, "input_names": ["go"]}, {**base, "input_names": []})
+    assert len(d) == 1 and "input channels" in d[0]
