@@ -233,6 +233,10 @@ def test_evaluate_with_events_and_input_mismatches(driven_run, cli, tmp_path):
     assert r.code == 0, r.err
     res = json.loads(r.out)
     assert np.isfinite(res["PE10"])
+    # without --data: the held-out tail of the training data, with the training events read again
+    r = cli("evaluate", d / "run", "--no-analysis", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["data"].startswith("held-out tail")
     # a model with inputs needs the test design; a model without inputs takes none
     r = cli("evaluate", d / "run", "--data", d / "test.tsv", "--no-analysis")
     assert r.code == 1 and "fitted with inputs" in r.err and "test.tsv" in r.err
