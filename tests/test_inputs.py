@@ -317,3 +317,17 @@ def test_resume_and_cohort_compatibility_compares_the_input_channels():
     assert differences(base, {**base, "input_names": []}) == []  # a run from before inputs: autonomous
     d = differences({**base, "input_names": ["go"]}, {**base, "input_names": []})
     assert len(d) == 1 and "input channels" in d[0]
+
+
+def test_sequence_sampler_gathers_the_inputs_of_the_teacher_frames():
+    from dsrecon.training.batches import Prepared, SequenceSampler
+
+    T = 50
+    frame = np.arange(T, dtype=np.float32)
+    recs = [Prepared(np.stack([frame, frame], 1), np.ones(T, bool), np.stack([frame, -frame], 1), None, "a",
+                     inputs=(frame + 1000 * k)[:, None]) for k in range(2)]
+    recs[1].mask[10:20] = False  # censored frames: out of the loss, their inputs still drive
+    b = SequenceSampler(recs, 12, 3).gather(np.arange(len(SequenceSampler(recs, 12, 3)))[None])
+    offset = np.where(b["inputs"][..., 0] >= 1000, 1000, 0)
+    np.testing.assert_array_equal(b["inputs"][..., 0] - offset, b["teacher"][..., 0])
+    assert b["inputs"].shape == b["teacher"].shape[:3] + (1,)
