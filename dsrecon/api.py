@@ -154,7 +154,7 @@ class ConvSSM:
         return self.net_
 
     # ---------------------------------------------------------------- building
-    def _build(self, n_obs: int, n_regressors: int, kern: Kernel, gen: torch.Generator) -> ConvSSMNet:
+    def _build(self, n_obs: int, n_regressors: int, kern: Kernel, gen: torch.Generator, n_inputs: int = 0) -> ConvSSMNet:
         M = self.latent_dim if self.latent_dim is not None else max(n_obs, 3)
         if M < 1:
             raise DsreconError(f"--latent-dim must be positive, got {M}")
@@ -171,6 +171,7 @@ class ConvSSM:
             dyn = cls(M, generator=gen, **kwargs)
         except (TypeError, ValueError) as e:
             raise DsreconError(f"--backend {self.backend}: {e}") from None
+        dyn.enable_inputs(n_inputs)  # external inputs act on the dynamics (C s_t), never on the decoder
         dec = make_decoder(self.decoder, M, n_obs, n_regressors, generator=gen)
         return ConvSSMNet(dyn, dec, torch.as_tensor(kern.taps), n_obs)
 
@@ -183,10 +184,16 @@ class ConvSSM:
         With ``run_dir`` the run is built in a staging directory beside it and renamed into place
         when complete (`dsrecon.io.runs`): a failure leaves nothing, an interruption leaves the
         staging directory for ``resume=True``, and ``overwrite=True`` replaces a previous run only
-        once the new one has succeeded."""
+        once the new one has succeeded.
+
+        External inputs (task designs) travel in ``Recording.inputs``; ``inputs=`` may also give
+        them here as arrays, (T, K) or one per recording (a list of file names there is what the
+        CLI records as the data's sources)."""
         recs = [recordings] if isinstance(recordings, Recording) else list(recordings)
         if not recs:
             raise DataError("no recordings to fit")
+        if inputs is not None and not all(isinstance(i, (str, Path)) for i in inputs):
+            recs, inputs = _with_input_arrays(recs, inputs), None
         self.validate()
         if run_dir is None:
             return self._fit(recs, None, True, progress, log, inputs, None)
@@ -217,7 +224,7 @@ class ConvSSM:
         seed_everything(spec.seed)
         gen = torch.Generator().manual_seed(spec.seed)
         n_reg = 0 if recs[0].regressors is None else recs[0].regressors.shape[1]
-        net = spec._build(len(data.names), n_reg, kern, gen).to(spec.device)
+        net = spec._build(len(data.names), n_reg, kern, gen, len(data.input_names)).to(spec.device)
         config.update({
             "normalisation": data.norm.to_dict(), "data": data.info, "latent_dim": net.M,
             "backend_kwargs": net.dynamics.extra_config(),
@@ -257,7 +264,8 @@ class ConvSSM:
         record `dsrecon.io.runs.differences` compares for --resume and for a cohort rerun)."""
         spec = self.resolved(recs, log)
         kern = make_kernel(spec.kernel, recs[0].tr, tau_decay=spec.tau_decay, tau_rise=spec.tau_rise)
-        data_hash = array_hash(*[r.data for r in recs], *[r.mask for r in recs])
+        # the inputs (task designs) are part of the data: changed events refit a cohort subject, refuse --resume
+        data_hash = array_hash(*[r.data for r in recs], *[r.mask for r in recs], *[r.inputs for r in recs if r.inputs is not None])
         return spec, kern, spec._config(recs, kern, data_hash, inputs)
 
     def _config(self, recs: list[Recording], kern: Kernel, data_hash: str, inputs: list[str] | None) -> dict:
@@ -276,6 +284,10 @@ class ConvSSM:
             "names": list(recs[0].names),
             "n_regions": recs[0].n_regions,
             "regressor_names": list(recs[0].regressor_names),
+            "input_names": list(recs[0].input_names),  # external input channels (task events); [] autonomous
+            "n_inputs": len(recs[0].input_names),
+            "input_files": [r.provenance.get("inputs_file") for r in recs],
+            "input_kind": recs[0].provenance.get("inputs_kind"),  # events | table | None
             "inputs": inputs or [r.source for r in recs],
             "provenance": [_jsonable(r.provenance) for r in recs],
             "n_masked_frames": [int((~r.mask).sum()) for r in recs],
@@ -316,16 +328,44 @@ class ConvSSM:
             raise DataError(f"{data.source}: too short to infer an initial state (no reliable deconvolved frame)")
         return state0
 
+    @property
+    def input_names(self) -> list[str]:
+        """The external input channels the model was fitted with ([]: autonomous)."""
+        return list(self.config_.get("input_names") or [])
+
+    def check_inputs(self, inputs: np.ndarray | None, source: str = "inputs", n_frames: int | None = None) -> np.ndarray | None:
+        """``inputs`` (T, K) as float64, checked against the model's input channels; None stays None
+        (a model with inputs then runs with zero input: the autonomous system)."""
+        if inputs is None:
+            return None
+        if not self.input_names:
+            raise DataError(f"{source}: the model was fitted without inputs (no --events / --inputs); it takes none")
+        s = np.asarray(inputs, dtype=np.float64)
+        if s.ndim == 1:
+            s = s[:, None]
+        if s.ndim != 2 or s.shape[1] != len(self.input_names):
+            raise DataError(f"{source}: {s.shape[-1] if s.ndim else 0} input column(s), the model has {len(self.input_names)} "
+                            f"({', '.join(self.input_names)})")
+        if n_frames is not None and s.shape[0] != n_frames:
+            raise DataError(f"{source}: {s.shape[0]} input rows for {n_frames} frames")
+        if not np.isfinite(s).all():
+            raise DataError(f"{source}: NaN or Inf in the inputs")
+        return s
+
     @torch.no_grad()
-    def simulate(self, n_steps: int, seed: int = 0, data: Recording | None = None) -> dict:
+    def simulate(self, n_steps: int, seed: int = 0, data: Recording | None = None, inputs: np.ndarray | None = None) -> dict:
         """Free run of n_steps observations (§5). Returns {"observed": (n, N) in data units,
         "observed_normalised": (n, N), "latent": (n, M)} with latent row j aligned to observation j.
+        ``inputs`` (L, K): the external inputs of generated frames 0 … L−1 (row f drives the latent
+        state that observation f reads; zero input beyond L and for the kernel's warm-up states);
+        without inputs a model fitted with inputs generates the autonomous system (zero input).
         Raises DivergenceError when the run leaves the bounded regime."""
         if n_steps < 1:
             raise DsreconError(f"--steps must be positive, got {n_steps}")
         net = self._net()
+        s = self.check_inputs(inputs)
         seed_everything(seed)
-        x, Z = net.free_run(self._state0(data, net), n_steps)
+        x, Z = net.free_run(self._state0(data, net), n_steps, None if s is None else net.step_inputs(s, n_steps))
         x = x[0].cpu().numpy().astype(np.float64)
         lat = Z[0, net.K - 1 :, : net.M].cpu().numpy().astype(np.float64)
         if not (np.isfinite(x).all() and np.isfinite(lat).all()) or np.abs(lat).max() > 1e4:
@@ -335,10 +375,14 @@ class ConvSSM:
 
     # ---------------------------------------------------------------- scoring
     def score(self, test: Recording, *, n_pe: int | None = None, stsp: str = "auto", bins: int = 30, gmm_var: float = 1.0,
-              smoothing: float = 20.0, seed: int = 0, gmm_points: str = "first") -> dict:
+              smoothing: float = 20.0, seed: int = 0, gmm_points: str = "first", inputs: np.ndarray | None = None) -> dict:
         """§6 protocol on a test recording: generate 1.25·T, drop 0.25·T, D_stsp and D_H; plus PE_n.
 
-        ``gmm_points`` (first|even): which ≤ 10 000 rows the mixture D_stsp keeps (metrics.stsp)."""
+        ``gmm_points`` (first|even): which ≤ 10 000 rows the mixture D_stsp keeps (metrics.stsp).
+        A model fitted with inputs needs the test design: ``test.inputs`` or ``inputs`` (T, K); it
+        drives PE_n and the last T frames of the free run (returned as ``generated_test_period``)."""
+        if inputs is not None:
+            test = _with_input_arrays([test], [inputs], self.input_names or None)[0]
         from dsrecon.metrics.prediction import prediction_error
         from dsrecon.metrics.spectrum import hellinger_spectral
         from dsrecon.metrics.stsp import state_space_divergence
@@ -354,8 +398,15 @@ class ConvSSM:
         x = self.norm_.apply(test.data, test.source, test.names)
         T = x.shape[0]
         n_total = int(math.ceil(1.25 * T))
+        if self.input_names and test.inputs is None:
+            raise DataError(f"{test.source}: the model was fitted with inputs ({', '.join(self.input_names)}); give the test "
+                            "data's inputs (--events / --inputs)")
+        s = self.check_inputs(test.inputs, test.source, T)
+        u = None
+        if s is not None:  # the test design on the last T generated frames (the ones compared), zero before
+            u = net.step_inputs(np.concatenate([np.zeros((n_total - T, s.shape[1])), s]), n_total)
         with torch.no_grad():
-            gen, Z = net.free_run(net.z_init[None].clone(), n_total)
+            gen, Z = net.free_run(net.z_init[None].clone(), n_total, u)
         gen = gen[0, n_total - T :].cpu().numpy().astype(np.float64)
         diverged = not np.isfinite(gen).all() or np.abs(Z.cpu().numpy()).max() > 1e4
         if diverged:
@@ -367,9 +418,13 @@ class ConvSSM:
         if n_pe is None:
             n_pe = 20 if self.tr < 0.5 else 10
         teacher = wiener_deconvolve(x, self.kernel_.taps)
-        pe = prediction_error(net, x.astype(np.float32), teacher.astype(np.float32), n_pe, test.mask)
-        return {"D_stsp": float(d_stsp), "D_stsp_method": method, "D_H": float(d_h), f"PE{n_pe}": pe, "PE_n": pe, "n": n_pe,
-                "n_test": T, "n_generated": n_total, "diverged": bool(diverged), "seed": seed}
+        pe = prediction_error(net, x.astype(np.float32), teacher.astype(np.float32), n_pe, test.mask, inputs=s)
+        out = {"D_stsp": float(d_stsp), "D_stsp_method": method, "D_H": float(d_h), f"PE{n_pe}": pe, "PE_n": pe, "n": n_pe,
+               "n_test": T, "n_generated": n_total, "diverged": bool(diverged), "seed": seed}
+        if s is not None:
+            out["inputs"] = list(self.input_names)
+            out["generated_test_period"] = gen  # normalised units, aligned with the test frames
+        return out
 
 
 #: the constructor's keyword arguments and defaults: every fit option (model, then training)
@@ -378,6 +433,19 @@ ConvSSM.__init__.__signature__ = inspect.Signature(
     [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_PARAM_DEFAULTS[f.name], annotation=f.type)
        for f in estimator_fields()])
+
+
+def _with_input_arrays(recs: list[Recording], inputs, names: list[str] | None = None) -> list[Recording]:
+    """The recordings with the given input arrays ((T, K), or one per recording) attached."""
+    arrs = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+    if len(arrs) != len(recs):
+        raise DataError(f"{len(arrs)} input arrays for {len(recs)} recordings")
+    out = []
+    for r, a in zip(recs, arrs):
+        a = np.asarray(a, dtype=np.float64)
+        k = 1 if a.ndim == 1 else a.shape[1]
+        out.append(dataclasses.replace(r, inputs=a, input_names=list(names) if names else [f"input{i + 1}" for i in range(k)]))
+    return out
 
 
 def _config_key(f: dataclasses.Field) -> str:
@@ -460,7 +528,8 @@ def load_run(path: str | Path):
         params.update(latent_dim=cfg["latent_dim"], device="cpu")  # the built M; generation runs on the CPU
         m = ConvSSM(**params, **cfg["train_options"])
         kern = Kernel.from_dict(cfg["kernel"])
-        net = m._build(cfg["n_regions"], len(cfg.get("regressor_names", [])), kern, torch.Generator().manual_seed(0))
+        net = m._build(cfg["n_regions"], len(cfg.get("regressor_names", [])), kern, torch.Generator().manual_seed(0),
+                       len(cfg.get("input_names") or []))
         Normalisation.from_dict(norm)
     except (DsreconError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(f"{cfg_path}: does not describe a model dsrecon can rebuild ({_one_line(e)})") from None

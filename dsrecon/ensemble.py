@@ -95,7 +95,7 @@ def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed
     nets = []
     for m in models:  # exactly what ConvSSM.fit does before training, member by member
         seed_everything(m.seed)
-        nets.append(m._build(len(data.names), n_reg, kern, torch.Generator().manual_seed(m.seed)).to(m.device))
+        nets.append(m._build(len(data.names), n_reg, kern, torch.Generator().manual_seed(m.seed), len(data.input_names)).to(m.device))
     trainer = Trainer(nets, data, [m.train_options for m in models], seeds, st.dir, progress, log)
     if st.fresh:
         write_teacher_cache(st.dir, data, recs)

@@ -91,6 +91,8 @@ def evaluate_cmd(
     generated: Optional[Path] = typer.Option(None, "--generated", "-g", help="Generated trajectory table (time × regions): TSV/CSV/NPY."),
     reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Reference (true / test) table, same columns."),
     data: Optional[Path] = typer.Option(None, "--data", help="Test data for the RUN form."),
+    events: Optional[Path] = typer.Option(None, "--events", help="RUN form: the test data's events file (a model fitted with inputs); fed to PE_n and to the free run."),
+    inputs_table: Optional[Path] = typer.Option(None, "--inputs", help="RUN form: the test data's input table (one row per frame)."),
     stsp: StspMethod = typer.Option(StspMethod.auto, "--stsp", help="D_stsp estimator: auto (binned if N < 6, else gmm), binned, gmm."),
     bins: int = typer.Option(DEFAULT_BINS, "--bins", help="Bins per dimension for the binned D_stsp."),
     gmm_var: float = typer.Option(DEFAULT_GMM_VAR, "--gmm-var", help="σ² of each Gaussian of the GMM D_stsp (data units²; 0.3 for BOLD)."),
@@ -115,6 +117,8 @@ def evaluate_cmd(
 
       dsrecon evaluate run --data test.tsv          (a fitted model: D_stsp, D_H, PE_n, Lyapunov, fixed points)
 
+      dsrecon evaluate run --data test.tsv --events test_events.tsv   (a model fitted with --events)
+
       dsrecon evaluate system lorenz63               (Lyapunov spectrum of a benchmark ODE)
 
       dsrecon evaluate group --subject 01            (one subject of a group run; --all: every subject)
@@ -135,11 +139,13 @@ def evaluate_cmd(
             list(target), data=data, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing, gmm_points=points,
             seed=seed, as_json=as_json, quiet=quiet, output=output,
             lyapunov_steps=lyapunov_steps if (analysis or target[0] == "system") else None, device=device,
-            subject=subject, all_subjects=all_subjects,
+            subject=subject, all_subjects=all_subjects, events=events, inputs_table=inputs_table,
         )
         return
     if subject is not None or all_subjects:
         raise DsreconError("--subject and --all go with a group run directory (dsrecon evaluate GROUP --subject 01)")
+    if events is not None or inputs_table is not None:
+        raise DsreconError("--events / --inputs go with a run directory (dsrecon evaluate RUN --data TEST.tsv --events TEST_events.tsv)")
     if data is not None:
         raise DsreconError("--data goes with a run directory (dsrecon evaluate RUN --data TEST.tsv); for two tables use --generated and --reference")
     if generated is None or reference is None:

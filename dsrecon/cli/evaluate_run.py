@@ -28,7 +28,8 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
             from dsrecon.cli.group import evaluate_all
 
             return evaluate_all(Path(target[0]), data, subject=extra.get("subject"), as_json=as_json, output=output, **kw)
-        res = evaluate_run(Path(target[0]), data, subject=extra.get("subject"), **kw)
+        res = evaluate_run(Path(target[0]), data, subject=extra.get("subject"), events=extra.get("events"),
+                           inputs_table=extra.get("inputs_table"), **kw)
         title = f"dsrecon evaluate {target[0]}{'' if extra.get('subject') is None else ' --subject ' + str(extra['subject'])} (lower is better)"
     res = {**res, "seed": seed, "versions": versions()}
     if output is not None:
@@ -39,7 +40,7 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
 
 def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var: float, smoothing: float, seed: int, quiet: bool,
                  lyapunov_steps: int | None = None, device: str = "cpu", gmm_points: str = "first", subject: str | None = None,
-                 model=None) -> dict:
+                 model=None, events: Path | None = None, inputs_table: Path | None = None) -> dict:
     """§6 protocol: generate 1.25·T, drop 0.25·T, compare with the test data; PE_n from its teacher.
     A group run's subject: ``subject`` (or a loaded ``model``, e.g. one subject of a group)."""
     from dsrecon.api import load_run
@@ -49,6 +50,14 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
     from dsrecon.cli.common import resolve_device
 
     model = (select_subject(load_run(run), subject, run) if model is None else model).to(resolve_device(device))
+    src = events if events is not None else inputs_table
+    if src is not None and not model.input_names:
+        raise DsreconError(f"{src}: the model {run} was fitted without inputs; it takes no --events / --inputs")
+    if data is not None and src is None and model.input_names:
+        raise DsreconError(f"{data}: the model {run} was fitted with inputs ({', '.join(model.input_names)}); "
+                           "give the test data's design with --events TEST_events.tsv (or --inputs)")
+    if data is None and src is not None:
+        raise DsreconError(f"{src}: --events / --inputs describe test data: give it with --data TEST.tsv")
     if data is not None:
         from dsrecon.io.matching import load_matched
 
@@ -57,10 +66,18 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
             if not quiet:
                 err_console.print(note, soft_wrap=True, markup=False, highlight=False)
         source = str(data)
+        if src is not None:
+            from dsrecon.io.events import attach_inputs
+
+            test = attach_inputs(test, events=events, table=inputs_table, names=model.input_names,
+                                 warn=lambda m: log(m, quiet))
     else:
         # default: the held-out tail of the training inputs, when they are still where they were
         prov = (model.config.get("provenance") or [{}])[0] or {}
+        files = [f for f in (model.config.get("input_files") or [])[:1] if f]
+        as_events = model.config.get("input_kind") == "events"
         spec = InputSpec(tr=model.tr, tr_label="the model's TR", quiet=True,
+                         events=files if as_events else [], input_tables=[] if as_events else files,
                          drop_columns=list(prov.get("dropped_columns") or []),
                          regressor_columns=list(prov.get("regressor_columns") or []))
         try:

@@ -16,6 +16,8 @@ def report_cmd(
     run: Path = typer.Argument(..., help="Run directory written by `dsrecon fit`."),
     data: Path = typer.Option(None, "--data", help="Test table (TSV/CSV/NPY) for D_stsp, D_H and the observed-vs-generated figures."),
     output: Path = typer.Option(None, "--output", "-o", help="HTML file to write (default: RUN/report.html)."),
+    events: Path = typer.Option(None, "--events", help="With --data, for a model fitted with inputs: the test data's events file (adds the event-locked figure)."),
+    inputs_table: Path = typer.Option(None, "--inputs", help="With --data: the test data's input table (one row per frame)."),
     lyapunov_steps: int = typer.Option(100_000, "--lyapunov-steps", help="Steps of the Lyapunov spectrum (QR method)."),
     k_max: int = typer.Option(10, "--k-max", help="Largest cycle period searched (SCYFI)."),
     subject: str = typer.Option(None, "--subject", help="Group runs: the full report of this subject's model (default: the group's feature-space report)."),
@@ -31,6 +33,8 @@ def report_cmd(
 
     A group run (dsrecon fit-group): dsrecon report group --participants participants.tsv --color-by group
     (the subjects in the feature space and a table per subject); --subject 01 for one subject's report.
+
+    Task fMRI: dsrecon report run --data test.tsv --events test_events.tsv
     """
     import dsrecon
     from dsrecon.io.matching import load_matched
@@ -68,11 +72,23 @@ def report_cmd(
         return
     model = select_subject(model, subject, run)
     test = None
+    src = events if events is not None else inputs_table
+    if src is not None and data is None:
+        raise DsreconError(f"{src}: --events / --inputs describe test data: give it with --data TEST.tsv")
+    if src is not None and not model.input_names:
+        raise DsreconError(f"{src}: the model {run} was fitted without inputs; it takes no --events / --inputs")
+    if data is not None and src is None and model.input_names:
+        raise DsreconError(f"{data}: the model {run} was fitted with inputs ({', '.join(model.input_names)}); "
+                           "give the test data's design with --events TEST_events.tsv (or --inputs)")
     if data is not None:
         test, notes = load_matched(data, model)
         for note in notes:
             if not quiet:
                 err_console.print(note, soft_wrap=True, markup=False, highlight=False)
+        if src is not None:
+            from dsrecon.io.events import attach_inputs
+
+            test = attach_inputs(test, events=events, table=inputs_table, names=model.input_names, warn=lambda m: log(m, quiet))
     out = output if output is not None else run / "report.html"
     log(f"analysing {run} (Lyapunov {lyapunov_steps} steps, cycles k ≤ {k_max})…", quiet)
     res = build_report(model, out, data=test, lyapunov_steps=lyapunov_steps, k_max=k_max, seed=seed)

@@ -124,6 +124,9 @@ def system_cmd(
     tau_decay: float = typer.Option(0.4, "--tau-decay", help="Calcium kernel decay constant (seconds)."),
     tau_rise: Optional[float] = typer.Option(None, "--tau-rise", help="Calcium kernel rise constant (seconds; double exponential)."),
     param: list[str] = typer.Option([], "--param", help="Override a system parameter, NAME=VALUE (repeatable)."),
+    events: Optional[Path] = typer.Option(None, "--events", help="BIDS events file: drive the ODE with one input per condition (boxcars on the TR grid)."),
+    input_gain: list[float] = typer.Option([], "--input-gain", help="With --events: gain of the input in dx/dt (one value, or one per condition in sorted order; default 1)."),
+    input_dim: list[int] = typer.Option([], "--input-dim", help="With --events: the state variable (0-based) each input drives (one value, or one per condition; default 0)."),
     seed: int = SeedOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -133,6 +136,8 @@ def system_cmd(
     Writes FILE.tsv (observations, one row per sample), FILE.json (sidecar with RepetitionTime, kernel, parameters, seed, versions), FILE_latent.tsv (z-scored states aligned row by row with the observations) and FILE_latent.json.
 
     Example: dsrecon simulate system lorenz63 --length 3000 --tr 0.2 --dt 0.01 --noise 0.01 --seed 0 -o x.tsv
+
+    Driven (task) data: dsrecon simulate system van_der_pol --length 2000 --tr 0.5 --events design_events.tsv --input-gain 2 --input-dim 1 -o x.tsv
     """
     from dsrecon.io.tables import sidecar_path
     from dsrecon.signal.kernels import make_kernel
@@ -154,12 +159,22 @@ def system_cmd(
     params = _parse_params(param)
     get_system(name, dim=dim, **params)  # name, --dim and --param errors before any work
     make_kernel(kernel, tr, tau_decay=tau_decay, tau_rise=tau_rise)
+    inputs = input_names = None
+    if events is not None:
+        from dsrecon.io.events import events_to_inputs
+
+        inputs, input_names = events_to_inputs(events, length, tr, warn=lambda m: log(m, quiet))
+    elif input_gain or input_dim:
+        raise DsreconError("--input-gain and --input-dim go with --events FILE")
 
     log(f"simulating {name} ({length} samples, TR {tr:g} s, kernel {kernel})", quiet or as_json)
     res = simulate_system(
         name, length, dt, tr, kernel=kernel, noise=noise, transient=transient, seed=seed, dim=dim,
         tau_decay=tau_decay, tau_rise=tau_rise, params=params,
+        inputs=inputs, input_gain=input_gain, input_dim=input_dim, input_names=input_names,
     )
+    if events is not None:
+        res["sidecar"]["events"] = res["latent_sidecar"]["events"] = str(events)
     side = {**res["sidecar"], "latent_file": lat_path.name, "command": "dsrecon simulate system"}
     lat_side = {**res["latent_sidecar"], "observed_file": output.name, "command": "dsrecon simulate system"}
 

@@ -20,6 +20,8 @@ def model_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Observations to write (OUT.tsv); also OUT_latent.tsv and sidecars."),
     from_data: Optional[Path] = typer.Option(None, "--from", help="Start from the state inferred at the end of this recording (default: the end of the training data)."),
     subject: Optional[str] = typer.Option(None, "--subject", help="Group runs (dsrecon fit-group): the subject whose model to run."),
+    events: Optional[Path] = typer.Option(None, "--events", help="Drive the run with this design (BIDS events file; time 0 = the first generated frame). Without it a model fitted with inputs runs with zero input."),
+    inputs_table: Optional[Path] = typer.Option(None, "--inputs", help="Drive the run with this input table (one row per generated frame, the model's input columns)."),
     seed: int = SeedOpt,
     device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda. Free runs are sequential: the CPU (fused path) is usually faster."),
     as_json: bool = JsonOpt,
@@ -30,6 +32,7 @@ def model_cmd(
     Example: dsrecon simulate model run --steps 10000 -o gen.tsv
 
     A group run: dsrecon simulate model group --subject 01 --steps 10000 -o gen.tsv
+    Task fMRI: dsrecon simulate model run --events new_events.tsv --steps 600 -o response.tsv
     """
     from dsrecon.api import load_run
 
@@ -41,6 +44,7 @@ def model_cmd(
     from dsrecon.group import select_subject
 
     model = select_subject(load_run(run), subject, run).to(resolve_device(device))
+    drive = _design(model, events, inputs_table, steps, quiet)
     data = None
     if from_data is not None:
         from dsrecon.io.matching import load_matched
@@ -49,9 +53,11 @@ def model_cmd(
         for note in notes:
             if not quiet:
                 err_console.print(note, soft_wrap=True, markup=False, highlight=False)
-    out = model.simulate(steps, seed=seed, data=data)
+    out = model.simulate(steps, seed=seed, data=data, inputs=drive)
     lat_names = [f"z{i + 1}" for i in range(out["latent"].shape[1])]
     common = {"RepetitionTime": model.tr, "run": str(run), **({} if subject is None else {"subject": model.config["subject"]}), "steps": steps, "seed": seed, "from": None if from_data is None else str(from_data),
+              "events": None if events is None else str(events), "inputs": None if inputs_table is None else str(inputs_table),
+              "input_names": model.input_names,
               "DsreconVersion": dsrecon_version(), "versions": versions(), "command": "dsrecon simulate model"}
     lat = write_observed_and_latent(
         output, out["observed"], model.names, {**common, "Units": "data units (normalisation inverted)", "latent_file": latent_path(output).name},
@@ -60,3 +66,25 @@ def model_cmd(
     log(f"wrote {output} and {lat}", quiet or as_json)
     emit({"output": str(output), "latent": str(lat), "n_steps": steps, "n_regions": len(model.names), "latent_dim": len(lat_names), "seed": seed},
          as_json, title="dsrecon simulate model", quiet=quiet)
+
+
+def _design(model, events: Path | None, table: Path | None, steps: int, quiet: bool):
+    """The (steps, K) inputs of the run from --events / --inputs, checked against the model."""
+    if events is None and table is None:
+        return None
+    if events is not None and table is not None:
+        raise DsreconError(f"{events}: give --events or --inputs, not both")
+    src = events if events is not None else table
+    if not model.input_names:
+        raise DsreconError(f"{src}: the model {model.run_dir} was fitted without inputs; it takes no --events / --inputs")
+    if events is not None:
+        from dsrecon.io.events import events_to_inputs
+
+        s, _ = events_to_inputs(events, steps, model.tr, model.input_names, warn=lambda m: log(m, quiet))
+        return s
+    from dsrecon.io.events import read_input_table
+
+    s, names = read_input_table(table, steps, model.tr, f"--steps {steps}")
+    if names != model.input_names:
+        raise DsreconError(f"{table}: input columns {', '.join(names)} differ from the model's inputs ({', '.join(model.input_names)})")
+    return s

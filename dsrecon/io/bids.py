@@ -182,3 +182,71 @@ def _count_rows(path: Path) -> int:
     except (UnicodeDecodeError, OSError) as e:
         raise DataError(f"{path}: cannot read confounds ({e.__class__.__name__})") from None
     return max(len(lines) - 1, 0)
+
+
+# ----------------------------------------------------------------------------- events of task runs
+def _source_roots(deriv_root: Path) -> list[Path]:
+    """Raw datasets a derivatives tree names in its dataset_description.json ``SourceDatasets``
+    (``URL`` of ``bids::PATH``, ``file://PATH`` or a relative path), then the folders above it
+    (fMRIPrep's usual ``RAW/derivatives/fmriprep``)."""
+    import json
+
+    out: list[Path] = []
+    desc = deriv_root / "dataset_description.json"
+    if desc.exists():
+        try:
+            dd = json.loads(desc.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            dd = {}
+        for src in (dd.get("SourceDatasets") or []) if isinstance(dd, dict) else []:
+            url = src.get("URL", "") if isinstance(src, dict) else str(src)
+            for pre in ("bids::", "file://"):
+                if url.startswith(pre):
+                    url = url[len(pre):]
+            if url and "://" not in url:
+                q = Path(url)
+                out.append(q if q.is_absolute() else (deriv_root / q).resolve())
+    out.extend(p for p in (deriv_root.parent, deriv_root.parent.parent) if p != deriv_root)
+    return out
+
+
+def _run_root(source: Path) -> Path | None:
+    """The dataset folder holding ``source`` (the parent of its ``sub-*`` folder)."""
+    for par in source.parents:
+        if par.name.startswith("sub-"):
+            return par.parent
+    return None
+
+
+def find_events(rec, bids_dir: str | os.PathLike | None = None) -> Path | None:
+    """The ``*_events.tsv`` of a BIDS run (Recording ``rec`` from a ``sub-*`` file): searched in
+    ``bids_dir``, else the raw datasets of the derivatives' SourceDatasets, matching subject,
+    session, task and run (an events file without a run entity serves every run; a top-level
+    ``task-<t>_events.tsv`` is the BIDS inheritance fallback). None when there is none."""
+    from dsrecon.io.results import bids_entities
+
+    src = Path(rec.provenance.get("source") or rec.source)
+    ent = bids_entities(src)
+    if "sub" not in ent or "task" not in ent:
+        return None
+    root = _run_root(src)
+    roots = [Path(bids_dir)] if bids_dir is not None else ([] if root is None else _source_roots(root))
+    for r in roots:
+        subdir = r / f"sub-{ent['sub']}"
+        if not subdir.is_dir():
+            continue
+        best = None
+        for f in sorted(subdir.rglob("*_events.tsv")):
+            fe = bids_entities(f)
+            if fe.get("sub") != ent["sub"] or fe.get("task") != ent["task"] or fe.get("ses") != ent.get("ses"):
+                continue
+            if "run" in fe and fe["run"] != ent.get("run"):
+                continue
+            if best is None or ("run" in fe and "run" not in bids_entities(best)):
+                best = f
+        if best is not None:
+            return best
+        top = r / f"task-{ent['task']}_events.tsv"
+        if top.exists():
+            return top
+    return None

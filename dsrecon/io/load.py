@@ -61,6 +61,13 @@ class InputSpec:
     regressor_columns: list[str] = option(factory=list, flag="--regressor-column",
                                           help="Table column to use as a nuisance regressor (repeatable).", panel=INPUT_PANEL)
     drop_columns: list[str] = option(factory=list, flag="--drop-column", help="Table column to ignore (repeatable).", panel=INPUT_PANEL)
+    # external inputs that drive the latent dynamics (task fMRI, dsrecon.io.events)
+    events: list[str] = option(factory=list, help="BIDS events file (onset, duration, trial_type, modulation): one input channel per "
+                               "condition; repeat once per recording, in order (BIDS runs: found in the raw dataset).", panel=INPUT_PANEL)
+    input_tables: list[str] = option(factory=list, flag="--inputs", help="Input time series (T × K table with named columns, one row "
+                                     "per frame); repeat once per recording, in order.", panel=INPUT_PANEL)
+    bids_dir: str | None = option(None, help="Raw BIDS dataset holding the runs' *_events.tsv (default: the derivatives' SourceDatasets).",
+                                  panel=INPUT_PANEL)
     # no warning lines on stderr (--quiet)
     quiet: bool = option(False, cli=False)
 
@@ -80,7 +87,43 @@ def load_inputs(paths: list[str], spec: InputSpec | None = None) -> list[Recordi
     for r in recs[1:]:
         if r.names != names:
             raise DataError(f"{r.source}: regions differ from {recs[0].source} ({len(r.names)} vs {len(names)} columns)")
-    return recs
+    return _with_inputs(recs, spec)
+
+
+def _with_inputs(recs: list[Recording], spec: InputSpec) -> list[Recording]:
+    """Attach --events / --inputs (one file per recording, in order) or, for BIDS runs, each run's
+    events file found in the raw dataset; every recording then has the same input channels (the
+    union of the conditions, sorted)."""
+    from dsrecon.io.events import attach_inputs, read_events
+
+    ev, tab = list(spec.events), list(spec.input_tables)
+    if ev and tab:
+        raise DataError(f"{ev[0]}: give --events or --inputs, not both")
+    given = ev or tab
+    if given and len(given) != len(recs):
+        flag = "--events" if ev else "--inputs"
+        raise DataError(f"{given[0]}: {len(given)} {flag} file(s) for {len(recs)} recording(s); give one per recording, in order")
+    if not given and spec.bids_dir is None and not any(r.provenance.get("bids_events") for r in recs):
+        return recs
+    if not given:  # BIDS runs: the events files discovery found
+        from dsrecon.io.bids import find_events
+
+        ev = [find_events(r, spec.bids_dir) for r in recs]
+        if all(e is None for e in ev):
+            return recs
+        missing = [r.source for r, e in zip(recs, ev) if e is None]
+        if missing:
+            raise DataError(f"{missing[0]}: no *_events.tsv for this run in the raw BIDS dataset (other runs have one)")
+    names = None
+    if ev:
+        names = sorted({c for e in ev for _, _, c, _ in read_events(e)})
+    warn = lambda m: _warn(m, spec)  # noqa: E731
+    out = [attach_inputs(r, events=e, names=names, warn=warn) for r, e in zip(recs, ev)] if ev else \
+          [attach_inputs(r, table=t, warn=warn) for r, t in zip(recs, tab)]
+    for r in out[1:]:
+        if r.input_names != out[0].input_names:
+            raise DataError(f"{r.source}: input columns differ from {out[0].source} ({', '.join(r.input_names)} vs {', '.join(out[0].input_names)})")
+    return out
 
 
 def _wants_bids(p: Path, spec: InputSpec) -> bool:
@@ -103,7 +146,10 @@ def _load_path(p: Path, spec: InputSpec) -> list[Recording]:
             return [rec]
         if _wants_bids(p, spec):
             runs = discover_runs(p, spec.participant_label, spec.task, spec.session, spec.space)
-            return [load_nifti(r, spec) for r in runs]
+            recs = [load_nifti(r, spec) for r in runs]
+            for r in recs:  # BIDS runs: their events files are looked up in the raw dataset
+                r.provenance["bids_events"] = True
+            return recs
         tables = sorted(q for q in p.iterdir() if q.is_file() and is_table_path(q) and not q.name.endswith("_latent.tsv"))
         if not tables:
             raise DataError(f"{p}: directory holds no TSV/CSV/NPY tables, no sub-* runs and no suite2p output")

@@ -16,7 +16,8 @@ class Recording:
 
     data: (T, N) float array. tr: seconds per frame. mask: (T,) bool, True where the frame is
     valid (censored frames stay on the grid with mask False). regressors: (T, R) nuisance
-    regressors or None. inputs: (T, S) external inputs or None.
+    regressors or None. inputs: (T, S) external inputs (stimuli on the TR grid, `dsrecon.io.events`)
+    or None, named by input_names; inputs drive the latent dynamics, never the measurement.
     """
 
     data: np.ndarray
@@ -26,6 +27,7 @@ class Recording:
     regressors: np.ndarray | None = None
     regressor_names: list[str] = field(default_factory=list)
     inputs: np.ndarray | None = None
+    input_names: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
 
@@ -53,6 +55,20 @@ class Recording:
                 raise DataError(
                     f"{self.source}: regressors have {self.regressors.shape[0]} rows, data has {T} frames"
                 )
+        if self.inputs is not None:
+            self.inputs = np.asarray(self.inputs, dtype=np.float64)
+            if self.inputs.ndim == 1:
+                self.inputs = self.inputs[:, None]
+            if self.inputs.shape[0] != T:
+                raise DataError(f"{self.source}: inputs have {self.inputs.shape[0]} rows, data has {T} frames")
+            if not np.isfinite(self.inputs).all():
+                raise DataError(f"{self.source}: inputs hold NaN or Inf values")
+            if not self.input_names:
+                self.input_names = [f"input{i + 1}" for i in range(self.inputs.shape[1])]
+            if len(self.input_names) != self.inputs.shape[1]:
+                raise DataError(f"{self.source}: {len(self.input_names)} input names for {self.inputs.shape[1]} input columns")
+        elif self.input_names:
+            raise DataError(f"{self.source}: input names given without inputs")
         if not (np.isfinite(self.tr) and self.tr > 0):
             raise DataError(f"{self.source}: TR must be positive, got {self.tr}")
 
@@ -80,6 +96,7 @@ class Recording:
             regressors=None if self.regressors is None else self.regressors[sl],
             regressor_names=list(self.regressor_names),
             inputs=None if self.inputs is None else self.inputs[sl],
+            input_names=list(self.input_names),
             provenance=dict(self.provenance),
             source=self.source,
         )

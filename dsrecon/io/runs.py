@@ -393,7 +393,7 @@ def read_teacher_cache(run: Path, n: int, target: Path | None = None, subject: s
 #: config keys a run must share with a new fit to be resumed or reused → the option that sets each
 COMPATIBILITY_KEYS = {"data_hash": "the input data", "backend": "--backend", "backend_options": "--backend-option",
                       "latent_dim_requested": "--latent-dim", "hidden_dim": "--hidden-dim", "decoder": "--decoder", "kernel": "--kernel",
-                      "seed": "--seed", "train_options": None}
+                      "seed": "--seed", "train_options": None, "input_names": "the input channels (--events / --inputs)"}
 
 
 def differences(old: dict, new: dict) -> list[str]:
@@ -407,6 +407,8 @@ def differences(old: dict, new: dict) -> list[str]:
     if isinstance(old.get("train_options"), dict):
         # a run started by an older version lacks the options added since; they had their defaults
         old["train_options"] = {**_plain(TrainOptions().public()), **old["train_options"]}
+    old.setdefault("input_names", [])  # a run from before external inputs: autonomous
+    new = {**new, "input_names": new.get("input_names") or []}
     diffs: list[str] = []
     for key, opt in COMPATIBILITY_KEYS.items():
         a, b = _plain(old.get(key)), _plain(new.get(key))

@@ -7,13 +7,15 @@ import torch
 
 
 @torch.no_grad()
-def prediction_error(net, x: np.ndarray, teacher: np.ndarray, n: int, mask: np.ndarray | None = None) -> float:
+def prediction_error(net, x: np.ndarray, teacher: np.ndarray, n: int, mask: np.ndarray | None = None,
+                     inputs: np.ndarray | None = None) -> float:
     """PE_n: from the teacher state at every usable t, iterate n steps, convolve, decode, and take
     the MSE against x_{t+n}. The kernel history at t+n uses teacher states up to t and predicted
     states after it.
 
     x: (T, N) normalised observations; teacher: (T, N) deconvolved latent estimate (NaN where
-    unreliable); mask: (T,) valid frames. Returns NaN when no t is usable.
+    unreliable); mask: (T,) valid frames; inputs: (T, K) external inputs of the frames (the n
+    steps from t are driven by those of t+1 … t+n) or None. Returns NaN when no t is usable.
     """
     T, N = x.shape
     K = net.K
@@ -26,7 +28,10 @@ def prediction_error(net, x: np.ndarray, teacher: np.ndarray, n: int, mask: np.n
         return float("nan")
     d = torch.as_tensor(np.nan_to_num(teacher), dtype=torch.float32, device=net.taps.device)
     lat_teacher = net.init_state(d)  # (T, S) teacher-derived states
-    Z = net.dynamics.rollout(lat_teacher[ts], n, None, 0.0)  # (B, n, S): z_{t+1} … z_{t+n}
+    u = None
+    if inputs is not None and getattr(net.dynamics, "n_inputs", 0):
+        u = torch.as_tensor(np.asarray(inputs, np.float32)[ts[:, None] + 1 + np.arange(n)[None]], device=net.taps.device)
+    Z = net.dynamics.rollout(lat_teacher[ts], n, None, 0.0, u)  # (B, n, S): z_{t+1} … z_{t+n}
     idx = ts[:, None] + np.arange(-hist + 1, 1)[None]  # t−hist+1 … t
     seq = torch.cat([lat_teacher[idx], Z], dim=1)[:, -K:]
     xhat = net.observe(seq)[:, -1].cpu().numpy()  # (B, N): prediction of x_{t+n}

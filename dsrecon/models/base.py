@@ -31,9 +31,40 @@ class LatentDynamics(nn.Module):
         """The backend's constructor arguments beyond latent_dim, as `dsrecon.options.option` fields
         (type, default, help): they make its CLI flags, `dsrecon backends` and `--backend-option`."""
 
+    #: number of external input channels K (0: autonomous); `enable_inputs` sets it
+    n_inputs: int = 0
+
     def __init__(self, latent_dim: int):
         super().__init__()
         self.M = int(latent_dim)
+
+    # --- external inputs (ALGORITHMS.md §1: z_t = F(z_{t−1}) + C s_t) ---------------------------
+    def enable_inputs(self, n_inputs: int) -> "LatentDynamics":
+        """Give the map an input term C s_t (C: (M, K), starting at 0, so a new model starts as the
+        autonomous one): it is added to the latent units of every step. Registered after the
+        backend's own parameters, so it comes last in `packed_layout`."""
+        K = int(n_inputs)
+        if K > 0:
+            ref = next(self.parameters(), None)
+            self.C = nn.Parameter(torch.zeros(self.M, K, dtype=torch.float32 if ref is None else ref.dtype))
+            self.n_inputs = K
+        return self
+
+    def input_term(self, inputs: torch.Tensor) -> torch.Tensor:
+        """C s_t for inputs (B, K) (or (..., K)) → (..., M)."""
+        return inputs @ self.C.T
+
+    def add_input(self, out: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+        """A step's output (B, S) plus C s_t on its first M (latent) units; unchanged without inputs
+        (a model with an input term and no inputs runs with zero input, the autonomous system)."""
+        if inputs is None:
+            return out
+        if self.n_inputs == 0:
+            raise ValueError("inputs given to a model without an input term (fitted without inputs)")
+        drive = self.input_term(inputs)
+        if out.shape[-1] == self.M:
+            return out + drive
+        return torch.cat([out[..., : self.M] + drive, out[..., self.M :]], dim=-1)
 
     @property
     def state_dim(self) -> int:
@@ -45,7 +76,8 @@ class LatentDynamics(nn.Module):
         raise NotImplementedError
 
     def jacobian(self, state: torch.Tensor) -> torch.Tensor:
-        """∂F/∂state at ``state`` (B, S) → (B, S, S). Default: autograd (backends override with closed forms)."""
+        """∂F/∂state at ``state`` (B, S) → (B, S, S). Default: autograd (backends override with closed forms).
+        An additive input C s_t does not change it."""
         state = state.detach()
 
         def f(s: torch.Tensor) -> torch.Tensor:
@@ -88,7 +120,7 @@ class LatentDynamics(nn.Module):
         return torch.stack(outs, dim=1)
 
     def generate(self, state0: torch.Tensor, T: int, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """Free (autonomous) run of T steps from state0 → (B, T, S)."""
+        """Free run of T steps from state0 → (B, T, S), driven by inputs (B, T, K) when given."""
         with torch.no_grad():
             return self.rollout(state0, T, None, 0.0, inputs)
 
@@ -122,10 +154,10 @@ class LatentDynamics(nn.Module):
         """Whether `fused_rollout` serves tensors like ``like`` (device, dtype)."""
         return False
 
-    def fused_rollout(self, rows: torch.Tensor, state0: torch.Tensor, teacher, alpha) -> torch.Tensor:
+    def fused_rollout(self, rows: torch.Tensor, state0: torch.Tensor, teacher, alpha, inputs=None) -> torch.Tensor:
         """`rollout` of E members of this architecture at once: packed rows (E, P), state0 (E, B, S),
-        teacher (E, B, T, F), alpha (E, T) → (E, B, T, S). Backends without one train E members
-        through torch.func.vmap of `rollout`."""
+        teacher (E, B, T, F), alpha (E, T), inputs (E, B, T, K) or None → (E, B, T, S). Backends
+        without one train E members through torch.func.vmap of `rollout`."""
         raise NotImplementedError
 
     def fused_engine(self, like: torch.Tensor) -> str:

@@ -86,21 +86,53 @@ class ConvSSMNet(nn.Module):
             return Fnn.conv1d(y.transpose(1, 2).reshape(B * N, 1, T), self.taps.to(y.dtype)).reshape(B, N, T - K + 1).transpose(1, 2)
         return y
 
-    def teacher_forced(self, d: torch.Tensor, alpha: torch.Tensor | float, regressors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """GTF rollout over a teacher sequence d (B, T̃, N) (d[:, 0] finite) → (x̂ (B, T̃−K+1, N), Z (B, T̃, S))."""
+    def teacher_forced(self, d: torch.Tensor, alpha: torch.Tensor | float, regressors: torch.Tensor | None = None,
+                       inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """GTF rollout over a teacher sequence d (B, T̃, N) (d[:, 0] finite) → (x̂ (B, T̃−K+1, N), Z (B, T̃, S)).
+        inputs (B, T̃, K): the external inputs of the same frames (row 0, the initial frame's, unused)."""
         T = d.shape[1]
         z0 = self.init_state(d[:, 0])
-        Z = self.dynamics.rollout(z0, T - 1, d[:, 1:, : self.F], alpha)
+        Z = self.dynamics.rollout(z0, T - 1, d[:, 1:, : self.F], alpha, None if inputs is None else inputs[:, 1:])
         Z = torch.cat([z0[:, None], Z], dim=1)
         reg = None if regressors is None else regressors[:, self.K - 1 :]
         return self.observe(Z, reg), Z
 
     forward = teacher_forced  # torch.func.functional_call runs a module through forward
 
-    @torch.no_grad()
-    def free_run(self, state0: torch.Tensor, n_obs_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Autonomous run giving n_obs_steps observations: T + K − 1 latent states (B, ·, S), then observe."""
+    def step_inputs(self, frame_inputs, n_obs_steps: int) -> torch.Tensor:
+        """Inputs given per generated observation frame (L, K) (row f: the design at observation f)
+        → the rollout inputs of `free_run` (1, n_obs_steps + K − 2, K): observation f reads latent
+        state f + K − 1, so its input drives that step; the K − 1 warm-up states get zero input."""
+        S = torch.as_tensor(np.asarray(frame_inputs), dtype=torch.float32)
         n_lat = n_obs_steps + self.K - 1
-        Z = self.dynamics.rollout(state0, n_lat - 1, None, 0.0)
+        u = torch.zeros(1, max(n_lat - 1, 0), S.shape[-1])
+        k = min(S.shape[0], n_obs_steps)
+        # latent state i (i ≥ 1) is rollout row i − 1; observation f ↔ latent f + K − 1 ↔ row f + K − 2
+        if k and n_lat > 1:
+            lo = self.K - 2
+            if lo >= 0:
+                u[0, lo : lo + k] = S[:k]
+            else:  # K = 1: observation 0 is the initial state itself, its input is not used
+                u[0, : k - 1] = S[1:k]
+        return u
+
+    @property
+    def n_inputs(self) -> int:
+        return self.dynamics.n_inputs
+
+    @torch.no_grad()
+    def free_run(self, state0: torch.Tensor, n_obs_steps: int, inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Free run giving n_obs_steps observations: T + K − 1 latent states (B, ·, S), then observe.
+
+        inputs (B, L, K): the inputs of the steps after state0 (row j drives latent state j + 1);
+        zero beyond the L given (without inputs: the autonomous system)."""
+        n_lat = n_obs_steps + self.K - 1
+        u = None
+        if inputs is not None and n_lat > 1:
+            inputs = torch.as_tensor(inputs, dtype=state0.dtype, device=state0.device)
+            u = inputs.new_zeros(state0.shape[0], n_lat - 1, inputs.shape[-1])
+            k = min(n_lat - 1, inputs.shape[1])
+            u[:, :k] = inputs[:, :k]
+        Z = self.dynamics.rollout(state0, n_lat - 1, None, 0.0, u)
         Z = torch.cat([state0[:, None], Z], dim=1)
         return self.observe(Z), Z

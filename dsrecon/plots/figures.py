@@ -226,3 +226,28 @@ def feature_scatter(features: np.ndarray, ids: list[str], stem, color: list | No
     ax.set_ylabel(yl)
     ax.set_title("Subjects in the feature space")
     return save(fig, stem)
+
+
+def event_locked(observed: dict, generated: dict, stem, tr: float = 1.0, names: list[str] | None = None, max_regions: int = 6) -> list[Path]:
+    """Event-locked mean responses, one column per condition: {condition: (window, N)} observed vs
+    generated (the model driven by the same events); one row per region (first ``max_regions``)."""
+    conds = list(observed)
+    N = min(next(iter(observed.values())).shape[1], max_regions)
+    names = names or [f"region {i}" for i in range(N)]
+    fig, axes = plt.subplots(N, len(conds), figsize=(3.2 * len(conds) + 0.6, 1.5 * N + 0.8), sharex=True, squeeze=False)
+    for j, c in enumerate(conds):
+        o, g = observed[c], generated.get(c)
+        t = np.arange(o.shape[0]) * tr
+        for i in range(N):
+            ax = axes[i, j]
+            ax.axhline(0, color="#bbb", lw=0.6)
+            ax.plot(t, o[:, i], color=DATA_COLOR, lw=1.1, label="observed")
+            if g is not None:
+                ax.plot(t, g[:, i], color=MODEL_COLOR, lw=1.1, label="model")
+            if j == 0:
+                ax.set_ylabel(names[i], fontsize=8)
+        axes[0, j].set_title(str(c), fontsize=9)
+        axes[-1, j].set_xlabel("seconds after onset")
+    axes[0, 0].legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    return save(fig, stem)

@@ -161,6 +161,21 @@ def build_report(
         if lyap is not None and len(lyap.running_steps):
             F.lyapunov_convergence(lyap.running_steps, lyap.running, t / "lyapunov", unit="1/s")
             figs.append((t / "lyapunov.png", "Convergence of the Lyapunov spectrum (per second)"))
+        if scores is not None and data is not None and data.inputs is not None and "generated_test_period" in scores:
+            from dsrecon.io.events import event_locked_mean, onsets_of
+
+            window = max(2, min(int(round(20.0 / tr)), data.n_frames // 4))  # 20 s after each onset
+            x = model.norm_.apply(data.data)
+            g = scores["generated_test_period"]
+            obs_r, gen_r = {}, {}
+            for name, ons in zip(model.input_names, onsets_of(data.inputs)):
+                o = event_locked_mean(x, ons, window)
+                if o is not None:
+                    obs_r[name], gen_r[name] = o, event_locked_mean(g, ons, window)
+            if obs_r:
+                F.event_locked(obs_r, gen_r, t / "eventlocked", tr=tr, names=list(model.names))
+                figs.append((t / "eventlocked.png", "Event-locked mean response per condition (z-scored, minus the frame before the "
+                             "onset): observed (blue) vs the model driven by the same events (red)"))
         F.fixed_points_on_attractor(arrays["latent"], arrays["cycles"], t / "fixedpoints")
         figs.append((t / "fixedpoints.png", "Fixed points and cycles on the latent attractor (circle stable, cross unstable, diamond saddle)"))
         config = dict(getattr(model, "config", {}) or {})

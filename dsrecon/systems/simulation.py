@@ -35,6 +35,7 @@ def integrate(
     transient: float | None = None,
     rng: np.random.Generator | None = None,
     x0: np.ndarray | None = None,
+    drive: np.ndarray | None = None,
 ) -> np.ndarray:
     """Integrate ``system`` and sample it every ``dt`` system-time units.
 
@@ -43,6 +44,10 @@ def integrate(
     system's ``default_transient``), then returns ``n_samples`` states: array (n_samples, D),
     row i at time transient + i·dt. LSODA (scipy odeint) with rtol = atol = 1e-9 and the
     analytic Jacobian, evaluated exactly on the sample grid.
+
+    ``drive`` (n_samples, D): an external input added to dx/dt, constant over each sampling
+    interval: row i acts on the interval that ends at sample i (row 0 is unused); the
+    vector field itself (and the Jacobian) is unchanged.
     """
     n_samples = int(n_samples)
     if n_samples < 1:
@@ -60,6 +65,8 @@ def integrate(
         raise DsreconError(f"{system.name}: initial state must be {system.dim} finite numbers, got shape {x0.shape}")
 
     grid = transient + dt * np.arange(n_samples)
+    if drive is not None and np.any(drive[1:] != 0):
+        return _integrate_driven(system, x0, grid, transient, np.asarray(drive, dtype=np.float64))
     t = grid if transient == 0 else np.concatenate([[0.0], grid])
     with np.errstate(over="ignore", invalid="ignore"):
         sol, info = odeint(
@@ -81,6 +88,31 @@ def integrate(
     return sol
 
 
+def _integrate_driven(system: System, x0: np.ndarray, grid: np.ndarray, transient: float, drive: np.ndarray) -> np.ndarray:
+    """`integrate` with a piecewise-constant input: one LSODA call per run of equal drive rows."""
+    def solve(y0, t, u):
+        with np.errstate(over="ignore", invalid="ignore"):
+            sol, info = odeint(lambda y, _t: system._rhs(y) + u, y0, t, Dfun=lambda y, _t: system._jac(y),
+                               rtol=RTOL, atol=ATOL, mxstep=1_000_000, full_output=True)
+        if info.get("message") != "Integration successful." or not np.all(np.isfinite(sol)) or np.abs(sol).max() > DIVERGENCE_BOUND:
+            raise DivergenceError(f"{system.name}: integration of the driven system failed or diverged "
+                                  f"({info.get('message', 'non-finite states')}); check --input-gain and --dt")
+        return sol
+
+    y = x0 if transient == 0 else solve(x0, np.array([0.0, grid[0]]), np.zeros(system.dim))[-1]
+    out = np.empty((grid.size, system.dim))
+    out[0] = y
+    i, n = 1, grid.size
+    while i < n:
+        j = i
+        while j + 1 < n and np.array_equal(drive[j + 1], drive[i]):
+            j += 1
+        sol = solve(out[i - 1], grid[i - 1 : j + 1], drive[i])  # samples i … j under drive row i
+        out[i : j + 1] = sol[1:]
+        i = j + 1
+    return out
+
+
 def simulate_system(
     name: str,
     length: int,
@@ -94,6 +126,10 @@ def simulate_system(
     tau_decay: float = 0.4,
     tau_rise: float | None = None,
     params: dict[str, float] | None = None,
+    inputs: np.ndarray | None = None,
+    input_gain: list[float] | None = None,
+    input_dim: list[int] | None = None,
+    input_names: list[str] | None = None,
 ) -> dict:
     """Simulate a benchmark system observed through a measurement kernel.
 
@@ -107,6 +143,12 @@ def simulate_system(
     z-scored states aligned row by row with ``observed`` (see module doc), ``names`` (D state
     names), ``sidecar`` and ``latent_sidecar`` (JSON-ready provenance), ``kernel`` (Kernel),
     ``system`` (System).
+
+    ``inputs`` (length, C): external inputs on the observation grid (row j: the design at observed
+    row j, e.g. `dsrecon.io.events.events_to_inputs`); channel c is added, times ``input_gain[c]``,
+    to dx/dt of state ``input_dim[c]`` (one value: every channel), constant over each sampling
+    interval, so driven benchmark data come with their ground truth. Row j drives the interval
+    ending at the state of latent row j (the K − 1 states before row 0 are undriven).
     """
     length = int(length)
     if length < 1:
@@ -121,8 +163,11 @@ def simulate_system(
     kern = make_kernel(kernel, float(tr), tau_decay=tau_decay, tau_rise=tau_rise)
     K = kern.K
 
+    drive, input_info = None, {}
+    if inputs is not None:
+        drive, input_info = _drive(system, np.asarray(inputs, dtype=np.float64), length, K, input_gain, input_dim, input_names)
     ic_seed, noise_seed = np.random.SeedSequence(int(seed)).spawn(2)
-    states = integrate(system, length + K - 1, dt, transient, rng=np.random.default_rng(ic_seed))
+    states = integrate(system, length + K - 1, dt, transient, rng=np.random.default_rng(ic_seed), drive=drive)
     mean, std = states.mean(axis=0), states.std(axis=0)
     flat = np.flatnonzero(std < 1e-12 * np.maximum(1.0, np.abs(mean)))
     if flat.size:
@@ -155,6 +200,7 @@ def simulate_system(
         "state_std": std.tolist(),
         "dsrecon_version": dsrecon_version(),
         "versions": versions(),
+        **input_info,
     }
     sidecar = {
         **common,
@@ -179,4 +225,30 @@ def simulate_system(
         "latent_sidecar": latent_sidecar,
         "kernel": kern,
         "system": system,
+        "inputs": None if inputs is None else np.asarray(inputs, dtype=np.float64),
     }
+
+
+def _drive(system: System, inputs: np.ndarray, length: int, K: int, gain, dims, names) -> tuple[np.ndarray, dict]:
+    """The (length + K − 1, D) drive of the ODE for inputs (length, C) on the observation grid."""
+    if inputs.ndim == 1:
+        inputs = inputs[:, None]
+    C = inputs.shape[1]
+    if inputs.shape[0] != length:
+        raise DsreconError(f"inputs: {inputs.shape[0]} rows for --length {length}")
+    gain = [1.0] if not gain else [float(g) for g in gain]
+    dims = [0] if not dims else [int(d) for d in dims]
+    for what, v in (("--input-gain", gain), ("--input-dim", dims)):
+        if len(v) not in (1, C):
+            raise DsreconError(f"{what}: give one value or one per input channel ({C}), got {len(v)}")
+    gain, dims = gain * C if len(gain) == 1 else gain, dims * C if len(dims) == 1 else dims
+    bad = [d for d in dims if not 0 <= d < system.dim]
+    if bad:
+        raise DsreconError(f"--input-dim {bad[0]}: {system.name} has states 0 … {system.dim - 1}")
+    if not all(math.isfinite(g) for g in gain):
+        raise DsreconError("--input-gain must be finite")
+    drive = np.zeros((length + K - 1, system.dim))
+    for c in range(C):
+        drive[K - 1 :, dims[c]] += gain[c] * inputs[:, c]
+    return drive, {"input_names": list(names or [f"input{c + 1}" for c in range(C)]), "input_gain": gain, "input_dim": dims,
+                   "input_states": [system.state_names[d] for d in dims]}

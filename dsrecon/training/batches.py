@@ -26,6 +26,7 @@ class Prepared:
     teacher: np.ndarray
     regressors: np.ndarray | None
     source: str = ""
+    inputs: np.ndarray | None = None  # (T, K) external inputs of the frames, or None
 
 
 class SequenceSampler:
@@ -64,7 +65,8 @@ class SequenceSampler:
         return self.starts.shape[0]
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """One batch: teacher (B, T̃, N), x (B, T̃−K+1, N), mask (B, T̃−K+1), regressors (B, T̃, R) or None."""
+        """One batch: teacher (B, T̃, N), x (B, T̃−K+1, N), mask (B, T̃−K+1), regressors (B, T̃, R) or None,
+        inputs (B, T̃, K) or None."""
         return {k: None if v is None else v[0] for k, v in self.gather(rng.integers(0, len(self), size=batch_size)[None]).items()}
 
     def gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -73,14 +75,15 @@ class SequenceSampler:
             lens = np.array([r.x.shape[0] for r in self.recs])
             offsets = np.concatenate([[0], np.cumsum(lens)[:-1]])
             cat = lambda a: None if a[0] is None else np.concatenate(a)  # noqa: E731
-            self._cat = {k: cat([getattr(r, k) for r in self.recs]) for k in ("teacher", "x", "mask", "regressors")}
+            self._cat = {k: cat([getattr(r, k) for r in self.recs]) for k in ("teacher", "x", "mask", "regressors", "inputs")}
             self._gstart = offsets[self.starts[:, 0]] + self.starts[:, 1]
         T, K = self.seq_len, self.K
         g = self._gstart[idx][..., None]  # (E, B, 1)
         tt, to = g + np.arange(T), g + np.arange(K - 1, T)
         c = self._cat
         return {"teacher": c["teacher"][tt].astype(np.float32, copy=False), "x": c["x"][to].astype(np.float32, copy=False), "mask": c["mask"][to],
-                "regressors": None if c["regressors"] is None else c["regressors"][tt].astype(np.float32, copy=False)}
+                "regressors": None if c["regressors"] is None else c["regressors"][tt].astype(np.float32, copy=False),
+                "inputs": None if c["inputs"] is None else c["inputs"][tt].astype(np.float32, copy=False)}
 
 
 #: default latent sequence length T̃ (ALGORITHMS.md §4)

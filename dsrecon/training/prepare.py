@@ -100,6 +100,7 @@ class PreparedData:
     names: list[str]
     tr: float
     info: dict = field(default_factory=dict)
+    input_names: list[str] = field(default_factory=list)  # external input channels (none: autonomous)
 
 
 def check_recordings(recs: list[Recording]) -> None:
@@ -112,6 +113,9 @@ def check_recordings(recs: list[Recording]) -> None:
             raise DataError(f"{r.source}: TR {r.tr} differs from {recs[0].source} (TR {tr}); fit recordings of one TR together")
         if r.names != names:
             raise DataError(f"{r.source}: regions differ from {recs[0].source}")
+        if r.input_names != recs[0].input_names or (r.inputs is None) != (recs[0].inputs is None):
+            raise DataError(f"{r.source}: external inputs ({', '.join(r.input_names) or 'none'}) differ from {recs[0].source} "
+                            f"({', '.join(recs[0].input_names) or 'none'}); all recordings need the same input channels")
         if r.regressor_names != recs[0].regressor_names or (r.regressors is None) != (recs[0].regressors is None):
             raise DataError(f"{r.source}: nuisance regressors ({len(r.regressor_names)}) differ from {recs[0].source} ({len(recs[0].regressor_names)}); all recordings need the same confound columns")
         valid = r.data[r.mask]
@@ -166,18 +170,20 @@ def prepare(recs: list[Recording], kernel: Kernel, test_fraction: float, teacher
             d = wiener_deconvolve(xi, kernel.taps)
             d[~tr_rec.mask] = np.nan
         train.append(Prepared(x.astype(np.float32), tr_rec.mask.copy(), np.asarray(d, np.float32),
-                              _f32(norm.apply_regressors(tr_rec.regressors, tr_rec.source, tr_rec.regressor_names)), tr_rec.source))
+                              _f32(norm.apply_regressors(tr_rec.regressors, tr_rec.source, tr_rec.regressor_names)), tr_rec.source,
+                              _f32(tr_rec.inputs)))
         if te_rec.n_frames:
             xt = norm.apply(te_rec.data, te_rec.source, te_rec.names, first_row=tr_rec.n_frames)
             test.append(Prepared(xt.astype(np.float32), te_rec.mask.copy(), np.full_like(xt, np.nan, dtype=np.float32),
-                                 _f32(norm.apply_regressors(te_rec.regressors, te_rec.source, te_rec.regressor_names)), te_rec.source))
+                                 _f32(norm.apply_regressors(te_rec.regressors, te_rec.source, te_rec.regressor_names)), te_rec.source,
+                                 _f32(te_rec.inputs)))
     info = {
         "n_recordings": len(recs),
         "n_train_frames": int(sum(p.x.shape[0] for p in train)),
         "n_test_frames": int(sum(p.x.shape[0] for p in test)),
         "n_masked_frames": int(sum((~r.mask).sum() for r in recs)),
     }
-    return PreparedData(train, test, norm, list(recs[0].names), float(recs[0].tr), info)
+    return PreparedData(train, test, norm, list(recs[0].names), float(recs[0].tr), info, list(recs[0].input_names))
 
 
 def _f32(a: np.ndarray | None) -> np.ndarray | None:

@@ -132,7 +132,7 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
         fmask = np.concatenate([trn.mask, tst.mask])
         T = full.shape[0]
         n, total = validation_steps(trn, tst)
-        gen = generate_after(net, trn, n, total=total) if generated is None else generated[i]
+        gen = generate_after(net, trn, n, total=total, test=tst) if generated is None else generated[i]
         if gen is None:
             return {"D_stsp": float("inf"), "D_H": float("nan"), "D_stsp_method": None, "diverged": True}
         gens.append(gen)
@@ -153,15 +153,32 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
             "collapsed": max(spreads) < COLLAPSE_SPREAD}
 
 
+def inputs_after(train, test, n_steps: int) -> np.ndarray | None:
+    """The external inputs of a free run started at the last reliable training teacher frame:
+    the rest of the training split's, then the held-out tail's, then the whole recording's design
+    repeated (a driven system is judged under the same design it was recorded with); (1, n_steps, K)."""
+    if train.inputs is None:
+        return None
+    ok = np.flatnonzero(np.isfinite(train.teacher).all(axis=1))
+    start = int(ok[-1]) + 1 if ok.size else train.inputs.shape[0]
+    whole = train.inputs if test is None or test.inputs is None else np.concatenate([train.inputs, test.inputs])
+    head = whole[start:]
+    reps = int(math.ceil(max(n_steps - head.shape[0], 0) / max(whole.shape[0], 1)))
+    seq = np.concatenate([head] + [whole] * reps)[:n_steps]
+    return seq[None].astype(np.float32)
+
+
 @torch.no_grad()
-def generate_after(net: ConvSSMNet, train, n: int, total: int | None = None) -> np.ndarray | None:
+def generate_after(net: ConvSSMNet, train, n: int, total: int | None = None, test=None) -> np.ndarray | None:
     """The last n of ``total`` (default 1.25·n) observations generated from the last reliable
-    training teacher state; None when there is no such state or the run diverged."""
+    training teacher state (driven by `inputs_after` when the data have inputs); None when there is
+    no such state or the run diverged."""
     state0 = net.state_from_last_reliable(train.teacher)
     if state0 is None:
         return None
     n_total = max(n, int(math.ceil(1.25 * n)) if total is None else int(total))
-    x, Z = net.free_run(state0, n_total)
+    u = inputs_after(train, test, n_total + net.K) if net.n_inputs else None
+    x, Z = net.free_run(state0, n_total, None if u is None else torch.from_numpy(u))
     x = x[0, n_total - n :].numpy()
     if not np.isfinite(x).all() or np.abs(Z.numpy()).max() > DIVERGENCE_BOUND:
         return None
@@ -254,7 +271,9 @@ class Stack:
             z0 = d[:, :, 0, : t.F]
             if t.M > t.F:
                 z0 = torch.cat([z0, torch.einsum("ebn,ekn->ebk", d[:, :, 0], v["L_init"])], dim=-1)
-            Z = t.dynamics.fused_rollout(flat[:, : self.P_dyn], z0.contiguous(), d[:, :, 1:, : t.F], alpha)
+            inp = batch.get("inp_t")
+            Z = t.dynamics.fused_rollout(flat[:, : self.P_dyn], z0.contiguous(), d[:, :, 1:, : t.F], alpha,
+                                         None if inp is None else inp[:, :, 1:])
             k = t.M if "decoder.B" in v else N  # the units the decoder reads (identity: the first N)
             Z = torch.cat([z0[:, :, None, :k], Z[..., :k]], dim=2)  # (E, B, T, k)
             y = torch.einsum("ebtm,enm->ebtn", Z, v["decoder.B"]) if "decoder.B" in v else Z
@@ -262,9 +281,16 @@ class Stack:
             if "decoder.J" in v and batch["reg_t"] is not None:
                 y = y + torch.einsum("ebtr,enr->ebtn", batch["reg_t"][:, :, t.K - 1 :], v["decoder.J"])
         else:  # any backend: its own rollout, vectorised over the members
-            reg = batch["reg_t"]
-            one = lambda p, d, a, r=None: torch.func.functional_call(t, p, (d, a, r))[0]  # noqa: E731
-            args = (self.views(flat), d, alpha) + (() if reg is None else (reg,))
+            reg, inp = batch["reg_t"], batch.get("inp_t")
+            if inp is None:
+                one = lambda p, d, a, r=None: torch.func.functional_call(t, p, (d, a, r))[0]  # noqa: E731
+                args = (self.views(flat), d, alpha) + (() if reg is None else (reg,))
+            elif reg is None:
+                one = lambda p, d, a, u: torch.func.functional_call(t, p, (d, a, None, u))[0]  # noqa: E731
+                args = (self.views(flat), d, alpha, inp)
+            else:
+                one = lambda p, d, a, r, u: torch.func.functional_call(t, p, (d, a, r, u))[0]  # noqa: E731
+                args = (self.views(flat), d, alpha, reg, inp)
             y = torch.func.vmap(one)(*args)
         m = batch["mask_t"]  # (E, B, T−K+1)
         loss = (((y - batch["x_t"]) ** 2) * m[..., None]).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2)) * N).clamp_min(1.0)
@@ -499,6 +525,7 @@ class Trainer:
         b["teacher_t"], b["x_t"] = torch.from_numpy(b["teacher"]).to(dev), torch.from_numpy(b["x"]).to(dev)
         b["mask_t"] = torch.from_numpy(b["mask"]).to(dev, torch.float32)
         b["reg_t"] = None if b["regressors"] is None else torch.from_numpy(b["regressors"]).to(dev)
+        b["inp_t"] = None if b.get("inputs") is None else torch.from_numpy(b["inputs"]).to(dev)
         return b
 
     def _batches(self, idx: np.ndarray, flat: torch.Tensor, adaptive: bool):

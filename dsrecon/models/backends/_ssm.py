@@ -10,7 +10,10 @@ One step with u = z_{t−1} (the forced latent during GTF, so forcing acts throu
     hidden_t = advance(hidden_{t−1}, u)                 (the SSM recurrence; backend-specific)
     s_t      = ssm_output(hidden_t, u)                  (E channels, e.g. 2 Re(C h_t))
     v_t      = s_t + D u                                (skip term of the SSM output)
-    z_t      = a ⊙ u + W_o [relu(v_t + b_o) − relu(v_t)] + c
+    z_t      = a ⊙ u + W_o [relu(v_t + b_o) − relu(v_t)] + c  (+ C s_t with external inputs s_t)
+
+External inputs enter the latent update beside the readout, so they reach the hidden recurrence as
+part of the fed-back output of the next step (`LatentDynamics.add_input`).
 
 The readout is the clipped piecewise-linear unit of the cshPLRNN (ALGORITHMS.md §1): bounded, so a
 free run stays bounded whenever |a| < 1 and the recurrence is stable. a (M,) starts as the PLRNN
@@ -94,7 +97,7 @@ class ClosedLoopSSM(LatentDynamics):
     def step(self, state: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         u, hidden = state[:, : self.M], state[:, self.M :]
         hidden, s = self._advance(u, hidden)
-        return torch.cat([self.readout(u, s), hidden], dim=1)
+        return torch.cat([self.add_input(self.readout(u, s), inputs), hidden], dim=1)
 
     def jacobian(self, state: torch.Tensor) -> torch.Tensor:
         """∂step/∂state (B, S, S) by autograd, vectorised over the batch with torch.func."""
@@ -102,12 +105,12 @@ class ClosedLoopSSM(LatentDynamics):
         return torch.func.vmap(torch.func.jacrev(f))(state.detach())
 
     def rollout(self, state0, T, teacher=None, alpha=0.0, inputs=None):
-        if inputs is None and T > 0 and self._inputs_fixed(teacher, alpha, T, state0):
+        if T > 0 and self._inputs_fixed(teacher, alpha, T, state0):
             u = torch.cat([state0[:, None, : self.M], teacher[:, : T - 1]], dim=1)  # (B, T, M)
             res = self._scan(u, state0[:, self.M :])
             if res is not None:
                 hidden, s = res
-                return torch.cat([self.readout(u, s), hidden], dim=2)
+                return torch.cat([self.add_input(self.readout(u, s), inputs), hidden], dim=2)
         with self.parameters_fixed():
             return super().rollout(state0, T, teacher, alpha, inputs)
 

@@ -58,7 +58,7 @@ class DendPLRNN(LatentDynamics):
         return torch.einsum("k,bkm->bm", self.alpha, torch.relu(z[:, None, :] - self.thresholds))
 
     def step(self, state: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        return self.A * state + self.phi(state) @ (self.W * self.offdiag).T + self.h0
+        return self.add_input(self.A * state + self.phi(state) @ (self.W * self.offdiag).T + self.h0, inputs)
 
     def jacobian(self, state: torch.Tensor) -> torch.Tensor:
         """diag(A) + W diag(φ'(z)), φ'(z) = Σ_b α_b 1[z > h_b]."""

@@ -52,16 +52,19 @@ class LinearAR(LatentDynamics):
 
     def step(self, state: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         if self.transition == "dense":
-            return state @ self.A.T + self.b
-        return self.A * state + self.b
+            return self.add_input(state @ self.A.T + self.b, inputs)
+        return self.add_input(self.A * state + self.b, inputs)
 
     def jacobian(self, state: torch.Tensor) -> torch.Tensor:
         """A at every state (B, M, M)."""
         return self.matrix().expand(state.shape[0], self.M, self.M).clone()
 
     def rollout(self, state0, T, teacher=None, alpha=0.0, inputs=None):
-        if inputs is not None or T == 0:
+        if T == 0:
             return super().rollout(state0, T, teacher, alpha, inputs)
+        if inputs is not None and self.n_inputs == 0:
+            raise ValueError("inputs given to a model without an input term (fitted without inputs)")
+        bias = self.b if inputs is None else self.b + self.input_term(inputs)  # (M,) or (B, T, M): C s_t per step
         B, M = state0.shape
         # keep[t], put[t]: forcing after step t as z̃ = keep ⊙ z + put (1 and 0 where unforced)
         keep = state0.new_ones(B, T, M)
@@ -77,6 +80,6 @@ class LinearAR(LatentDynamics):
         drive_in = torch.cat([state0[:, None], put[:, :-1]], dim=1)  # (B, T, M)
         coef = torch.cat([torch.zeros_like(keep[:, :1]), keep[:, :-1]], dim=1)
         if self.transition == "diag":
-            return linear_scan(self.A * coef, self.A * drive_in + self.b)
+            return linear_scan(self.A * coef, self.A * drive_in + bias)
         Am = self.A
-        return matrix_scan(Am * coef[:, :, None, :], drive_in @ Am.T + self.b)
+        return matrix_scan(Am * coef[:, :, None, :], drive_in @ Am.T + bias)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dsrecon.errors import DsreconError
 from dsrecon.models.backends import plrnn_cuda, plrnn_fused
 from dsrecon.models.base import LatentDynamics, _alpha_per_step, register
 from dsrecon.options import BACKEND_PANEL, option
@@ -36,18 +37,26 @@ class _Fused(LatentDynamics):
     def has_fused(self, like: torch.Tensor) -> bool:
         return plrnn_cuda.available_for(like) or plrnn_fused.fused_available(like)
 
-    def fused_rollout(self, rows, state0, teacher, alpha):
+    def _input_layout(self) -> list:
+        return [("C", (self.M, self.n_inputs))] if self.n_inputs else []
+
+    def fused_rollout(self, rows, state0, teacher, alpha, inputs=None):
         if plrnn_cuda.available_for(rows):
+            if inputs is not None:
+                raise DsreconError("--device cuda does not take external inputs (--events/--inputs) yet: fit them with --device cpu")
             return plrnn_cuda.rollout(self, rows, state0, teacher, alpha)
-        return plrnn_fused.rollout(self, rows, state0, teacher, alpha)
+        return plrnn_fused.rollout(self, rows, state0, teacher, alpha, inputs)
 
     def fused_engine(self, like: torch.Tensor) -> str:
         return "cuda" if plrnn_cuda.available_for(like) else "fused"
 
     def rollout(self, state0, T, teacher=None, alpha=0.0, inputs=None):
-        if inputs is None and self.has_fused(state0):
+        if self.has_fused(state0) and (inputs is None or plrnn_fused.fused_available(inputs)):
+            if inputs is not None and self.n_inputs == 0:
+                raise ValueError("inputs given to a model without an input term (fitted without inputs)")
             d = state0.new_zeros(1, state0.shape[0], T, 0) if teacher is None else teacher[None]
-            return self.fused_rollout(self.pack()[None], state0[None], d, _alpha_per_step(alpha, T, state0)[None])[0]
+            return self.fused_rollout(self.pack()[None], state0[None], d, _alpha_per_step(alpha, T, state0)[None],
+                                      None if inputs is None else inputs[None])[0]
         return super().rollout(state0, T, teacher, alpha, inputs)
 
 
@@ -77,16 +86,16 @@ class SHPLRNN(_Fused):
     def extra_config(self) -> dict:
         return {"hidden_dim": self.L}
 
-    def packed_layout(self):  # the order the kernels' gradient offsets (plrnn_fused) assume
+    def packed_layout(self):  # the order the kernels' gradient offsets (plrnn_fused) assume; the input term last
         M, L = self.M, self.L
-        return [("A", (M,)), ("W1", (M, L)), ("W2", (L, M)), ("h1", (M,)), ("h2", (L,))]
+        return [("A", (M,)), ("W1", (M, L)), ("W2", (L, M)), ("h1", (M,)), ("h2", (L,))] + self._input_layout()
 
     def step(self, state: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         pre = state @ self.W2.T
         act = torch.relu(pre + self.h2)
         if self.clipped:
             act = act - torch.relu(pre)
-        return self.A * state + act @ self.W1.T + self.h1
+        return self.add_input(self.A * state + act @ self.W1.T + self.h1, inputs)
 
     def jacobian(self, state: torch.Tensor) -> torch.Tensor:
         """diag(A) + W1 diag(1[W2 z + h2 > 0] − 1[W2 z > 0]) W2 (the second term only when clipped)."""
@@ -148,8 +157,8 @@ class PLRNN(_Fused):
     def extra_config(self) -> dict:
         return {"pwl_units": self.P}
 
-    def packed_layout(self):  # the order the kernels' gradient offsets (plrnn_fused) assume
-        return [("A", (self.M,)), ("W", (self.M, self.M)), ("h", (self.M,))]
+    def packed_layout(self):  # the order the kernels' gradient offsets (plrnn_fused) assume; the input term last
+        return [("A", (self.M,)), ("W", (self.M, self.M)), ("h", (self.M,))] + self._input_layout()
 
     @property
     def relu_np(self) -> np.ndarray:
@@ -159,7 +168,7 @@ class PLRNN(_Fused):
         return torch.where(self.relu_mask, torch.relu(z), z)
 
     def step(self, state: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        return self.A * state + self.phi(state) @ (self.W * self.offdiag).T + self.h
+        return self.add_input(self.A * state + self.phi(state) @ (self.W * self.offdiag).T + self.h, inputs)
 
     def jacobian(self, state: torch.Tensor) -> torch.Tensor:
         """diag(A) + W diag(φ'(z))."""

@@ -10,6 +10,7 @@ path is `LatentDynamics.rollout` (repeated `step`); `tests/test_fused.py` holds 
 Layouts (member-major: each of the E·B sequences reads and writes contiguous memory):
 - dyn: (E, P) one row per member, the backend's `packed_layout()` (shPLRNN: A, W1, W2, h1, h2;
   PLRNN: A, W (diagonal unused), h);
+- U: (E, B, T, M) additive input term C s_t of steps 1…T, or none (autonomous);
 - z0: (E, B, M) states at t = 0; teacher: (E, B, T, F) teacher signals of steps 1…T on the first
   F units, NaN where missing (F = 0: a free run); alpha: (E, T) forcing weights;
 - returns Z: (E, B, T, M), Z[:, :, t] = F(z̃_t) the pre-forcing state, z̃_0 = z0 and
@@ -48,7 +49,7 @@ def fused_available(t: torch.Tensor) -> bool:
 if _HAVE_NUMBA:
 
     # W2T is W2 transposed, (E, M, L), so that every inner loop runs over L contiguously (SIMD).
-    def _sh_forward(z0, d, alpha, A, W1, W2T, h1, h2, clipped, Z, Zin):  # pragma: no cover - jitted
+    def _sh_forward(z0, d, alpha, A, W1, W2T, h1, h2, clipped, U, has_u, Z, Zin):  # pragma: no cover - jitted
         E, B, M = z0.shape
         T, L, F = Z.shape[2], W2T.shape[2], d.shape[3]
         for eb in prange(E * B):
@@ -70,7 +71,7 @@ if _HAVE_NUMBA:
                     s = 0.0
                     for l in range(L):
                         s += W1[e, m, l] * act[l]
-                    Z[e, b, t, m] = A[e, m] * z[m] + h1[e, m] + s
+                    Z[e, b, t, m] = A[e, m] * z[m] + h1[e, m] + s + (U[e, b, t, m] if has_u else 0.0)
                 at = alpha[e, t]
                 for m in range(M):  # forcing: (1 − α) Z_t + α d_t on the first F units where d_t is finite
                     v = Z[e, b, t, m]
@@ -80,7 +81,7 @@ if _HAVE_NUMBA:
                             v = (1.0 - at) * v + at * dv
                     z[m] = v
 
-    def _sh_backward(gZ, Zin, d, alpha, A, W1, W2T, h2, clipped, dz0, gpar):  # pragma: no cover - jitted
+    def _sh_backward(gZ, Zin, d, alpha, A, W1, W2T, h2, clipped, has_u, gU, dz0, gpar):  # pragma: no cover - jitted
         E, B, T, M = gZ.shape
         L, F = W2T.shape[2], d.shape[3]
         oW1, oW2, oh1 = M, M + M * L, M + 2 * M * L
@@ -103,6 +104,8 @@ if _HAVE_NUMBA:
                         gn = gn * (1.0 - at)
                     gm = gZ[e, b, t, m] + gn
                     g[m] = gm
+                    if has_u:
+                        gU[e, b, t, m] = gm
                     zm = Zin[e, b, t, m]
                     gA[m] += gm * zm
                     gh1[m] += gm
@@ -133,7 +136,7 @@ if _HAVE_NUMBA:
             for l in range(L):
                 gpar[e, b, oh2 + l] = gh2[l]
 
-    def _pl_forward(z0, d, alpha, A, W, h, relu, Z, Zin):  # pragma: no cover - jitted
+    def _pl_forward(z0, d, alpha, A, W, h, relu, U, has_u, Z, Zin):  # pragma: no cover - jitted
         E, B, M = z0.shape
         T, F = Z.shape[2], d.shape[3]
         for eb in prange(E * B):
@@ -146,7 +149,7 @@ if _HAVE_NUMBA:
                     Zin[e, b, t, m] = zm
                     ph[m] = (zm if zm > 0 else 0.0) if relu[m] else zm
                 for m in range(M):
-                    s = A[e, m] * z[m] + h[e, m]
+                    s = A[e, m] * z[m] + h[e, m] + (U[e, b, t, m] if has_u else 0.0)
                     for k in range(M):
                         s += W[e, m, k] * ph[k]
                     Z[e, b, t, m] = s
@@ -159,7 +162,7 @@ if _HAVE_NUMBA:
                             v = (1.0 - at) * v + at * dv
                     z[m] = v
 
-    def _pl_backward(gZ, Zin, d, alpha, A, WT, relu, dz0, gpar):  # pragma: no cover - jitted
+    def _pl_backward(gZ, Zin, d, alpha, A, WT, relu, has_u, gU, dz0, gpar):  # pragma: no cover - jitted
         # WT[e, k, m] = W[e, m, k] (off-diagonal part): the inner loops run over m contiguously
         E, B, T, M = gZ.shape
         F = d.shape[3]
@@ -177,6 +180,8 @@ if _HAVE_NUMBA:
                     if m < F and not math.isnan(d[e, b, t, m]):  # the forced units pass on (1 − α) of it
                         gn = gn * (1.0 - at)
                     g[m] = gZ[e, b, t, m] + gn
+                    if has_u:
+                        gU[e, b, t, m] = g[m]
                     gA[m] += g[m] * Zin[e, b, t, m]
                     gh[m] += g[m]
                 for k in range(M):
@@ -213,42 +218,56 @@ def _kernel(name: str, n_seq: int):
 
 class _Rollout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, dyn, z0, dynamics, d_np, a_np):  # type: ignore[override]
+    def forward(ctx, dyn, z0, U, dynamics, d_np, a_np):  # type: ignore[override]
         E, B, M = z0.shape
         T = a_np.shape[1]
         dt = z0.dtype
         p = {n: v.detach().to(dt).contiguous().numpy() for n, v in dynamics.unpack(dyn.detach()).items()}
+        has_u = U is not None
+        Un = U.detach().to(dt).contiguous().numpy() if has_u else np.zeros((1, 1, 1, 1), dtype=p["A"].dtype)
         Z, Zin = torch.empty(E, B, T, M, dtype=dt), torch.empty(E, B, T, M, dtype=dt)
         z0n = z0.detach().contiguous().numpy()
         if "W1" in p:
             Wx = np.ascontiguousarray(p["W2"].transpose(0, 2, 1))
-            _kernel("sh_forward", E * B)(z0n, d_np, a_np, p["A"], p["W1"], Wx, p["h1"], p["h2"], dynamics.clipped, Z.numpy(), Zin.numpy())
+            _kernel("sh_forward", E * B)(z0n, d_np, a_np, p["A"], p["W1"], Wx, p["h1"], p["h2"], dynamics.clipped, Un, has_u,
+                                         Z.numpy(), Zin.numpy())
         else:
             W = p["W"] * (1.0 - np.eye(M, dtype=p["W"].dtype))
-            _kernel("pl_forward", E * B)(z0n, d_np, a_np, p["A"], W, p["h"], dynamics.relu_np, Z.numpy(), Zin.numpy())
+            _kernel("pl_forward", E * B)(z0n, d_np, a_np, p["A"], W, p["h"], dynamics.relu_np, Un, has_u, Z.numpy(), Zin.numpy())
             Wx = np.ascontiguousarray(W.transpose(0, 2, 1))
         ctx.save_for_backward(Zin)
-        ctx.extra = (dynamics, d_np, a_np, p, Wx, dyn.dtype)
+        ctx.extra = (dynamics, d_np, a_np, p, Wx, dyn.dtype, has_u, None if U is None else U.dtype)
         return Z
 
     @staticmethod
     def backward(ctx, gZ):  # type: ignore[override]
         (Zin,) = ctx.saved_tensors
-        dynamics, d_np, a_np, p, Wx, pdt = ctx.extra
+        dynamics, d_np, a_np, p, Wx, pdt, has_u, udt = ctx.extra
         E, B, T, M = Zin.shape
         dz0 = torch.empty(E, B, M, dtype=Zin.dtype)
-        gpar = torch.empty(E, B, sum(p[n][0].size for n in p), dtype=Zin.dtype)
+        # the input term's C has no slot in the kernels (its gradient flows through U = C s): zeros
+        gpar = torch.zeros(E, B, sum(p[n][0].size for n in p), dtype=Zin.dtype)
+        gU = torch.empty(E, B, T, M, dtype=Zin.dtype) if has_u else torch.zeros(1, 1, 1, 1, dtype=Zin.dtype)
         g = gZ.to(Zin.dtype).contiguous().numpy()
         if "W1" in p:
-            _kernel("sh_backward", E * B)(g, Zin.numpy(), d_np, a_np, p["A"], p["W1"], Wx, p["h2"], dynamics.clipped, dz0.numpy(), gpar.numpy())
+            _kernel("sh_backward", E * B)(g, Zin.numpy(), d_np, a_np, p["A"], p["W1"], Wx, p["h2"], dynamics.clipped, has_u, gU.numpy(),
+                                          dz0.numpy(), gpar.numpy())
         else:
-            _kernel("pl_backward", E * B)(g, Zin.numpy(), d_np, a_np, p["A"], Wx, dynamics.relu_np, dz0.numpy(), gpar.numpy())
-        return gpar.sum(1).to(pdt), dz0, None, None, None
+            _kernel("pl_backward", E * B)(g, Zin.numpy(), d_np, a_np, p["A"], Wx, dynamics.relu_np, has_u, gU.numpy(), dz0.numpy(), gpar.numpy())
+        return gpar.sum(1).to(pdt), dz0, (gU.to(udt) if has_u else None), None, None, None
 
 
-def rollout(dynamics, dyn: torch.Tensor, z0: torch.Tensor, teacher, alpha) -> torch.Tensor:
+def rollout(dynamics, dyn: torch.Tensor, z0: torch.Tensor, teacher, alpha, inputs: torch.Tensor | None = None) -> torch.Tensor:
     """Teacher-forced rollout of E members of ``dynamics``' architecture (shapes in the module docstring);
-    differentiable with respect to dyn and z0."""
+    differentiable with respect to dyn and z0. inputs (E, B, T, K): the input term U = C s_t is
+    formed here from the rows' C (so its gradient reaches C through autograd) and added to every
+    step in the kernel, which returns ∂loss/∂U (the state gradient of each step)."""
     np_dt = np.float32 if z0.dtype == torch.float32 else np.float64
     as_np = lambda a: np.ascontiguousarray(a if isinstance(a, np.ndarray) else a.detach().cpu().numpy(), dtype=np_dt)  # noqa: E731
-    return _Rollout.apply(dyn, z0, dynamics, as_np(teacher), as_np(alpha))
+    U = None
+    if inputs is not None:
+        if dynamics.n_inputs == 0:
+            raise ValueError("inputs given to a model without an input term (fitted without inputs)")
+        C = dynamics.unpack(dyn)["C"]  # (E, M, K)
+        U = torch.einsum("ebtk,emk->ebtm", inputs.to(C.dtype), C).to(z0.dtype)
+    return _Rollout.apply(dyn, z0, U, dynamics, as_np(teacher), as_np(alpha))
