@@ -46,6 +46,11 @@ def clear_interrupt() -> None:
     _PENDING.clear()
 
 
+def interrupt_pending() -> int | None:
+    """The signal number noted during this command (SIGINT/SIGTERM), or None."""
+    return _PENDING[0] if _PENDING else None
+
+
 def check_interrupt() -> None:
     """Raise again the interrupt of a signal received earlier (no-op when none). Long loops (the
     training batches, Lyapunov chunks) call this, so Ctrl-C is never lost."""

@@ -319,3 +319,27 @@ def test_an_interrupt_swallowed_by_numba_is_raised_again_by_the_loops():
         np.testing.assert_allclose(r.exponents, np.log(0.5))
     finally:
         clear_interrupt()
+
+
+def test_an_error_raised_by_an_interrupted_import_reports_the_interrupt(monkeypatch, capsys):
+    """Ctrl-C inside a C extension's module initialisation surfaces as "ImportError: initialization
+    failed"; with the signal noted, the CLI reports the interrupt (exit 130), not an internal error."""
+    import signal
+
+    import dsrecon.cli.main as cli_main
+    from dsrecon._util import clear_interrupt, note_interrupt
+
+    def interrupted_import(*a, **k):
+        note_interrupt(signal.SIGINT)
+        raise ImportError("initialization failed")
+
+    cli_main._register()  # the commands register on the real app first (imports run once)
+    monkeypatch.setattr(cli_main, "app", interrupted_import)
+    try:
+        assert cli_main.main(["evaluate", "run"]) == 130
+        assert capsys.readouterr().err.strip() == "interrupted"
+    finally:
+        clear_interrupt()
+    monkeypatch.setattr(cli_main, "app", lambda *a, **k: (_ for _ in ()).throw(ImportError("a real bug")))
+    assert cli_main.main(["evaluate", "run"]) == 1
+    assert "internal error: ImportError: a real bug" in capsys.readouterr().err

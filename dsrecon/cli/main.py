@@ -18,7 +18,7 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover - older typer depends on click
     from click import exceptions as _cx
 
-from dsrecon._util import clear_interrupt
+from dsrecon._util import clear_interrupt, interrupt_pending
 from dsrecon.errors import DsreconError, FitInterrupted, Terminated
 
 #: the arguments of the command being run (for messages that repeat the command, e.g. --resume)
@@ -157,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         print("terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except Exception as e:  # a bug, not a data error: one line unless asked for the traceback
+        if interrupt_pending():  # Ctrl-C inside a C extension's import turns into "ImportError: initialization failed"
+            term = interrupt_pending() == signal.SIGTERM
+            print("terminated (SIGTERM)" if term else "interrupted", file=sys.stderr)
+            return 143 if term else 130
         if os.environ.get("DSRECON_DEBUG"):
             raise
         print(f"error: internal error: {e.__class__.__name__}: {e} (set DSRECON_DEBUG=1 for the traceback)", file=sys.stderr)
