@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # before numpy loads
@@ -18,21 +17,11 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # bef
 
 import numpy as np  # noqa: E402
 
+from dsrecon._util import cpu_name  # noqa: E402
 from dsrecon.metrics import hellinger_spectral, stsp_binned, stsp_gmm  # noqa: E402
 from dsrecon.metrics.lyapunov import lyapunov_spectrum  # noqa: E402
 
 TARGET_S = 1.0
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _best(fn, repeat: int) -> tuple[float, float]:
@@ -88,7 +77,7 @@ def main() -> int:
         ("Lyapunov spectrum (M=20 shPLRNN)", "100000 steps",
          lambda: float(lyapunov_spectrum(step, jac, z0, n_steps=100_000, transient=100).exponents[0]), 10.0),
     ]
-    print(f"# {_cpu_name()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, best of {args.repeat}")
+    print(f"# {cpu_name()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, best of {args.repeat}")
     print(f"| {'metric':<32} | {'size':<12} | {'seconds':>8} | {'value':>10} | target | met |")
     print(f"|{'-' * 34}|{'-' * 14}|{'-' * 9}:|{'-' * 11}:|{'-' * 7}:|{'-' * 5}|")
     ok = True

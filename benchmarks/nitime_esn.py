@@ -40,6 +40,7 @@ from importlib import resources
 import numpy as np
 import torch
 
+from dsrecon._util import cpu_name
 from dsrecon import ConvSSM
 from dsrecon.errors import DivergenceError
 from dsrecon.io.load import InputSpec, load_inputs
@@ -255,17 +256,6 @@ def choose(results: list[list[dict]]) -> tuple[int, list[dict]]:
     cand = [i for i, s in enumerate(summ) if s["bounded"]] or list(range(len(summ)))
     best = min(cand, key=lambda i: (rank[i], dh[i]))
     return best, summ
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def fmt(x: float) -> str:

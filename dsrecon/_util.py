@@ -143,6 +143,18 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, to_json(obj) + "\n")
 
 
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo), for the machine line of benchmark outputs."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def versions() -> dict[str, str]:
     """Versions of dsrecon and the libraries whose numbers end up in results."""
     from importlib import metadata
