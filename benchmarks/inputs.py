@@ -17,6 +17,12 @@ Variants: the same convSSM fit (M 3, cshPLRNN) with the events (`inputs`) and wi
   condition (window 0–15 s after onset, baseline the frame before the onset, all regions
   concatenated): the true response from the test observations, the generated one from the free
   run driven by the test design (`ConvSSM.score`; the autonomous model runs without inputs);
+- r_A_exp, r_B_exp: the same correlation between the *expected* responses, which is what the
+  event-locked mean of one chaotic realisation estimates with sampling error: the true one is
+  the mean over R (`--replicates`, default 16) independent realisations of the driven system
+  under the test design (other initial states, same noise level), the generated one the mean over
+  R free runs of the model driven by the test design, each from the state inferred at the end of
+  a random prefix of the training data (a different point on the fitted attractor);
 - D_stsp: binned (10 bins) between the free run's latent units and the true z-scored states of
   the test segment.
 
@@ -35,6 +41,7 @@ import numpy as np
 import torch
 
 from dsrecon import ConvSSM, Recording
+from dsrecon.errors import DsreconError
 from dsrecon.io.events import random_design
 from dsrecon.metrics.stsp import stsp_binned
 from dsrecon.systems import simulate_system
@@ -65,7 +72,7 @@ def make_data(system: str, seed: int) -> dict:
     dt, g, dim = SYSTEMS[system]
     res = simulate_system(system, N_FIT + N_TEST, dt, TR, kernel="spm", noise=0.05, seed=seed, inputs=s,
                           input_gain=[g, -g], input_dim=[dim], input_names=names)
-    return {"x": res["observed"], "latent": res["latent"], "inputs": s, "names": res["names"], "ev_test": ev_test}
+    return {"x": res["observed"], "latent": res["latent"], "inputs": s, "names": res["names"], "ev_test": ev_test, "names_in": names}
 
 
 def event_locked(x: np.ndarray, events: list, cond: str) -> np.ndarray:
@@ -78,7 +85,45 @@ def event_locked(x: np.ndarray, events: list, cond: str) -> np.ndarray:
     return np.mean(segs, axis=0)
 
 
-def run_one(system: str, seed: int, variant: str, epochs: int, batches: int) -> dict:
+def response_pair(x: np.ndarray, gen: np.ndarray, events: list, cond: str) -> float:
+    """Correlation of two event-locked mean responses (regions concatenated); a flat generated
+    response (no deflection at all, e.g. a run on a fixed point) has no correlation: 0."""
+    return corr_or_zero(event_locked(x, events, cond), event_locked(gen, events, cond))
+
+
+def expected_responses(system: str, seed: int, d: dict, model: ConvSSM, train: Recording, with_inputs: bool,
+                       replicates: int) -> tuple[np.ndarray, np.ndarray]:
+    """(true, generated) event-locked means per condition, (C, WINDOW, N), each averaged over
+    ``replicates`` realisations: the driven system from other initial states, the model from the
+    ends of random prefixes of the training data, both driven by the test design."""
+    dt, g, dim = SYSTEMS[system]
+    s_test = d["inputs"][N_FIT:]
+    rng = np.random.default_rng(20_000 + seed)
+    n_total = int(np.ceil(1.25 * N_TEST))
+    drive = np.concatenate([np.zeros((n_total - N_TEST, 2)), s_test]) if with_inputs else None
+    true, gen = [], []
+    for r in range(replicates):
+        res = simulate_system(system, N_TEST, dt, TR, kernel="spm", noise=0.05, seed=100_000 + 1_000 * seed + r, inputs=s_test,
+                              input_gain=[g, -g], input_dim=[dim], input_names=d["names_in"])
+        xr = model.norm_.apply(res["observed"])
+        end = int(rng.integers(N_FIT // 4, N_FIT + 1))
+        prefix = Recording(train.data[:end], tr=TR, names=train.names, source=train.source)
+        try:
+            gr = model.simulate(n_total, data=prefix, inputs=drive)["observed_normalised"][-N_TEST:]
+        except DsreconError:  # a diverging run: no response (counted flat below)
+            gr = np.zeros_like(xr)
+        true.append([event_locked(xr, d["ev_test"], c) for c in CONDITIONS])
+        gen.append([event_locked(gr, d["ev_test"], c) for c in CONDITIONS])
+    return np.mean(true, axis=0), np.mean(gen, axis=0)
+
+
+def corr_or_zero(a: np.ndarray, b: np.ndarray) -> float:
+    if not np.isfinite(b).all() or b.std() < 1e-9:
+        return 0.0
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def run_one(system: str, seed: int, variant: str, epochs: int, batches: int, replicates: int = 16) -> dict:
     d = make_data(system, seed)
     with_inputs = variant == "inputs"
     mk = lambda sl: Recording(d["x"][sl], tr=TR, names=d["names"], source=f"{system}-s{seed}",  # noqa: E731
@@ -96,10 +141,11 @@ def run_one(system: str, seed: int, variant: str, epochs: int, batches: int) -> 
     x = model.norm_.apply(test.data)
     row = {"system": system, "seed": seed, "variant": variant, "epochs": epochs, "PE10": sc["PE_n"], "wall_s": wall}
     for c in CONDITIONS:
-        true_r, gen_r = event_locked(x, d["ev_test"], c), event_locked(gen, d["ev_test"], c)
-        flat = not np.isfinite(gen_r).all() or gen_r.std() < 1e-9
-        # a flat generated response (no deflection at all, e.g. a run on a fixed point) has no correlation: counted as 0
-        row[f"r_{c}"] = 0.0 if flat else float(np.corrcoef(true_r.ravel(), gen_r.ravel())[0, 1])
+        row[f"r_{c}"] = response_pair(x, gen, d["ev_test"], c)
+    if replicates:
+        true_e, gen_e = expected_responses(system, seed, d, model, train, with_inputs, replicates)
+        for i, c in enumerate(CONDITIONS):
+            row[f"r_{c}_exp"] = corr_or_zero(true_e[i], gen_e[i])
     true_lat = d["latent"][N_FIT:]
     z = lambda a: (a - a.mean(0)) / np.maximum(a.std(0), 1e-12)  # noqa: E731
     k = true_lat.shape[1]
@@ -117,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", default=["inputs", "autonomous"], choices=["inputs", "autonomous"])
     ap.add_argument("--gain", type=float, default=None, help="Override the input gain g of every system.")
     ap.add_argument("--input-dim", type=int, default=None, help="Override the state the inputs drive.")
+    ap.add_argument("--replicates", type=int, default=16, help="Realisations averaged for the expected responses (0: skip).")
     ap.add_argument("--rows", type=Path, default=None, help="Append each result as a JSON line here.")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -126,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     for system in a.systems:
         for seed in a.seeds:
             for variant in a.variants:
-                r = run_one(system, seed, variant, a.epochs, a.batches_per_epoch)
+                r = run_one(system, seed, variant, a.epochs, a.batches_per_epoch, a.replicates)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
                 if a.rows is not None:
@@ -138,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(rows: list[dict]) -> str:
     """Markdown: per system and variant, medians over seeds (and the per-seed PE10 ratio)."""
-    out = ["| system | variant | seeds | PE10 median | r_A median | r_B median | min r | D_stsp median | s/fit |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| system | variant | seeds | PE10 median | r_A median | r_B median | min r | r_A_exp median | r_B_exp median | min r_exp | D_stsp median | s/fit |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for system in dict.fromkeys(r["system"] for r in rows):
         for variant in ("inputs", "autonomous"):
             rs = [r for r in rows if r["system"] == system and r["variant"] == variant]
@@ -147,11 +194,13 @@ def table(rows: list[dict]) -> str:
                 continue
             med = lambda k: float(np.nanmedian([r[k] for r in rs]))  # noqa: E731
             mn = min(min(r["r_A"], r["r_B"]) for r in rs)
+            mne = min(min(r.get("r_A_exp", np.nan), r.get("r_B_exp", np.nan)) for r in rs)
+            mede = lambda k: float(np.nanmedian([r.get(k, np.nan) for r in rs]))  # noqa: E731
             out.append(f"| {system} | {variant} | {len(rs)} | {med('PE10'):.4f} | {med('r_A'):.3f} | {med('r_B'):.3f} | {mn:.3f} | "
-                       f"{med('D_stsp'):.3f} | {med('wall_s'):.0f} |")
+                       f"{mede('r_A_exp'):.3f} | {mede('r_B_exp'):.3f} | {mne:.3f} | {med('D_stsp'):.3f} | {med('wall_s'):.0f} |")
     out.append("")
-    out.append("| system | seed | PE10 inputs | PE10 autonomous | reduction | r_A / r_B inputs | r_A / r_B autonomous |")
-    out.append("|---|---|---|---|---|---|---|")
+    out.append("| system | seed | PE10 inputs | PE10 autonomous | reduction | r_A / r_B inputs | r_A / r_B autonomous | r_exp A / B inputs | r_exp A / B autonomous |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     for system in dict.fromkeys(r["system"] for r in rows):
         for seed in dict.fromkeys(r["seed"] for r in rows):
             a = [r for r in rows if (r["system"], r["seed"], r["variant"]) == (system, seed, "inputs")]
@@ -159,7 +208,8 @@ def table(rows: list[dict]) -> str:
             if a and b:
                 a, b = a[0], b[0]
                 out.append(f"| {system} | {seed} | {a['PE10']:.4f} | {b['PE10']:.4f} | {100 * (1 - a['PE10'] / b['PE10']):.0f} % | "
-                           f"{a['r_A']:.3f} / {a['r_B']:.3f} | {b['r_A']:.3f} / {b['r_B']:.3f} |")
+                           f"{a['r_A']:.3f} / {a['r_B']:.3f} | {b['r_A']:.3f} / {b['r_B']:.3f} | "
+                           f"{a.get('r_A_exp', np.nan):.3f} / {a.get('r_B_exp', np.nan):.3f} | {b.get('r_A_exp', np.nan):.3f} / {b.get('r_B_exp', np.nan):.3f} |")
     return "\n".join(out)
 
 

@@ -320,13 +320,16 @@ class ConvSSM:
     def _state0(self, data: Recording | None, net: ConvSSMNet) -> torch.Tensor:
         if data is None:
             return net.z_init[None].clone()
+        return self._reliable_state(data, net, "last")[0]
+
+    def _reliable_state(self, data: Recording, net: ConvSSMNet, which: str) -> tuple[torch.Tensor, int]:
         from dsrecon.signal.deconvolution import wiener_deconvolve
 
         x = self.norm_.apply(data.data, data.source, data.names)
-        state0 = net.state_from_last_reliable(wiener_deconvolve(x, self.kernel_.taps))
-        if state0 is None:
+        found = net.state_from_reliable(wiener_deconvolve(x, self.kernel_.taps), which)
+        if found is None:
             raise DataError(f"{data.source}: too short to infer an initial state (no reliable deconvolved frame)")
-        return state0
+        return found
 
     @property
     def input_names(self) -> list[str]:
@@ -353,25 +356,47 @@ class ConvSSM:
         return s
 
     @torch.no_grad()
-    def simulate(self, n_steps: int, seed: int = 0, data: Recording | None = None, inputs: np.ndarray | None = None) -> dict:
+    def simulate(self, n_steps: int, seed: int = 0, data: Recording | None = None, inputs: np.ndarray | None = None,
+                 start: str = "end") -> dict:
         """Free run of n_steps observations (§5). Returns {"observed": (n, N) in data units,
-        "observed_normalised": (n, N), "latent": (n, M)} with latent row j aligned to observation j.
-        ``inputs`` (L, K): the external inputs of generated frames 0 … L−1 (row f drives the latent
-        state that observation f reads; zero input beyond L and for the kernel's warm-up states);
-        without inputs a model fitted with inputs generates the autonomous system (zero input).
+        "observed_normalised": (n, N), "latent": (n, M), "first_frame"} with latent row j aligned
+        to observation j.
+
+        The run starts from the state inferred at the end of ``data`` (default: of the training
+        data). ``inputs`` (L, K): the external inputs of generated frames 0 … L−1 (row f drives the
+        latent state that observation f reads; zero input beyond L and for the kernel's warm-up
+        states); without inputs a model fitted with inputs generates the autonomous system.
+
+        ``start="start"`` replays ``data`` instead: the run starts from the state inferred at the
+        recording's first reliable deconvolved frame r, ``inputs`` are the recording's own design
+        (row f: its frame f; zero beyond), and generated observation j is the recording's frame
+        ``first_frame`` + j (r + K − 1, the first the kernel can reach from there).
         Raises DivergenceError when the run leaves the bounded regime."""
         if n_steps < 1:
             raise DsreconError(f"--steps must be positive, got {n_steps}")
+        if start not in ("start", "end"):
+            raise DsreconError(f"start must be 'start' or 'end', got '{start}'")
         net = self._net()
         s = self.check_inputs(inputs)
         seed_everything(seed)
-        x, Z = net.free_run(self._state0(data, net), n_steps, None if s is None else net.step_inputs(s, n_steps))
+        first = 0
+        if start == "start":
+            if data is None:
+                raise DsreconError("replaying a recording from its start needs the recording (--from FILE)")
+            state0, r = self._reliable_state(data, net, "first")
+            first = r + net.K - 1
+            u = None
+            if s is not None:  # rollout row i − 1 drives latent state i, the teacher's frame r + i
+                u = torch.as_tensor(s[r + 1 : r + n_steps + net.K - 1], dtype=torch.float32)[None]
+            x, Z = net.free_run(state0, n_steps, u)
+        else:
+            x, Z = net.free_run(self._state0(data, net), n_steps, None if s is None else net.step_inputs(s, n_steps))
         x = x[0].cpu().numpy().astype(np.float64)
         lat = Z[0, net.K - 1 :, : net.M].cpu().numpy().astype(np.float64)
         if not (np.isfinite(x).all() and np.isfinite(lat).all()) or np.abs(lat).max() > 1e4:
             bad = np.flatnonzero(~np.isfinite(lat).all(1) | (np.abs(lat).max(1) > 1e4))
             raise DivergenceError(f"the free run diverged (non-finite or exploding states from step {int(bad[0]) if bad.size else '?'}); nothing was written")
-        return {"observed": self.norm_.invert(x), "observed_normalised": x, "latent": lat}
+        return {"observed": self.norm_.invert(x), "observed_normalised": x, "latent": lat, "first_frame": first}
 
     # ---------------------------------------------------------------- scoring
     def score(self, test: Recording, *, n_pe: int | None = None, stsp: str = "auto", bins: int = 30, gmm_var: float = 1.0,

@@ -227,6 +227,73 @@ def test_fit_with_events_records_inputs_and_simulate_reproduces_the_driven_run(d
     assert side["events"].endswith("train_events.tsv") and side["input_names"] == ["go", "stop"]
 
 
+def test_simulate_from_start_replays_the_training_period(cli, tmp_path):
+    """`simulate model --from DATA --from-start --events` replays the recording: from the state at its
+    first reliable frame, driven by its own design, the run tracks the training BOLD of a driven
+    linear system (r > 0.8 per region; without the design it does not), and equals the net driven
+    step by step from that state with the design of the recording's frames."""
+    import torch
+
+    from dsrecon.api import load_run
+    from dsrecon.io.events import random_design, write_events
+    from dsrecon.io.tables import read_table, write_table
+    from dsrecon.signal.deconvolution import wiener_deconvolve
+    from dsrecon.signal.kernels import spm_hrf
+
+    rng = np.random.default_rng(0)
+    T, tr = 400, 0.5
+    write_events(tmp_path / "ev.tsv", random_design(T * tr, 12, ["go", "stop"], 2.0, rng, min_gap=4.0))
+    s, _ = events_to_inputs(tmp_path / "ev.tsv", T, tr)
+    z = np.zeros((T, 2))
+    for t in range(1, T):  # each condition drives one leaky unit (time constant ≈ 2 s)
+        z[t] = 0.8 * z[t - 1] + s[t]
+    h = spm_hrf(tr)
+    x = np.stack([np.convolve(z[:, i], h)[:T] for i in range(2)], 1)
+    x = x + 0.05 * x.std(0) * rng.standard_normal(x.shape)
+    write_table(tmp_path / "bold.tsv", x, ["r1", "r2"], sidecar={"RepetitionTime": tr})
+    r = cli("fit", tmp_path / "bold.tsv", "--events", tmp_path / "ev.tsv", "--epochs", 30, "--batches-per-epoch", 5, "--batch-size", 4,
+            "--hidden-dim", 8, "--sequence-length", 90, "--latent-dim", 3, "--learning-rate", "3e-3", "--lr-end", "3e-4", "--quiet",
+            "-o", tmp_path / "run")
+    assert r.code == 0, r.err
+    n = 250
+    r = cli("simulate", "model", tmp_path / "run", "--from", tmp_path / "bold.tsv", "--from-start", "--events", tmp_path / "ev.tsv",
+            "--steps", n, "--json", "-o", tmp_path / "replay.tsv")
+    assert r.code == 0, r.err
+    first = json.loads(r.out)["first_frame"]
+    side = json.loads((tmp_path / "replay.json").read_text())
+    assert side["from_start"] is True and side["first_frame"] == first
+    gen = read_table(tmp_path / "replay.tsv").data
+    model = load_run(tmp_path / "run")
+    net = model.net_
+    teacher = wiener_deconvolve(model.norm_.apply(x), model.kernel_.taps)
+    rel = int(np.flatnonzero(np.isfinite(teacher).all(1))[0])
+    assert first == rel + net.K - 1
+    corr = [np.corrcoef(gen[:, i], x[first : first + n, i])[0, 1] for i in range(2)]
+    assert min(corr) > 0.8, corr
+    # the independent path: the net stepped from the state of teacher frame rel, latent state i driven by frame rel + i
+    zt = net.init_state(torch.as_tensor(teacher[rel][None], dtype=torch.float32))
+    states = [zt]
+    with torch.no_grad():
+        for i in range(1, n + net.K - 1):
+            zt = net.dynamics.step(zt, torch.as_tensor(s[rel + i][None], dtype=torch.float32))
+            states.append(zt)
+        want = net.observe(torch.cat(states)[None])[0].numpy()
+    np.testing.assert_allclose(gen, model.norm_.invert(want), rtol=1e-4, atol=1e-4)
+    # without the design the model runs autonomously and does not track the recording
+    r = cli("simulate", "model", tmp_path / "run", "--from", tmp_path / "bold.tsv", "--from-start", "--steps", n, "--quiet",
+            "-o", tmp_path / "auto.tsv")
+    assert r.code == 0, r.err
+    auto = read_table(tmp_path / "auto.tsv").data
+    assert max(abs(np.corrcoef(auto[:, i], x[first : first + n, i])[0, 1]) for i in range(2)) < 0.5
+    # an input table must have the recording's rows; --from-start needs --from
+    write_table(tmp_path / "short.tsv", s[:100], ["go", "stop"], sidecar={"RepetitionTime": tr})
+    r = cli("simulate", "model", tmp_path / "run", "--from", tmp_path / "bold.tsv", "--from-start", "--inputs", tmp_path / "short.tsv",
+            "--steps", 10, "-o", tmp_path / "g.tsv")
+    assert r.code == 1 and "short.tsv" in r.err and "400 frames" in r.err and not (tmp_path / "g.tsv").exists()
+    r = cli("simulate", "model", tmp_path / "run", "--from-start", "--steps", 10, "-o", tmp_path / "g.tsv")
+    assert r.code == 1 and "--from" in r.err and not (tmp_path / "g.tsv").exists()
+
+
 def test_evaluate_with_events_and_input_mismatches(driven_run, cli, tmp_path):
     d = driven_run
     r = cli("evaluate", d / "run", "--data", d / "test.tsv", "--events", d / "test_events.tsv", "--no-analysis", "--json")

@@ -19,6 +19,7 @@ def model_cmd(
     steps: int = typer.Option(..., "--steps", "-n", help="Number of observation frames to generate."),
     output: Path = typer.Option(..., "--output", "-o", help="Observations to write (OUT.tsv); also OUT_latent.tsv and sidecars."),
     from_data: Optional[Path] = typer.Option(None, "--from", help="Start from the state inferred at the end of this recording (default: the end of the training data)."),
+    from_start: bool = typer.Option(False, "--from-start", help="With --from: replay that recording instead, from the state inferred at its first reliable frame; --events/--inputs are then the recording's own design (time 0 = its first frame) and output row j is its frame first_frame + j (in the sidecar)."),
     subject: Optional[str] = typer.Option(None, "--subject", help="Group runs (dsrecon fit-group): the subject whose model to run."),
     events: Optional[Path] = typer.Option(None, "--events", help="Drive the run with this design (BIDS events file; time 0 = the first generated frame). Without it a model fitted with inputs runs with zero input."),
     inputs_table: Optional[Path] = typer.Option(None, "--inputs", help="Drive the run with this input table (one row per generated frame, the model's input columns)."),
@@ -33,6 +34,7 @@ def model_cmd(
 
     A group run: dsrecon simulate model group --subject 01 --steps 10000 -o gen.tsv
     Task fMRI: dsrecon simulate model run --events new_events.tsv --steps 600 -o response.tsv
+    Replay a task run: dsrecon simulate model run --from bold.tsv --from-start --events bold_events.tsv --steps 600 -o replay.tsv
     """
     from dsrecon.api import load_run
 
@@ -43,8 +45,9 @@ def model_cmd(
     check_simulation_outputs(output)
     from dsrecon.group import select_subject
 
+    if from_start and from_data is None:
+        raise DsreconError("--from-start replays a recording: give it with --from FILE")
     model = select_subject(load_run(run), subject, run).to(resolve_device(device))
-    drive = _design(model, events, inputs_table, steps, quiet)
     data = None
     if from_data is not None:
         from dsrecon.io.matching import load_matched
@@ -53,9 +56,13 @@ def model_cmd(
         for note in notes:
             if not quiet:
                 err_console.print(note, soft_wrap=True, markup=False, highlight=False)
-    out = model.simulate(steps, seed=seed, data=data, inputs=drive)
+    # a replay's design is the recording's own (one row per recorded frame); otherwise one per generated frame
+    drive = _design(model, events, inputs_table, data.n_frames if from_start else steps, quiet,
+                    f"{from_data} ({data.n_frames} frames)" if from_start else f"--steps {steps}")
+    out = model.simulate(steps, seed=seed, data=data, inputs=drive, start="start" if from_start else "end")
     lat_names = [f"z{i + 1}" for i in range(out["latent"].shape[1])]
     common = {"RepetitionTime": model.tr, "run": str(run), **({} if subject is None else {"subject": model.config["subject"]}), "steps": steps, "seed": seed, "from": None if from_data is None else str(from_data),
+              "from_start": from_start, "first_frame": out["first_frame"],
               "events": None if events is None else str(events), "inputs": None if inputs_table is None else str(inputs_table),
               "input_names": model.input_names,
               "DsreconVersion": dsrecon_version(), "versions": versions(), "command": "dsrecon simulate model"}
@@ -64,11 +71,11 @@ def model_cmd(
         out["latent"], lat_names, {**common, "Units": "latent (normalised) units; row j aligned with observation j"},
     )
     log(f"wrote {output} and {lat}", quiet or as_json)
-    emit({"output": str(output), "latent": str(lat), "n_steps": steps, "n_regions": len(model.names), "latent_dim": len(lat_names), "seed": seed},
+    emit({"output": str(output), "latent": str(lat), "n_steps": steps, "n_regions": len(model.names), "latent_dim": len(lat_names), "seed": seed, "first_frame": out["first_frame"]},
          as_json, title="dsrecon simulate model", quiet=quiet)
 
 
-def _design(model, events: Path | None, table: Path | None, steps: int, quiet: bool):
+def _design(model, events: Path | None, table: Path | None, steps: int, quiet: bool, rows_for: str):
     """The (steps, K) inputs of the run from --events / --inputs, checked against the model."""
     if events is None and table is None:
         return None
@@ -84,7 +91,7 @@ def _design(model, events: Path | None, table: Path | None, steps: int, quiet: b
         return s
     from dsrecon.io.events import read_input_table
 
-    s, names = read_input_table(table, steps, model.tr, f"--steps {steps}")
+    s, names = read_input_table(table, steps, model.tr, rows_for)
     if names != model.input_names:
         raise DsreconError(f"{table}: input columns {', '.join(names)} differ from the model's inputs ({', '.join(model.input_names)})")
     return s

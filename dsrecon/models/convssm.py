@@ -60,11 +60,18 @@ class ConvSSMNet(nn.Module):
 
     def state_from_last_reliable(self, teacher: np.ndarray) -> torch.Tensor | None:
         """Initial state (1, S) from the last teacher frame (T, N) with no NaN; None if there is none."""
+        found = self.state_from_reliable(teacher, "last")
+        return None if found is None else found[0]
+
+    def state_from_reliable(self, teacher: np.ndarray, which: str = "last") -> tuple[torch.Tensor, int] | None:
+        """(initial state (1, S), its frame) from the first or last teacher frame (T, N) with no NaN;
+        None if there is none."""
         ok = np.flatnonzero(np.isfinite(teacher).all(axis=1))
         if ok.size == 0:
             return None
-        d0 = torch.as_tensor(teacher[ok[-1]][None], dtype=torch.float32, device=self.taps.device)
-        return self.init_state(d0)
+        f = int(ok[0] if which == "first" else ok[-1])
+        d0 = torch.as_tensor(teacher[f][None], dtype=torch.float32, device=self.taps.device)
+        return self.init_state(d0), f
 
     def observe(self, Z: torch.Tensor, regressors: torch.Tensor | None = None) -> torch.Tensor:
         """Latent states (B, T, ≥M) → observations (B, T−K+1, N) (causal valid convolution)."""
