@@ -83,16 +83,12 @@ def published_protocol_dstsp(model: ConvSSM, rec: Recording) -> float:
     frames as the recording has, against the recording itself (observation space, 30 bins; the
     recording is the whole n_fit frames, training part and validation tail, as there). A different
     measure from the latent one above, shown so the two protocols can be compared."""
-    from dsrecon.signal.deconvolution import wiener_deconvolve
+    from dsrecon.errors import DivergenceError
 
-    net = model.net_
     x = model.norm_.apply(rec.data)
-    teacher = wiener_deconvolve(x, model.kernel_.taps)
-    first = np.flatnonzero(np.isfinite(teacher).all(axis=1))[0]
-    state0 = net.init_state(torch.as_tensor(teacher[first][None], dtype=torch.float32))
-    gen, _ = net.free_run(state0, x.shape[0])
-    gen = gen[0].numpy().astype(np.float64)
-    if not np.isfinite(gen).all():
+    try:  # the replay of the recording from its first reliable teacher state (`simulate(start="start")`)
+        gen = model.simulate(x.shape[0], data=rec, start="start")["observed_normalised"]
+    except DivergenceError:
         return float("inf")
     return float(stsp_binned(gen, x, bins=30))
 

@@ -189,6 +189,9 @@ class TrainOptions:
                                             check=at_least(1))
     adaptive_every: int = option(5, cli=False)  # adaptive α: recompute it every this many batches
     noise: float = option(0.05, help="Std of Gaussian noise injected into batches and teacher signals.", check=non_negative)
+    pretrain_epochs: int = option(0, help="Teacher-space pretraining: first fit the latent model to the deconvolved teacher "
+                                  "signals directly (no kernel) for this many epochs, then train through the kernel.",
+                                  check=at_least(0))
     l2: float = option(0.0, help="L2 regularisation of latent and decoder weights.", check=non_negative)
     grad_clip: float = option(10.0, cli=False)  # gradient norm clip
     test_fraction: float = option(0.25, help="Held-out tail of each recording used for validation.", check=fraction,

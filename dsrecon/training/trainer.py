@@ -437,6 +437,7 @@ class Trainer:
         self.gamma = (self.o.lr_end / self.o.learning_rate) ** (1.0 / max(self.o.epochs, 1))
         self.epoch = 0
         self.checkpoint_epoch: int | None = None  # the epoch the checkpoint on disk holds
+        self.pretrained = not self.o.pretrain_epochs  # teacher-space pretraining done (or none asked)
         self._device_batches = None  # DeviceBatches, made on the first epoch of the cuda engine
 
     @property
@@ -476,7 +477,7 @@ class Trainer:
         name = f"state-{self.epoch:06d}-{batches}.safetensors"
         ckpt.save_tensors(self.ckpt_dir / name, tensors)
         ckpt.write_state_json(self.ckpt_dir / "state.json", {
-            "format": "dsrecon-engine/1", "epoch": self.epoch, "members": [m.state() for m in self.members],
+            "format": "dsrecon-engine/1", "epoch": self.epoch, "pretrained": self.pretrained, "members": [m.state() for m in self.members],
             "opt_steps": self.opt.step_count.tolist(), "tensors": name})
         for old in self.ckpt_dir.glob("state*.safetensors"):
             if old.name != name:
@@ -499,6 +500,7 @@ class Trainer:
         for e, (m, ms) in enumerate(zip(self.members, st["members"])):
             m.load(ms, tensors[f"best.{e}"].to(dev) if ms["has_best"] else None)
         self.epoch = self.checkpoint_epoch = st["epoch"]
+        self.pretrained = bool(st.get("pretrained", True))
         return True
 
     # ------------------------------------------------------------------ one epoch
@@ -661,8 +663,43 @@ class Trainer:
         self._say(e, f"free run collapsed at epoch {self.epoch}: restored the best model (epoch {m.best_epoch})")
 
     # ------------------------------------------------------------------ the loop
+    def pretrain(self) -> None:
+        """Teacher-space pretraining (``pretrain_epochs``): every member's latent model is first fitted
+        to its teacher signals directly, as a fit with no measurement kernel on the deconvolved data
+        would be (same seeds, α, noise and learning-rate schedule over the pretraining epochs; no
+        validation), and training through the kernel then starts from those parameters with a fresh
+        optimiser. Deterministic, so a fit killed while pretraining reruns it identically; its result
+        is checkpointed (epoch 0), so a fit killed later resumes without it."""
+        n = self.o.pretrain_epochs
+        if not n or self.pretrained:
+            return
+        from dsrecon.training.batches import Prepared
+
+        pre = []
+        for e, net in enumerate(self.nets):
+            p = copy.deepcopy(self.member_net(e))
+            p.taps = torch.ones(1, 1, 1, dtype=p.taps.dtype, device=p.taps.device)  # observe the latent itself
+            p.__dict__.pop("_toeplitz_cache", None)
+            pre.append(p)
+        train = []
+        for r in self.data.train:
+            ok = r.mask & np.isfinite(r.teacher).all(axis=1)
+            train.append(Prepared(np.where(ok[:, None], r.teacher, 0.0).astype(np.float32), ok, r.teacher, r.regressors,
+                                  f"{r.source} (teacher signals)", r.inputs))
+        data = replace(self.data, train=train, test=[])
+        opts = [replace(m.opts, epochs=n, pretrain_epochs=0, patience=0) for m in self.members]
+        self.log(f"teacher-space pretraining: {n} epochs on the deconvolved data, then {self.o.epochs} through the kernel")
+        sub = Trainer(pre, data, opts, [m.seed for m in self.members], None,
+                      lambda e, t, msg: self.progress(e, t, f"pretraining (teacher space) · {msg}"), self.log)
+        with inject_faults():  # a test's faults are for the epochs through the kernel
+            sub.fit()
+        self.stack.flat = sub.stack.flat.clone()
+        self.pretrained = True
+        self.save_checkpoint()
+
     def fit(self) -> list[dict]:
         o = self.o
+        self.pretrain()
         total = o.epochs
         while self.epoch < total:
             idx = np.array([e for e, m in enumerate(self.members) if m.active], dtype=int)
