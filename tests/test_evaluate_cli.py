@@ -236,3 +236,22 @@ def test_undefined_metrics_are_null_in_json_with_a_note(cli, pair):
     res = json.loads(r.out)
     assert res["D_stsp"] is None and res["D_H"] is None
     assert "D_stsp is undefined" in r.err and "D_H is undefined" in r.err
+
+
+def test_system_form_with_parameter_overrides(cli):
+    """`evaluate system lorenz63 --param rho=36.5`: the spectrum at that ρ (what the group benchmark's
+    true λ_max per subject needs), equal to system_lyapunov at those parameters; the default-parameter
+    references (dysts, literature) are left out; --param elsewhere is refused in one line."""
+    from dsrecon.metrics.lyapunov import system_lyapunov
+
+    r = cli("evaluate", "system", "lorenz63", "--param", "rho=36.5", "--lyapunov-steps", 3000, "--json", "--quiet")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["params"]["rho"] == 36.5 and res["params"]["sigma"] == 10.0
+    want = system_lyapunov("lorenz63", n_steps=3000, seed=0, params={"rho": 36.5}).lambda_max
+    assert res["lambda_max"] == pytest.approx(want, rel=1e-12)
+    assert not any(k.startswith(("dysts", "literature")) for k in res)
+    base = json.loads(cli("evaluate", "system", "lorenz63", "--lyapunov-steps", 3000, "--json", "--quiet").out)
+    assert base["lambda_max"] != res["lambda_max"] and "literature_lambda_max" in base
+    _one_line_error(cli("evaluate", "system", "lorenz63", "--param", "rhoo=1"), "rhoo")
+    _one_line_error(cli("evaluate", "-g", "a.tsv", "-r", "b.tsv", "--param", "rho=1"), "--param")

@@ -104,6 +104,7 @@ def evaluate_cmd(
     quiet: bool = QuietOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics (with seed and versions) to this JSON file."),
     lyapunov_steps: int = typer.Option(100_000, "--lyapunov-steps", help="RUN / system forms: steps of the Lyapunov spectrum (QR method)."),
+    param: list[str] = typer.Option([], "--param", help="System form: override a system parameter, NAME=VALUE (repeatable), e.g. --param rho=36.5."),
     device: str = typer.Option("cpu", "--device", help="RUN form: auto|cpu|cuda for the free run and PE_n (analysis runs on the CPU)."),
     analysis: bool = typer.Option(True, "--analysis/--no-analysis", help="RUN form: also compute the Lyapunov spectrum, dimensions and fixed points."),
     subject: Optional[str] = typer.Option(None, "--subject", help="Group runs (dsrecon fit-group): the subject to evaluate."),
@@ -121,6 +122,8 @@ def evaluate_cmd(
 
       dsrecon evaluate system lorenz63               (Lyapunov spectrum of a benchmark ODE)
 
+      dsrecon evaluate system lorenz63 --param rho=36.5   (the same at other parameters)
+
       dsrecon evaluate group --subject 01            (one subject of a group run; --all: every subject)
 
     Lower is better for both; identical inputs give 0. See docs/metrics.md.
@@ -132,6 +135,8 @@ def evaluate_cmd(
         check_output_files([output], ours=json_is_ours)
     method = stsp.value if isinstance(stsp, StspMethod) else str(stsp)
     points = gmm_points.value if isinstance(gmm_points, GmmPoints) else str(gmm_points)
+    if param and not (target and target[0] == "system"):
+        raise DsreconError("--param goes with the system form (dsrecon evaluate system NAME --param rho=36.5)")
     if target:
         if generated is not None or reference is not None:
             raise DsreconError("give either a run (TARGET) or --generated/--reference, not both")
@@ -139,7 +144,7 @@ def evaluate_cmd(
             list(target), data=data, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing, gmm_points=points,
             seed=seed, as_json=as_json, quiet=quiet, output=output,
             lyapunov_steps=lyapunov_steps if (analysis or target[0] == "system") else None, device=device,
-            subject=subject, all_subjects=all_subjects, events=events, inputs_table=inputs_table,
+            subject=subject, all_subjects=all_subjects, events=events, inputs_table=inputs_table, params=param,
         )
         return
     if subject is not None or all_subjects:

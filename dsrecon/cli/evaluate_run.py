@@ -16,8 +16,10 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
         if len(target) != 2:
             raise DsreconError("usage: dsrecon evaluate system NAME")
         from dsrecon.cli.evaluate_system import evaluate_system
+        from dsrecon.cli.simulate import parse_params
 
-        res = evaluate_system(target[1], lyapunov_steps=int(extra.get("lyapunov_steps") or 100_000), seed=seed, quiet=quiet)
+        res = evaluate_system(target[1], lyapunov_steps=int(extra.get("lyapunov_steps") or 100_000), seed=seed, quiet=quiet,
+                              params=parse_params(extra.get("params") or []))
         title = f"dsrecon evaluate system {target[1]}"
     else:
         if len(target) != 1:

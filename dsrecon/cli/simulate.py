@@ -63,7 +63,7 @@ def list_cmd(as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     out_console.print(t)
 
 
-def _parse_params(items: list[str]) -> dict[str, float]:
+def parse_params(items: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for it in items:
         key, sep, val = it.partition("=")
@@ -156,7 +156,7 @@ def system_cmd(
         raise DsreconError(f"--transient must be >= 0, got {transient:g}")
     check_simulation_outputs(output)
     lat_path = latent_path(output)
-    params = _parse_params(param)
+    params = parse_params(param)
     get_system(name, dim=dim, **params)  # name, --dim and --param errors before any work
     make_kernel(kernel, tr, tau_decay=tau_decay, tau_rise=tau_rise)
     inputs = input_names = None
