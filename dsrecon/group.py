@@ -243,6 +243,13 @@ class GroupConvSSM:
         spec0 = specs[ids[0]]
         opts = spec0.train_options
         n_frames = sum(r.n_frames for sid in ids for r in subs[sid])
+        # refuse at once what cannot fit in memory: every subject's recordings, and a batch from each subject per step
+        from dsrecon.training.memory import check_fit_memory
+
+        r0 = subs[ids[0]][0]
+        check_fit_memory([r.n_frames for sid in ids for r in subs[sid]], r0.n_regions, spec0.latent_dim or max(r0.n_regions, 3),
+                         spec0.hidden_dim, max(k.K for k in kerns.values()), opts, spec0.device, f"subjects {ids[0]}…{ids[-1]}"
+                         if len(ids) > 1 else f"subject {ids[0]}", members=len(ids))
         if log is not None:
             what = "transfer (group parameters frozen)" if source is not None else f"group model, F {self.features}, {self.scheme}"
             log(f"fitting {spec0.backend} {what} on {len(ids)} subject(s), {subs[ids[0]][0].n_regions} regions, {n_frames} frames"

@@ -74,3 +74,18 @@ def test_transfer_from_a_run_that_is_not_a_group_run(runs):
     r = dsrecon("fit-group", runs["tables"], "--from", runs["single"], *TINY, "-o", d / "grp2", cwd=d)
     assert_clean_failure(r, names=str(runs["single"]), before=before, dirs=[d], says="not a group run")
     assert not (d / "grp2").exists()
+
+
+def test_a_group_too_large_for_memory_is_refused_before_any_work(runs, tmp_path, monkeypatch):
+    """The group fit runs the single fit's memory check over every subject's data and one batch per
+    subject (here with the machine's memory shrunk to 1 MB): refused before any model is built,
+    naming the subjects, with nothing written."""
+    from dsrecon import GroupConvSSM, load_inputs
+    from dsrecon.errors import DsreconError
+    from dsrecon.training import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 1_000_000)
+    recs = {f"0{i}": load_inputs([str(runs["tables"] / f"sub-0{i}_bold.tsv")]) for i in (1, 2)}
+    with pytest.raises(DsreconError, match=r"subjects 01…02: too large for memory"):
+        GroupConvSSM(features=1, epochs=1, batches_per_epoch=1, hidden_dim=8).fit(recs, run_dir=tmp_path / "grp")
+    assert not list(tmp_path.iterdir())
