@@ -153,6 +153,26 @@ def run_one(system: str, seed: int, variant: str, epochs: int, batches: int, rep
     return row
 
 
+def ceiling(system: str, seed: int, replicates: int) -> dict:
+    """How well one realisation's event-locked means can agree with the truth at all (no model):
+    the observed test responses against those of an independent realisation of the same driven
+    system (what the single-realisation r of a perfect model would score), and against the mean
+    of ``replicates`` realisations (the expected response)."""
+    d = make_data(system, seed)
+    dt, g, dim = SYSTEMS[system]
+    s_test = d["inputs"][N_FIT:]
+    z = lambda a: (a - a.mean(0)) / a.std(0)  # noqa: E731
+    x = z(d["x"][N_FIT:])
+    reps = [z(simulate_system(system, N_TEST, dt, TR, kernel="spm", noise=0.05, seed=100_000 + 1_000 * seed + r, inputs=s_test,
+                              input_gain=[g, -g], input_dim=[dim], input_names=d["names_in"])["observed"]) for r in range(replicates)]
+    row = {"system": system, "seed": seed}
+    for c in CONDITIONS:
+        obs = event_locked(x, d["ev_test"], c)
+        row[f"r_{c}_other_realisation"] = corr_or_zero(obs, event_locked(reps[0], d["ev_test"], c))
+        row[f"r_{c}_expected"] = corr_or_zero(obs, np.mean([event_locked(r, d["ev_test"], c) for r in reps], axis=0))
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -165,10 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-dim", type=int, default=None, help="Override the state the inputs drive.")
     ap.add_argument("--replicates", type=int, default=16, help="Realisations averaged for the expected responses (0: skip).")
     ap.add_argument("--rows", type=Path, default=None, help="Append each result as a JSON line here.")
+    ap.add_argument("--ceiling", action="store_true", help="No fits: how well the observed test responses agree with an "
+                    "independent realisation and with the expected response of the true system.")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     for k, (dt, g, dim) in list(SYSTEMS.items()):
         SYSTEMS[k] = (dt, g if a.gain is None else a.gain, dim if a.input_dim is None else a.input_dim)
+    if a.ceiling:
+        rows = [ceiling(system, seed, a.replicates or 16) for system in a.systems for seed in a.seeds]
+        print("| system | seed | r_A / r_B vs another realisation | r_A / r_B vs the expected response |")
+        print("|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['system']} | {r['seed']} | {r['r_A_other_realisation']:.3f} / {r['r_B_other_realisation']:.3f} | "
+                  f"{r['r_A_expected']:.3f} / {r['r_B_expected']:.3f} |")
+        return 0
     rows = []
     for system in a.systems:
         for seed in a.seeds:
