@@ -47,11 +47,11 @@ def true_lorenz(n: int, seed: int) -> np.ndarray:
 
 
 def run_one(seed: int, variant: str, epochs: int, n_gen: int, extra: dict, out_dir: Path | None,
-            n_fit: int = 2000) -> dict:
+            n_fit: int = 2000, noise: float = 0.01) -> dict:
     """n_fit: frames handed to fit. Fit keeps its last test_fraction (0.25) for validation, so it
     trains on 0.75·n_fit samples (2667 → 2 000)."""
     data_kernel = "none" if variant == "direct" else "spm"
-    data = simulate_system("lorenz63", n_fit + 500, 0.01, 0.2, kernel=data_kernel, noise=0.01, seed=seed)
+    data = simulate_system("lorenz63", n_fit + 500, 0.01, 0.2, kernel=data_kernel, noise=noise, seed=seed)
     train = Recording(data["observed"][:n_fit], tr=0.2, names=data["names"], source=f"lorenz-bold-seed{seed}")
     test = Recording(data["observed"][n_fit:], tr=0.2, names=data["names"], source="test")
     opts = {"latent_dim": 3, "epochs": epochs, "seed": seed, **VARIANTS[variant], **extra}
@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--n-fit", type=int, default=2000,
                     help="frames handed to fit; it trains on the first 75%% and validates on the rest "
                     "(2667 → 2 000 training samples)")
+    ap.add_argument("--noise", type=float, default=0.01, help="observation noise σ (fraction of each clean column's std)")
     ap.add_argument("--jsonl", type=Path, default=None, help="append one JSON row per run")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -122,12 +123,12 @@ def main() -> None:
     print(f"{'variant':12s} {'seed':>4s} {'epochs':>6s} {'best':>5s} {'D_stsp':>8s} {'D_H':>6s} {'PE20':>8s} {'wall_s':>7s} {'D_pub':>7s}", flush=True)
     for variant in a.variants:
         for seed in a.seeds:
-            r = run_one(seed, variant, a.epochs, a.n_gen, extra, a.out, n_fit=a.n_fit)
+            r = run_one(seed, variant, a.epochs, a.n_gen, extra, a.out, n_fit=a.n_fit, noise=a.noise)
             rows.append(r)
             print(f"{variant:12s} {seed:4d} {r['epochs_run']:6d} {r['best_epoch']:5d} {r['D_stsp_latent']:8.3f} {r['D_H_latent']:6.3f} {r['PE20']:8.4f} {r['wall_s']:7.1f} {r['D_stsp_bold_published']:7.3f}", flush=True)
             if a.jsonl:
                 with open(a.jsonl, "a") as f:
-                    f.write(json.dumps({**r, "extra": extra, "n_fit": a.n_fit}) + "\n")
+                    f.write(json.dumps({**r, "extra": extra, "n_fit": a.n_fit, "noise": a.noise}) + "\n")
     print("\nmedian latent D_stsp per variant:")
     for variant in a.variants:
         vals = [r["D_stsp_latent"] for r in rows if r["variant"] == variant]
