@@ -13,6 +13,7 @@ the best one in the run.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -25,6 +26,30 @@ import lorenz_bold  # noqa: E402
 
 import dsrecon.training.trainer as trainer_mod  # noqa: E402
 from dsrecon.metrics.stsp import stsp_binned  # noqa: E402
+
+
+@torch.no_grad()
+def teacher_space_validation(net, data) -> float:
+    """The candidate of issue 15's "validate in teacher space": validation's protocol (the last
+    max(T, 10 000) steps of a 50 000-step free run from the last reliable training teacher state,
+    binned D_stsp with validation's capped bins), but comparing the free run's latent units with
+    the deconvolved recording (Wiener teacher of the training head and held-out tail together)
+    instead of its observations with the BOLD frames."""
+    from dsrecon.signal.deconvolution import wiener_deconvolve
+    from dsrecon.training.trainer import VAL_HORIZON, validation_steps
+
+    trn, tst = data.train[0], data.test[0]
+    full = np.concatenate([trn.x, tst.x]).astype(np.float64)
+    taps = net.taps.flip(-1).reshape(-1).numpy().astype(np.float64)
+    teacher = wiener_deconvolve(full, taps)
+    teacher = teacher[np.isfinite(teacher).all(1)]
+    n, _ = validation_steps(trn, tst)
+    _, Z = net.free_run(net.state_from_last_reliable(trn.teacher), VAL_HORIZON)
+    gen = Z[0, -n:, : full.shape[1]].numpy().astype(np.float64)
+    if not np.isfinite(gen).all() or np.abs(gen).max() > 1e4:
+        return float("inf")
+    bins = max(5, min(30, int((teacher.shape[0] / 2) ** (1.0 / teacher.shape[1]))))
+    return float(stsp_binned(gen, teacher, bins=bins))
 
 
 def track(seed: int, epochs: int, n_fit: int) -> list[dict]:
@@ -40,7 +65,8 @@ def track(seed: int, epochs: int, n_fit: int) -> list[dict]:
         ok = np.isfinite(lat).all() and np.all(lat.std(0) > 1e-8)
         latent = float(stsp_binned(lorenz_bold.zscore(lat), ref, bins=30)) if ok else float("inf")
         # the trainer validates every val_every epochs and once more at the last epoch
-        rows.append({"epoch": min((len(rows) + 1) * opts.val_every, epochs), "val": v["D_stsp"], "latent": latent})
+        rows.append({"epoch": min((len(rows) + 1) * opts.val_every, epochs), "val": v["D_stsp"], "latent": latent,
+                     "teacher": teacher_space_validation(net, data)})
         return v
 
     trainer_mod.validate = validate
@@ -57,15 +83,22 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2000)
     ap.add_argument("--n-fit", type=int, default=2667)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--jsonl", type=Path, default=None, help="append each seed's (epoch, val, latent, teacher) rows here")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"{'seed':>4s} {'Spearman(val, latent)':>22s} {'kept epoch':>10s} {'kept latent':>11s} {'best epoch':>10s} {'best latent':>11s}")
+    print(f"{'seed':>4s} {'Spearman(val, latent)':>22s} {'kept epoch':>10s} {'kept latent':>11s} {'best epoch':>10s} {'best latent':>11s} "
+          f"{'Spearman(teacher, latent)':>26s} {'teacher-kept epoch':>18s} {'teacher-kept latent':>19s}")
     for seed in a.seeds:
         rows = [r for r in track(seed, a.epochs, a.n_fit) if np.isfinite(r["val"]) and np.isfinite(r["latent"])]
         val = np.array([r["val"] for r in rows])
         lat = np.array([r["latent"] for r in rows])
-        k, b = int(np.argmin(val)), int(np.argmin(lat))
-        print(f"{seed:4d} {spearmanr(val, lat)[0]:22.2f} {rows[k]['epoch']:10d} {lat[k]:11.3f} {rows[b]['epoch']:10d} {lat[b]:11.3f}", flush=True)
+        tea = np.array([r["teacher"] for r in rows])
+        k, b, t = int(np.argmin(val)), int(np.argmin(lat)), int(np.argmin(tea))
+        print(f"{seed:4d} {spearmanr(val, lat)[0]:22.2f} {rows[k]['epoch']:10d} {lat[k]:11.3f} {rows[b]['epoch']:10d} {lat[b]:11.3f} "
+              f"{spearmanr(tea, lat)[0]:26.2f} {rows[t]['epoch']:18d} {lat[t]:19.3f}", flush=True)
+        if a.jsonl:
+            with open(a.jsonl, "a") as f:
+                f.write(json.dumps({"seed": seed, "rows": rows}) + "\n")
     print(f"command: {' '.join(sys.argv)}")
 
 
