@@ -104,8 +104,9 @@ def run_seed(seed: int, a) -> list[dict]:
     ids = [f"{i + 1:02d}" for i in range(S)]
     subs = {sid: recording(r, a.frames, 1000 * seed + i, f"sub-{sid}") for i, (sid, r) in enumerate(zip(ids, rhos))}
     held = recording(HELD_OUT_RHO, a.frames, 1000 * seed + 999, "sub-99")
+    # no teacher-space pretraining in any arm: group fits have none, and the single fits get the group's updates
     common = dict(latent_dim=3, epochs=a.epochs, batches_per_epoch=a.batches_per_epoch, seed=seed, device="cpu",
-                  learning_rate=a.learning_rate, lr_end=a.lr_end)
+                  learning_rate=a.learning_rate, lr_end=a.lr_end, pretrain_epochs=0)
     rows = []
 
     def emit(row):

@@ -189,9 +189,9 @@ class TrainOptions:
                                             check=at_least(1))
     adaptive_every: int = option(5, cli=False)  # adaptive α: recompute it every this many batches
     noise: float = option(0.05, help="Std of Gaussian noise injected into batches and teacher signals.", check=non_negative)
-    pretrain_epochs: int = option(0, help="Teacher-space pretraining: first fit the latent model to the deconvolved teacher "
-                                  "signals directly (no kernel) for this many epochs, then train through the kernel.",
-                                  check=at_least(0))
+    pretrain_epochs: int | None = option(None, help="Teacher-space pretraining: first fit the latent model to the deconvolved "
+                                         "teacher signals directly (no kernel) for this many epochs, then train through the kernel "
+                                         "(default: half of --epochs; 0: none).", check=at_least(0))
     l2: float = option(0.0, help="L2 regularisation of latent and decoder weights.", check=non_negative)
     grad_clip: float = option(10.0, cli=False)  # gradient norm clip
     test_fraction: float = option(0.25, help="Held-out tail of each recording used for validation.", check=fraction,
@@ -218,6 +218,11 @@ class TrainOptions:
             return AlphaSchedule("sparse", interval=self.sparse_tf_interval)
         a = alpha_value(self.alpha)
         return AlphaSchedule("adaptive") if a is None else AlphaSchedule("fixed", alpha=a)
+
+    def pretraining(self) -> int:
+        """Epochs of teacher-space pretraining: ``pretrain_epochs``, by default half of ``epochs``
+        (on Lorenz63-BOLD it halved the median latent D_stsp; docs/benchmarks.md)."""
+        return self.epochs // 2 if self.pretrain_epochs is None else int(self.pretrain_epochs)
 
     def public(self) -> dict:
         """The options a run records."""

@@ -119,3 +119,9 @@ def test_group_fit_refuses_pretraining(cli, tmp_path):
             "--epochs", 1, "-o", tmp_path / "g")
     assert r.code == 1 and "--pretrain-epochs" in r.err and len(r.err.strip().splitlines()) == 1
     assert not (tmp_path / "g").exists()
+
+
+def test_default_pretraining_is_half_the_epochs():
+    m = ConvSSM(**{**OPTS, "pretrain_epochs": None, "epochs": 4}).fit(_rec())
+    assert m.config["training"]["pretrain_epochs"] == 2 and m.config["train_options"]["pretrain_epochs"] is None
+    assert ConvSSM(**{**OPTS, "pretrain_epochs": 0}).fit(_rec()).config["training"]["pretrain_epochs"] == 0

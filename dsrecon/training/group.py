@@ -58,7 +58,7 @@ class GroupTrainer(Trainer):
         self.progress = progress or (lambda *a: None)
         self.log = log or (lambda s: None)
         self.members = [Member(seed, opts)]
-        self.pretrained = True  # teacher-space pretraining is not available for group fits (GroupConvSSM refuses it)
+        self.n_pretrain, self.pretrained = 0, True  # no teacher-space pretraining for group fits (GroupConvSSM refuses it)
         self.device = next(nets[0].parameters()).device
         self.frozen = bool(frozen_group)
         self.g_fixed = g0.detach().to(self.device, torch.float32).clone() if self.frozen else None

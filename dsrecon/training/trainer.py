@@ -437,7 +437,8 @@ class Trainer:
         self.gamma = (self.o.lr_end / self.o.learning_rate) ** (1.0 / max(self.o.epochs, 1))
         self.epoch = 0
         self.checkpoint_epoch: int | None = None  # the epoch the checkpoint on disk holds
-        self.pretrained = not self.o.pretrain_epochs  # teacher-space pretraining done (or none asked)
+        self.n_pretrain = self.o.pretraining()  # epochs of teacher-space pretraining
+        self.pretrained = not self.n_pretrain  # teacher-space pretraining done (or none asked)
         self._device_batches = None  # DeviceBatches, made on the first epoch of the cuda engine
 
     @property
@@ -670,7 +671,7 @@ class Trainer:
         validation), and training through the kernel then starts from those parameters with a fresh
         optimiser. Deterministic, so a fit killed while pretraining reruns it identically; its result
         is checkpointed (epoch 0), so a fit killed later resumes without it."""
-        n = self.o.pretrain_epochs
+        n = self.n_pretrain
         if not n or self.pretrained:
             return
         from dsrecon.training.batches import Prepared
@@ -741,7 +742,7 @@ class Trainer:
                 raise Interrupted(self.epoch)  # like a kill: whatever is not checkpointed is lost
         for e, m in enumerate(self.members):
             self.member_net(e, m.best_row)  # the best state (or the last one) into the member's net
-        return [m.summary() for m in self.members]
+        return [{**m.summary(), "pretrain_epochs": self.n_pretrain} for m in self.members]
 
     def _device_free_runs(self, idx: np.ndarray) -> list[list[np.ndarray | None]]:
         """The validation free runs of the members idx, all members at once on the device: for each
