@@ -179,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:  # console-script entry point
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # an interrupt re-raised while main() was returning (its report is printed)
+        code = 143 if interrupt_pending() == signal.SIGTERM else 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":

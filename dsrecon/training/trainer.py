@@ -690,8 +690,9 @@ class Trainer:
         data = replace(self.data, train=train, test=[])
         opts = [replace(m.opts, epochs=n, pretrain_epochs=0, patience=0) for m in self.members]
         self.log(f"teacher-space pretraining: {n} epochs on the deconvolved data, then {self.o.epochs} through the kernel")
+        # progress: epoch 0 of the kernel epochs while pretraining, its own count in the status
         sub = Trainer(pre, data, opts, [m.seed for m in self.members], None,
-                      lambda e, t, msg: self.progress(e, t, f"pretraining (teacher space) · {msg}"), self.log)
+                      lambda e, t, msg: self.progress(0, self.o.epochs, f"teacher-space pretraining {e}/{t} · {msg}"), self.log)
         with inject_faults():  # a test's faults are for the epochs through the kernel
             sub.fit()
         self.stack.flat = sub.stack.flat.clone()
