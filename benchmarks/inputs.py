@@ -85,6 +85,18 @@ def event_locked(x: np.ndarray, events: list, cond: str) -> np.ndarray:
     return np.mean(segs, axis=0)
 
 
+def zscore(a: np.ndarray) -> np.ndarray:
+    return (a - a.mean(0)) / np.maximum(a.std(0), 1e-12)
+
+
+def true_realisation(system: str, seed: int, d: dict, r: int) -> np.ndarray:
+    """Replicate r of the driven system's observed test segment: another initial state (and noise),
+    the same test design, gains and observation noise as the data."""
+    dt, g, dim = SYSTEMS[system]
+    return simulate_system(system, N_TEST, dt, TR, kernel="spm", noise=0.05, seed=100_000 + 1_000 * seed + r, inputs=d["inputs"][N_FIT:],
+                           input_gain=[g, -g], input_dim=[dim], input_names=d["names_in"])["observed"]
+
+
 def response_pair(x: np.ndarray, gen: np.ndarray, events: list, cond: str) -> float:
     """Correlation of two event-locked mean responses (regions concatenated); a flat generated
     response (no deflection at all, e.g. a run on a fixed point) has no correlation: 0."""
@@ -96,16 +108,12 @@ def expected_responses(system: str, seed: int, d: dict, model: ConvSSM, train: R
     """(true, generated) event-locked means per condition, (C, WINDOW, N), each averaged over
     ``replicates`` realisations: the driven system from other initial states, the model from the
     ends of random prefixes of the training data, both driven by the test design."""
-    dt, g, dim = SYSTEMS[system]
-    s_test = d["inputs"][N_FIT:]
     rng = np.random.default_rng(20_000 + seed)
     n_total = int(np.ceil(1.25 * N_TEST))
-    drive = np.concatenate([np.zeros((n_total - N_TEST, 2)), s_test]) if with_inputs else None
+    drive = np.concatenate([np.zeros((n_total - N_TEST, 2)), d["inputs"][N_FIT:]]) if with_inputs else None
     true, gen = [], []
     for r in range(replicates):
-        res = simulate_system(system, N_TEST, dt, TR, kernel="spm", noise=0.05, seed=100_000 + 1_000 * seed + r, inputs=s_test,
-                              input_gain=[g, -g], input_dim=[dim], input_names=d["names_in"])
-        xr = model.norm_.apply(res["observed"])
+        xr = model.norm_.apply(true_realisation(system, seed, d, r))
         end = int(rng.integers(N_FIT // 4, N_FIT + 1))
         prefix = Recording(train.data[:end], tr=TR, names=train.names, source=train.source)
         try:
@@ -147,9 +155,8 @@ def run_one(system: str, seed: int, variant: str, epochs: int, batches: int, rep
         for i, c in enumerate(CONDITIONS):
             row[f"r_{c}_exp"] = corr_or_zero(true_e[i], gen_e[i])
     true_lat = d["latent"][N_FIT:]
-    z = lambda a: (a - a.mean(0)) / np.maximum(a.std(0), 1e-12)  # noqa: E731
     k = true_lat.shape[1]
-    row["D_stsp"] = float(stsp_binned(z(lat_gen[:, :k]), z(true_lat), bins=10)) if lat_gen is not None and np.isfinite(lat_gen).all() else float("nan")
+    row["D_stsp"] = float(stsp_binned(zscore(lat_gen[:, :k]), zscore(true_lat), bins=10)) if lat_gen is not None and np.isfinite(lat_gen).all() else float("nan")
     return row
 
 
@@ -159,12 +166,8 @@ def ceiling(system: str, seed: int, replicates: int) -> dict:
     system (what the single-realisation r of a perfect model would score), and against the mean
     of ``replicates`` realisations (the expected response)."""
     d = make_data(system, seed)
-    dt, g, dim = SYSTEMS[system]
-    s_test = d["inputs"][N_FIT:]
-    z = lambda a: (a - a.mean(0)) / a.std(0)  # noqa: E731
-    x = z(d["x"][N_FIT:])
-    reps = [z(simulate_system(system, N_TEST, dt, TR, kernel="spm", noise=0.05, seed=100_000 + 1_000 * seed + r, inputs=s_test,
-                              input_gain=[g, -g], input_dim=[dim], input_names=d["names_in"])["observed"]) for r in range(replicates)]
+    x = zscore(d["x"][N_FIT:])
+    reps = [zscore(true_realisation(system, seed, d, r)) for r in range(replicates)]
     row = {"system": system, "seed": seed}
     for c in CONDITIONS:
         obs = event_locked(x, d["ev_test"], c)

@@ -195,6 +195,18 @@ def driven_run(tmp_path_factory):
     return d
 
 
+def _driven_by_hand(net, z0, rows) -> np.ndarray:
+    """The independent slow path of a driven free run: z0 (1, S) stepped once per input row (each
+    a (K,) tensor), every state kept, then observed: (len(rows) − K + 2, N) normalised frames."""
+    import torch
+
+    states = [z0]
+    with torch.no_grad():
+        for u in rows:
+            states.append(net.dynamics.step(states[-1], u[None]))
+        return net.observe(torch.cat(states)[None])[0].numpy()
+
+
 def test_fit_with_events_records_inputs_and_simulate_reproduces_the_driven_run(driven_run, cli):
     from dsrecon.api import load_run
     from dsrecon.io.events import events_to_inputs
@@ -212,14 +224,7 @@ def test_fit_with_events_records_inputs_and_simulate_reproduces_the_driven_run(d
     # the CLI's driven run is the model's response to the training design: the net driven step by step
     s, _ = events_to_inputs(d / "train_events.tsv", n, 0.5, ["go", "stop"])
     net = model.net_
-    u = net.step_inputs(s, n)[0]
-    z = net.z_init[None].clone()
-    states = [z]
-    with torch.no_grad():
-        for i in range(n + net.K - 2):
-            z = net.dynamics.step(z, u[i][None])
-            states.append(z)
-        x = net.observe(torch.cat(states)[None])[0].numpy()
+    x = _driven_by_hand(net, net.z_init[None].clone(), net.step_inputs(s, n)[0])
     np.testing.assert_allclose(gen, model.norm_.invert(x), rtol=1e-4, atol=1e-4)
     auto = model.simulate(n)["observed"]
     assert np.abs(auto - gen).max() > 1e-6  # the design changes the response
@@ -271,13 +276,8 @@ def test_simulate_from_start_replays_the_training_period(cli, tmp_path):
     corr = [np.corrcoef(gen[:, i], x[first : first + n, i])[0, 1] for i in range(2)]
     assert min(corr) > 0.8, corr
     # the independent path: the net stepped from the state of teacher frame rel, latent state i driven by frame rel + i
-    zt = net.init_state(torch.as_tensor(teacher[rel][None], dtype=torch.float32))
-    states = [zt]
-    with torch.no_grad():
-        for i in range(1, n + net.K - 1):
-            zt = net.dynamics.step(zt, torch.as_tensor(s[rel + i][None], dtype=torch.float32))
-            states.append(zt)
-        want = net.observe(torch.cat(states)[None])[0].numpy()
+    z0 = net.init_state(torch.as_tensor(teacher[rel][None], dtype=torch.float32))
+    want = _driven_by_hand(net, z0, torch.as_tensor(s[rel + 1 : rel + n + net.K - 1], dtype=torch.float32))
     np.testing.assert_allclose(gen, model.norm_.invert(want), rtol=1e-4, atol=1e-4)
     # without the design the model runs autonomously and does not track the recording
     r = cli("simulate", "model", tmp_path / "run", "--from", tmp_path / "bold.tsv", "--from-start", "--steps", n, "--quiet",

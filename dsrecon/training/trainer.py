@@ -671,9 +671,9 @@ class Trainer:
         validation), and training through the kernel then starts from those parameters with a fresh
         optimiser. Deterministic, so a fit killed while pretraining reruns it identically; its result
         is checkpointed (epoch 0), so a fit killed later resumes without it."""
-        n = self.n_pretrain
-        if not n or self.pretrained:
+        if self.pretrained:  # done, or none asked (n_pretrain 0)
             return
+        n = self.n_pretrain
         from dsrecon.training.batches import Prepared
 
         pre = []
