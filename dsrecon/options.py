@@ -192,6 +192,8 @@ class TrainOptions:
     pretrain_epochs: int | None = option(None, help="Teacher-space pretraining: first fit the latent model to the deconvolved "
                                          "teacher signals directly (no kernel) for this many epochs, then train through the kernel "
                                          "(default: half of --epochs; 0: none).", check=at_least(0))
+    teacher_weight: float = option(0.0, help="Weight λ of a teacher-space term beside the observation loss: λ·MSE(latent, "
+                                   "deconvolved teacher) over the forced units (0: none).", check=non_negative)
     l2: float = option(0.0, help="L2 regularisation of latent and decoder weights.", check=non_negative)
     grad_clip: float = option(10.0, cli=False)  # gradient norm clip
     test_fraction: float = option(0.25, help="Held-out tail of each recording used for validation.", check=fraction,

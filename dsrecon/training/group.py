@@ -148,7 +148,8 @@ class GroupTrainer(Trainer):
         parts = []
         for ix, stack in self.kgroups:
             r = rows if len(self.kgroups) == 1 else rows[torch.as_tensor(ix, device=self.device)]
-            parts.append(stack.losses(r, self._batch_of(bs, ix), alpha[None].expand(ix.size, -1), self.o.l2))
+            parts.append(stack.losses(r, self._batch_of(bs, ix), alpha[None].expand(ix.size, -1), self.o.l2,
+                                      self.o.teacher_weight))
         return (parts[0] if len(parts) == 1 else torch.cat(parts)).mean()[None]
 
     def run_epoch(self, idx: np.ndarray | None = None) -> np.ndarray:

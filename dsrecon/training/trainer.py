@@ -261,8 +261,9 @@ class Stack:
                 params[n].copy_(v[0])
         return net
 
-    def losses(self, flat: torch.Tensor, batch: dict, alpha: torch.Tensor, l2: float) -> torch.Tensor:
-        """Per-member GTF loss (E',) of rows ``flat`` (E', P) on their batches (E', B, …); alpha (E', T−1)."""
+    def losses(self, flat: torch.Tensor, batch: dict, alpha: torch.Tensor, l2: float, teacher_weight: float = 0.0) -> torch.Tensor:
+        """Per-member GTF loss (E',) of rows ``flat`` (E', P) on their batches (E', B, …); alpha (E', T−1).
+        teacher_weight λ adds λ·MSE(pre-forcing latent, teacher) over the forced units (finite teacher entries)."""
         t = self.template
         d = batch["teacher_t"]  # (E, B, T, N)
         E, B, T, N = d.shape
@@ -276,6 +277,7 @@ class Stack:
                                          None if inp is None else inp[:, :, 1:])
             k = t.M if "decoder.B" in v else N  # the units the decoder reads (identity: the first N)
             Z = torch.cat([z0[:, :, None, :k], Z[..., :k]], dim=2)  # (E, B, T, k)
+            Zf = Z[..., : t.F]
             y = torch.einsum("ebtm,enm->ebtn", Z, v["decoder.B"]) if "decoder.B" in v else Z
             y = t.convolve(y.reshape(E * B, T, N)).reshape(E, B, -1, N)
             if "decoder.J" in v and batch["reg_t"] is not None:
@@ -283,17 +285,23 @@ class Stack:
         else:  # any backend: its own rollout, vectorised over the members
             reg, inp = batch["reg_t"], batch.get("inp_t")
             if inp is None:
-                one = lambda p, d, a, r=None: torch.func.functional_call(t, p, (d, a, r))[0]  # noqa: E731
+                one = lambda p, d, a, r=None: torch.func.functional_call(t, p, (d, a, r))  # noqa: E731
                 args = (self.views(flat), d, alpha) + (() if reg is None else (reg,))
             elif reg is None:
-                one = lambda p, d, a, u: torch.func.functional_call(t, p, (d, a, None, u))[0]  # noqa: E731
+                one = lambda p, d, a, u: torch.func.functional_call(t, p, (d, a, None, u))  # noqa: E731
                 args = (self.views(flat), d, alpha, inp)
             else:
-                one = lambda p, d, a, r, u: torch.func.functional_call(t, p, (d, a, r, u))[0]  # noqa: E731
+                one = lambda p, d, a, r, u: torch.func.functional_call(t, p, (d, a, r, u))  # noqa: E731
                 args = (self.views(flat), d, alpha, reg, inp)
-            y = torch.func.vmap(one)(*args)
+            y, Zs = torch.func.vmap(one)(*args)
+            Zf = Zs[..., : t.F]
         m = batch["mask_t"]  # (E, B, T−K+1)
         loss = (((y - batch["x_t"]) ** 2) * m[..., None]).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2)) * N).clamp_min(1.0)
+        if teacher_weight > 0:  # the teacher-space term: the latent itself held near the deconvolved data
+            dt = d[..., : t.F]
+            fin = torch.isfinite(dt)
+            sq = torch.where(fin, Zf - torch.where(fin, dt, 0.0), 0.0) ** 2
+            loss = loss + teacher_weight * sq.sum(dim=(1, 2, 3)) / fin.sum(dim=(1, 2, 3)).clamp_min(1)
         if l2 > 0:
             loss = loss + l2 * ((flat**2) * self.l2_mask).sum(1)
         return loss
@@ -565,7 +573,7 @@ class Trainer:
         for _ in range(o.batches_per_epoch):
             check_interrupt()  # a Ctrl-C whose exception numba swallowed stops the fit here
             batch = next(batches)
-            losses = self.stack.losses(flat, batch, alphas() if adaptive else alpha, o.l2)
+            losses = self.stack.losses(flat, batch, alphas() if adaptive else alpha, o.l2, o.teacher_weight)
             if _HOOKS.nan_at_batch is not None:
                 losses = losses * torch.as_tensor(self._poison(idx), dtype=losses.dtype, device=losses.device)
             lv = losses.detach().cpu().numpy().astype(np.float64)
@@ -688,7 +696,7 @@ class Trainer:
             train.append(Prepared(np.where(ok[:, None], r.teacher, 0.0).astype(np.float32), ok, r.teacher, r.regressors,
                                   f"{r.source} (teacher signals)", r.inputs))
         data = replace(self.data, train=train, test=[])
-        opts = [replace(m.opts, epochs=n, pretrain_epochs=0, patience=0) for m in self.members]
+        opts = [replace(m.opts, epochs=n, pretrain_epochs=0, patience=0, teacher_weight=0.0) for m in self.members]
         self.log(f"teacher-space pretraining: {n} epochs on the deconvolved data, then {self.o.epochs} through the kernel")
         # progress: epoch 0 of the kernel epochs while pretraining, its own count in the status
         sub = Trainer(pre, data, opts, [m.seed for m in self.members], None,
