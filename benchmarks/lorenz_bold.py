@@ -93,6 +93,26 @@ def published_protocol_dstsp(model: ConvSSM, rec: Recording) -> float:
     return float(stsp_binned(gen, x, bins=30))
 
 
+def ceiling(seeds: list[int], n_fit: int, noise: float, n_gen: int) -> None:
+    """What the true system itself scores, no model (the floor of each score): for each seed's
+    recording (as run_one builds it), an independent realisation of the true system (another
+    initial state) through the same HRF, clean and with the recording's noise σ, scored by D_pub's
+    protocol (as many frames as the recording, observation space, 30 bins); and an independent
+    n_gen-step true latent trajectory against the latent reference (the latent D_stsp's floor)."""
+    print(f"{'seed':>4s} {'D_pub clean truth':>18s} {'D_pub noisy truth':>18s} {'latent truth':>13s}", flush=True)
+    rows = []
+    for seed in seeds:
+        x = simulate_system("lorenz63", n_fit + 500, 0.01, 0.2, kernel="spm", noise=noise, seed=seed)["observed"][:n_fit]
+        other = lambda s: simulate_system("lorenz63", n_fit, 0.01, 0.2, kernel="spm", noise=s, seed=10_000 + seed)["observed"]  # noqa: E731
+        r = (stsp_binned(zscore(other(0.0)), zscore(x), bins=30), stsp_binned(zscore(other(noise)), zscore(x), bins=30),
+             stsp_binned(true_lorenz(n_gen, 10_000 + seed), true_lorenz(n_gen, seed), bins=30))
+        rows.append(r)
+        print(f"{seed:4d} {r[0]:18.3f} {r[1]:18.3f} {r[2]:13.3f}", flush=True)
+    m = np.mean(rows, axis=0)
+    print(f"mean {m[0]:18.3f} {m[1]:18.3f} {m[2]:13.3f}")
+    print(f"command: {' '.join(sys.argv)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -107,8 +127,12 @@ def main() -> None:
                     "(2667 → 2 000 training samples)")
     ap.add_argument("--noise", type=float, default=0.01, help="observation noise σ (fraction of each clean column's std)")
     ap.add_argument("--jsonl", type=Path, default=None, help="append one JSON row per run")
+    ap.add_argument("--ceiling", action="store_true", help="score the true system itself (no model): the floor of each score")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.ceiling:
+        ceiling(a.seeds, a.n_fit, a.noise, a.n_gen)
+        return
     extra = {}
     for kv in a.set:
         k, v = kv.split("=", 1)
