@@ -17,6 +17,9 @@ from dsrecon.errors import DsreconError
 
 #: the GTF forcing weight α when none is given (the convSSM paper's BOLD setting)
 DEFAULT_ALPHA = "0.15"
+# the teacher-space term's default (TrainOptions.teacher_weighting): λ on fits with this many training samples or more
+TEACHER_WEIGHT_LONG = 1.0
+TEACHER_WEIGHT_MIN_SAMPLES = 15_000
 
 #: help panels of `dsrecon fit --help`
 MODEL_PANEL = "Model"
@@ -192,8 +195,10 @@ class TrainOptions:
     pretrain_epochs: int | None = option(None, help="Teacher-space pretraining: first fit the latent model to the deconvolved "
                                          "teacher signals directly (no kernel) for this many epochs, then train through the kernel "
                                          "(default: half of --epochs; 0: none).", check=at_least(0))
-    teacher_weight: float = option(0.0, help="Weight λ of a teacher-space term beside the observation loss: λ·MSE(latent, "
-                                   "deconvolved teacher) over the forced units (0: none).", check=non_negative)
+    teacher_weight: float | None = option(None, help="Weight λ of a teacher-space term beside the observation loss: "
+                                          "λ·MSE(latent, deconvolved teacher) over the forced units (default: "
+                                          f"{TEACHER_WEIGHT_LONG:g} when training on at least {TEACHER_WEIGHT_MIN_SAMPLES:,} "
+                                          "samples, else 0; 0: none).", check=non_negative)
     l2: float = option(0.0, help="L2 regularisation of latent and decoder weights.", check=non_negative)
     grad_clip: float = option(10.0, cli=False)  # gradient norm clip
     test_fraction: float = option(0.25, help="Held-out tail of each recording used for validation.", check=fraction,
@@ -225,6 +230,15 @@ class TrainOptions:
         """Epochs of teacher-space pretraining: ``pretrain_epochs``, by default half of ``epochs``
         (on Lorenz63-BOLD it halved the median latent D_stsp; docs/benchmarks.md)."""
         return self.epochs // 2 if self.pretrain_epochs is None else int(self.pretrain_epochs)
+
+    def teacher_weighting(self, n_train: int) -> float:
+        """λ of the teacher-space term for a fit on ``n_train`` training samples: ``teacher_weight``,
+        by default TEACHER_WEIGHT_LONG from TEACHER_WEIGHT_MIN_SAMPLES samples on and 0 below (on
+        Lorenz63-BOLD it cut the mean latent D_stsp by 60 % on 75 000 samples and did not help on
+        2 000; docs/benchmarks.md, round 7)."""
+        if self.teacher_weight is not None:
+            return float(self.teacher_weight)
+        return TEACHER_WEIGHT_LONG if n_train >= TEACHER_WEIGHT_MIN_SAMPLES else 0.0
 
     def public(self) -> dict:
         """The options a run records."""

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dsrecon import ConvSSM, Recording
+from dsrecon.options import TEACHER_WEIGHT_LONG, TEACHER_WEIGHT_MIN_SAMPLES, TrainOptions
 from dsrecon.systems import simulate_system
 from dsrecon.training.prepare import prepare
 from dsrecon.training.trainer import Trainer
@@ -49,6 +50,7 @@ def test_teacher_weight_is_recorded_and_pretraining_ignores_it(tmp_path):
     ConvSSM(**{**OPTS, "pretrain_epochs": 1, "teacher_weight": 0.5}).fit(rec, run_dir=tmp_path / "run")
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["train_options"]["teacher_weight"] == 0.5
+    assert cfg["training"]["teacher_weight"] == 0.5
     assert cfg["training"]["pretrain_epochs"] == 1  # pretraining ran (its sub-fit has no teacher term: it fits the teacher itself)
 
 
@@ -59,3 +61,33 @@ def test_teacher_weight_flag_on_the_cli(cli, tmp_path):
     res = cli("fit", x, "--teacher-weight", "-1", "-o", tmp_path / "out")
     assert res.code == 1 and "--teacher-weight" in res.err and len(res.err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_default_weight_follows_the_training_length():
+    """The default (None) is λ TEACHER_WEIGHT_LONG from TEACHER_WEIGHT_MIN_SAMPLES training samples
+    on and 0 below; an explicit value, 0 included, always wins."""
+    o = TrainOptions()
+    assert o.teacher_weight is None
+    assert o.teacher_weighting(TEACHER_WEIGHT_MIN_SAMPLES - 1) == 0.0
+    assert o.teacher_weighting(TEACHER_WEIGHT_MIN_SAMPLES) == TEACHER_WEIGHT_LONG > 0
+    assert TrainOptions(teacher_weight=0.0).teacher_weighting(10**6) == 0.0
+    assert TrainOptions(teacher_weight=0.3).teacher_weighting(10) == 0.3
+
+
+@pytest.mark.parametrize("n_frames", [600, 21_000])
+def test_trainer_resolves_the_default_on_its_training_split(n_frames, tmp_path):
+    """A fit's Trainer counts the training split (75 % of the frames here), not the whole
+    recording, and a short fit records the λ it used (0) in config.json's training summary."""
+    out = simulate_system("lorenz63", n_frames, 0.01, 0.5, kernel="spm", noise=0.01, seed=0)
+    recs = [Recording(out["observed"], tr=0.5, names=out["names"], source="lorenz")]
+    spec, kern, _ = ConvSSM(**OPTS).plan(recs)
+    data = prepare(recs, kern, spec.train_options.test_fraction)
+    net = spec._build(3, 0, kern, torch.Generator().manual_seed(0), 0)
+    tr = Trainer([net], data, spec.train_options, [0])
+    n_train = sum(p.x.shape[0] for p in data.train)
+    assert tr.teacher_weight == (TEACHER_WEIGHT_LONG if n_train >= TEACHER_WEIGHT_MIN_SAMPLES else 0.0)
+    assert (n_frames > 20_000) == (tr.teacher_weight > 0)
+    if n_frames < 1000:
+        ConvSSM(**OPTS).fit(recs[0], run_dir=tmp_path / "run")
+        cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+        assert cfg["train_options"]["teacher_weight"] is None and cfg["training"]["teacher_weight"] == 0.0

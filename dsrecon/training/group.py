@@ -27,7 +27,7 @@ from dsrecon.models.group import GroupLayout
 from dsrecon.training import trainer as _engine
 from dsrecon.training.batches import SequenceSampler
 from dsrecon.training.gtf import jacobian_growth
-from dsrecon.training.prepare import PreparedData
+from dsrecon.training.prepare import PreparedData, training_samples
 from dsrecon.training.trainer import Member, Stack, StackedRAdam, Trainer, TrainOptions, clip_rows_, validate
 
 
@@ -59,6 +59,8 @@ class GroupTrainer(Trainer):
         self.log = log or (lambda s: None)
         self.members = [Member(seed, opts)]
         self.n_pretrain, self.pretrained = 0, True  # no teacher-space pretraining for group fits (GroupConvSSM refuses it)
+        # λ of the teacher-space term, by the training samples of the median subject (each subject has its own teacher)
+        self.teacher_weight = opts.teacher_weighting(int(np.median([training_samples(d.train) for d in datas])))
         self.device = next(nets[0].parameters()).device
         self.frozen = bool(frozen_group)
         self.g_fixed = g0.detach().to(self.device, torch.float32).clone() if self.frozen else None
@@ -149,7 +151,7 @@ class GroupTrainer(Trainer):
         for ix, stack in self.kgroups:
             r = rows if len(self.kgroups) == 1 else rows[torch.as_tensor(ix, device=self.device)]
             parts.append(stack.losses(r, self._batch_of(bs, ix), alpha[None].expand(ix.size, -1), self.o.l2,
-                                      self.o.teacher_weight))
+                                      self.teacher_weight))
         return (parts[0] if len(parts) == 1 else torch.cat(parts)).mean()[None]
 
     def run_epoch(self, idx: np.ndarray | None = None) -> np.ndarray:

@@ -103,6 +103,11 @@ class PreparedData:
     input_names: list[str] = field(default_factory=list)  # external input channels (none: autonomous)
 
 
+def training_samples(parts: list[Prepared]) -> int:
+    """The frames of these training splits (config.json's ``data.n_train_frames``)."""
+    return int(sum(p.x.shape[0] for p in parts))
+
+
 def check_recordings(recs: list[Recording]) -> None:
     """Data checks at the door: constant / empty regions, consistent TR and regions."""
     if not recs:
@@ -179,7 +184,7 @@ def prepare(recs: list[Recording], kernel: Kernel, test_fraction: float, teacher
                                  _f32(te_rec.inputs)))
     info = {
         "n_recordings": len(recs),
-        "n_train_frames": int(sum(p.x.shape[0] for p in train)),
+        "n_train_frames": training_samples(train),
         "n_test_frames": int(sum(p.x.shape[0] for p in test)),
         "n_masked_frames": int(sum((~r.mask).sum() for r in recs)),
     }

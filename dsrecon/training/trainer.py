@@ -35,7 +35,7 @@ from dsrecon.options import TrainOptions  # noqa: F401  (defined with every othe
 from dsrecon.training import checkpoint as ckpt
 from dsrecon.training.batches import SequenceSampler
 from dsrecon.training.gtf import jacobian_growth
-from dsrecon.training.prepare import PreparedData
+from dsrecon.training.prepare import PreparedData, training_samples
 
 LOG_COLUMNS = ["epoch", "loss", "alpha", "lr", "seconds", "val_D_stsp", "val_D_H"]
 #: states beyond this magnitude (in z-scored units) count as a diverged free run
@@ -447,6 +447,7 @@ class Trainer:
         self.checkpoint_epoch: int | None = None  # the epoch the checkpoint on disk holds
         self.n_pretrain = self.o.pretraining()  # epochs of teacher-space pretraining
         self.pretrained = not self.n_pretrain  # teacher-space pretraining done (or none asked)
+        self.teacher_weight = self.o.teacher_weighting(training_samples(data.train))  # λ of the teacher-space term
         self._device_batches = None  # DeviceBatches, made on the first epoch of the cuda engine
 
     @property
@@ -573,7 +574,7 @@ class Trainer:
         for _ in range(o.batches_per_epoch):
             check_interrupt()  # a Ctrl-C whose exception numba swallowed stops the fit here
             batch = next(batches)
-            losses = self.stack.losses(flat, batch, alphas() if adaptive else alpha, o.l2, o.teacher_weight)
+            losses = self.stack.losses(flat, batch, alphas() if adaptive else alpha, o.l2, self.teacher_weight)
             if _HOOKS.nan_at_batch is not None:
                 losses = losses * torch.as_tensor(self._poison(idx), dtype=losses.dtype, device=losses.device)
             lv = losses.detach().cpu().numpy().astype(np.float64)
@@ -751,7 +752,7 @@ class Trainer:
                 raise Interrupted(self.epoch)  # like a kill: whatever is not checkpointed is lost
         for e, m in enumerate(self.members):
             self.member_net(e, m.best_row)  # the best state (or the last one) into the member's net
-        return [{**m.summary(), "pretrain_epochs": self.n_pretrain} for m in self.members]
+        return [{**m.summary(), "pretrain_epochs": self.n_pretrain, "teacher_weight": self.teacher_weight} for m in self.members]
 
     def _device_free_runs(self, idx: np.ndarray) -> list[list[np.ndarray | None]]:
         """The validation free runs of the members idx, all members at once on the device: for each
