@@ -46,12 +46,18 @@ def true_lorenz(n: int, seed: int) -> np.ndarray:
     return zscore(integrate(sys_, n, 0.01, transient=50.0, rng=np.random.default_rng(1000 + seed)))
 
 
+def recording(seed: int, n_fit: int, noise: float, kernel: str = "spm") -> dict:
+    """Seed's simulated data: Lorenz63 (dt 0.01 per frame) through ``kernel`` at TR 0.2 s with
+    noise σ, n_fit frames handed to fit and 500 more held out (the recording of every mode here)."""
+    return simulate_system("lorenz63", n_fit + 500, 0.01, 0.2, kernel=kernel, noise=noise, seed=seed)
+
+
 def run_one(seed: int, variant: str, epochs: int, n_gen: int, extra: dict, out_dir: Path | None,
             n_fit: int = 2000, noise: float = 0.01) -> dict:
     """n_fit: frames handed to fit. Fit keeps its last test_fraction (0.25) for validation, so it
     trains on 0.75·n_fit samples (2667 → 2 000)."""
     data_kernel = "none" if variant == "direct" else "spm"
-    data = simulate_system("lorenz63", n_fit + 500, 0.01, 0.2, kernel=data_kernel, noise=noise, seed=seed)
+    data = recording(seed, n_fit, noise, data_kernel)
     train = Recording(data["observed"][:n_fit], tr=0.2, names=data["names"], source=f"lorenz-bold-seed{seed}")
     test = Recording(data["observed"][n_fit:], tr=0.2, names=data["names"], source="test")
     opts = {"latent_dim": 3, "epochs": epochs, "seed": seed, **VARIANTS[variant], **extra}
@@ -98,11 +104,12 @@ def ceiling(seeds: list[int], n_fit: int, noise: float, n_gen: int) -> None:
     recording (as run_one builds it), an independent realisation of the true system (another
     initial state) through the same HRF, clean and with the recording's noise σ, scored by D_pub's
     protocol (as many frames as the recording, observation space, 30 bins); and an independent
-    n_gen-step true latent trajectory against the latent reference (the latent D_stsp's floor)."""
+    n_gen-step true latent trajectory against the latent reference (the latent D_stsp's floor).
+    Each series is z-scored by its own statistics (a model's D_pub uses its training split's)."""
     print(f"{'seed':>4s} {'D_pub clean truth':>18s} {'D_pub noisy truth':>18s} {'latent truth':>13s}", flush=True)
     rows = []
     for seed in seeds:
-        x = simulate_system("lorenz63", n_fit + 500, 0.01, 0.2, kernel="spm", noise=noise, seed=seed)["observed"][:n_fit]
+        x = recording(seed, n_fit, noise)["observed"][:n_fit]
         other = lambda s: simulate_system("lorenz63", n_fit, 0.01, 0.2, kernel="spm", noise=s, seed=10_000 + seed)["observed"]  # noqa: E731
         r = (stsp_binned(zscore(other(0.0)), zscore(x), bins=30), stsp_binned(zscore(other(noise)), zscore(x), bins=30),
              stsp_binned(true_lorenz(n_gen, 10_000 + seed), true_lorenz(n_gen, seed), bins=30))

@@ -234,7 +234,7 @@ class TrainOptions:
     def teacher_weighting(self, n_train: int) -> float:
         """λ of the teacher-space term for a fit on ``n_train`` training samples: ``teacher_weight``,
         by default TEACHER_WEIGHT_LONG from TEACHER_WEIGHT_MIN_SAMPLES samples on and 0 below (on
-        Lorenz63-BOLD it cut the mean latent D_stsp by 60 % on 75 000 samples and did not help on
+        Lorenz63-BOLD it cut the mean latent D_stsp by 59 % on 75 000 samples and did not help on
         2 000; docs/benchmarks.md, round 7)."""
         if self.teacher_weight is not None:
             return float(self.teacher_weight)
