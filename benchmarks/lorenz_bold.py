@@ -120,6 +120,20 @@ def ceiling(seeds: list[int], n_fit: int, noise: float, n_gen: int) -> None:
     print(f"command: {' '.join(sys.argv)}")
 
 
+def parse_set(pairs: list[str]) -> dict:
+    """``--set KEY=VALUE ...`` → ConvSSM keyword arguments (int, then float, else text)."""
+    extra: dict = {}
+    for kv in pairs:
+        k, v = kv.split("=", 1)
+        for cast in (int, float, str):
+            try:
+                extra[k] = cast(v)
+                break
+            except ValueError:
+                continue
+    return extra
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -140,16 +154,7 @@ def main() -> None:
     if a.ceiling:
         ceiling(a.seeds, a.n_fit, a.noise, a.n_gen)
         return
-    extra = {}
-    for kv in a.set:
-        k, v = kv.split("=", 1)
-        try:
-            extra[k] = int(v)
-        except ValueError:
-            try:
-                extra[k] = float(v)
-            except ValueError:
-                extra[k] = v
+    extra = parse_set(a.set)
     rows = []
     print(f"{'variant':12s} {'seed':>4s} {'epochs':>6s} {'best':>5s} {'D_stsp':>8s} {'D_H':>6s} {'PE20':>8s} {'wall_s':>7s} {'D_pub':>7s}", flush=True)
     for variant in a.variants:

@@ -52,7 +52,7 @@ def teacher_space_validation(net, data) -> float:
     return float(stsp_binned(gen, teacher, bins=bins))
 
 
-def track(seed: int, epochs: int, n_fit: int) -> list[dict]:
+def track(seed: int, epochs: int, n_fit: int, extra: dict | None = None, noise: float = 0.01) -> list[dict]:
     ref = lorenz_bold.true_lorenz(100_000, seed)
     rows: list[dict] = []
     original = trainer_mod.validate
@@ -71,7 +71,7 @@ def track(seed: int, epochs: int, n_fit: int) -> list[dict]:
 
     trainer_mod.validate = validate
     try:
-        lorenz_bold.run_one(seed, "default", epochs, 1000, {"patience": 0}, None, n_fit=n_fit)
+        lorenz_bold.run_one(seed, "default", epochs, 1000, {**(extra or {}), "patience": 0}, None, n_fit=n_fit, noise=noise)
     finally:
         trainer_mod.validate = original
     return rows
@@ -83,13 +83,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2000)
     ap.add_argument("--n-fit", type=int, default=2667)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--noise", type=float, default=0.01, help="observation noise σ (as lorenz_bold.py)")
+    ap.add_argument("--set", nargs="*", default=[], help="extra ConvSSM options KEY=VALUE (as lorenz_bold.py)")
     ap.add_argument("--jsonl", type=Path, default=None, help="append each seed's (epoch, val, latent, teacher) rows here")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(f"{'seed':>4s} {'Spearman(val, latent)':>22s} {'kept epoch':>10s} {'kept latent':>11s} {'best epoch':>10s} {'best latent':>11s} "
           f"{'Spearman(teacher, latent)':>26s} {'teacher-kept epoch':>18s} {'teacher-kept latent':>19s}")
     for seed in a.seeds:
-        rows = [r for r in track(seed, a.epochs, a.n_fit) if np.isfinite(r["val"]) and np.isfinite(r["latent"])]
+        rows = [r for r in track(seed, a.epochs, a.n_fit, lorenz_bold.parse_set(a.set), a.noise) if np.isfinite(r["val"]) and np.isfinite(r["latent"])]
         val = np.array([r["val"] for r in rows])
         lat = np.array([r["latent"] for r in rows])
         tea = np.array([r["teacher"] for r in rows])

@@ -88,6 +88,7 @@ class ConvSSM:
         """Check every option (one line naming the option on the first bad one); returns self."""
         validate_options(self.model_options)
         validate_options(self.train_options)
+        self.train_options.schedule()  # the forcing options together (--alpha-end with a fixed --alpha)
         if self.backend_options is not None and not isinstance(self.backend_options, dict):
             raise DsreconError(f"backend_options must be a dict, got {type(self.backend_options).__name__}")
         self._backend_kwargs()

@@ -62,8 +62,6 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
         raise DsreconError(f"--ensemble {size}: need {size} distinct seeds, got {seeds}")
     al = member_alphas(alphas, size, str(convssm_kwargs.pop("alpha", DEFAULT_ALPHA)))
     models = [ConvSSM(seed=s, alpha=a, **convssm_kwargs) for s, a in zip(seeds, al)]
-    for m in models:
-        m.train_options.schedule()  # validate α early (one-line error)
     models = [m.resolved(recs, log if k == 0 else None) for k, m in enumerate(models)]  # kernel, sequence length, device
     run = Path(run_dir)
     with StagedRun(run, resume=resume, force=overwrite, log=log) as st:

@@ -124,6 +124,10 @@ def alpha_value(text: Any) -> float | None:
     return a
 
 
+def alpha_in_range(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0.0 <= v <= 1.0
+
+
 def _alpha_check(flag: str, v: Any) -> str | None:
     try:
         alpha_value(v)
@@ -188,6 +192,9 @@ class TrainOptions:
     learning_rate: float = option(1e-3, help="Initial RAdam learning rate (decays exponentially to --lr-end).", check=positive)
     lr_end: float = option(1e-6, help="Final learning rate.", check=positive)
     alpha: str = option(DEFAULT_ALPHA, help="GTF forcing weight in [0, 1], or 'adaptive'.", check=_alpha_check)
+    alpha_end: float | None = option(None, help="Anneal a fixed --alpha geometrically to this value at the last epoch "
+                                     "(default: no annealing).", check=lambda f, v: None if alpha_in_range(v) else
+                                     f"{f} must be a number in [0, 1], got {v}")
     sparse_tf_interval: int | None = option(None, help="Sparse teacher forcing: force fully every τ steps instead of α.",
                                             check=at_least(1))
     adaptive_every: int = option(5, cli=False)  # adaptive α: recompute it every this many batches
@@ -222,9 +229,15 @@ class TrainOptions:
         from dsrecon.training.gtf import AlphaSchedule
 
         if self.sparse_tf_interval:
+            if self.alpha_end is not None:
+                raise DsreconError("--alpha-end anneals a fixed --alpha; it does not combine with --sparse-tf-interval")
             return AlphaSchedule("sparse", interval=self.sparse_tf_interval)
         a = alpha_value(self.alpha)
-        return AlphaSchedule("adaptive") if a is None else AlphaSchedule("fixed", alpha=a)
+        if a is None:
+            if self.alpha_end is not None:
+                raise DsreconError("--alpha-end anneals a fixed --alpha; it does not combine with --alpha adaptive")
+            return AlphaSchedule("adaptive")
+        return AlphaSchedule("fixed", alpha=a, end=self.alpha_end, epochs=self.epochs)
 
     def pretraining(self) -> int:
         """Epochs of teacher-space pretraining: ``pretrain_epochs``, by default half of ``epochs``

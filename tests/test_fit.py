@@ -113,6 +113,21 @@ def test_forcing_modes_run_and_adaptive_alpha_moves():
     assert m.history_[-1]["alpha"] == pytest.approx(0.25)
 
 
+def test_annealed_alpha_is_followed_and_resumes_bit_identically(tmp_path):
+    rec = lorenz_rec()
+    kw = {**TINY, "epochs": 6, "alpha": "0.3", "alpha_end": 0.03, "pretrain_epochs": 0}
+    full = ConvSSM(**kw).fit(rec, run_dir=tmp_path / "full")
+    np.testing.assert_allclose([r["alpha"] for r in full.history_], 0.3 * 0.1 ** (np.arange(6) / 5), rtol=1e-6)
+    with pytest.raises(Interrupted):
+        with inject_faults(stop_after_epoch=5):
+            ConvSSM(**kw).fit(rec, run_dir=tmp_path / "killed")
+    resumed = ConvSSM(**kw).fit(rec, run_dir=tmp_path / "killed", resume=True)
+    a, b = _tensors(full), _tensors(resumed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["train_options"]["alpha_end"] == 0.03
+
+
 def test_decoders_and_backends_fit():
     rec = lorenz_rec()
     for kw in ({"decoder": "affine", "latent_dim": 2}, {"backend": "shplrnn"}, {"backend": "plrnn", "latent_dim": 4}):
@@ -157,6 +172,8 @@ def test_bad_inputs_one_line_exit_1(cli, tmp_path):
         ([notr], "no TR"),
         ([x, "--latent-dim", "2"], "smaller than the number of regions"),
         ([x, "--alpha", "2"], "--alpha"),
+        ([x, "--alpha", "adaptive", "--alpha-end", "0.05"], "--alpha-end"),
+        ([x, "--alpha-end", "1.5"], "--alpha-end"),
         ([tmp_path / "missing.tsv"], "not found"),
     ]
     for args, msg in cases:

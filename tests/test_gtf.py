@@ -15,6 +15,23 @@ def test_sparse_forcing_every_tau_steps():
     np.testing.assert_array_equal(a, [0, 0, 0, 1, 0, 0, 0, 1, 0, 0])
 
 
+def test_annealed_alpha_by_hand():
+    s = AlphaSchedule("fixed", alpha=0.2, end=0.05, epochs=5)  # geometric: 0.2 · 0.25^(e/4)
+    got = []
+    for e in range(5):
+        s.at_epoch(e)
+        got.append(s.alpha)
+    np.testing.assert_allclose(got, [0.2, 0.2 * 0.25**0.25, 0.1, 0.2 * 0.25**0.75, 0.05], rtol=1e-12)
+    s.at_epoch(2)  # a function of the epoch alone (a resumed fit gets the same α)
+    assert s.alpha == pytest.approx(0.1)
+    z = AlphaSchedule("fixed", alpha=0.2, end=0.0, epochs=3)  # to 0: linear
+    z.at_epoch(1)
+    assert z.alpha == pytest.approx(0.1)
+    f = AlphaSchedule("fixed", alpha=0.2)  # no end: untouched
+    f.at_epoch(3)
+    assert f.alpha == 0.2
+
+
 def test_adaptive_update_rule():
     s = AlphaSchedule("adaptive")
     assert s.alpha == 1.0

@@ -20,12 +20,28 @@ class AlphaSchedule:
 
     mode "fixed": α_t = α. "sparse": α_t = 1 every τ steps (t = τ−1, 2τ−1, …), else 0.
     "adaptive": α from the Jacobian norms of data-inferred states (GTF paper), starting at 1.
+    A fixed α with ``end`` (and ``epochs``) is annealed geometrically from ``alpha`` at epoch 0 to
+    ``end`` at the last epoch (`at_epoch`): strong forcing while the model is poor, weak forcing
+    (long free-running stretches) once it is good.
     """
 
-    def __init__(self, mode: str = "fixed", alpha: float = DEFAULT_ALPHA, interval: int = DEFAULT_SPARSE_INTERVAL):
+    def __init__(self, mode: str = "fixed", alpha: float = DEFAULT_ALPHA, interval: int = DEFAULT_SPARSE_INTERVAL,
+                 end: float | None = None, epochs: int = 1):
         self.mode = mode
         self.alpha = 1.0 if mode == "adaptive" else float(alpha)
         self.interval = int(interval)
+        self.start, self.end, self.epochs = self.alpha, end, max(int(epochs), 1)
+
+    def at_epoch(self, epoch: int) -> None:
+        """Set α for the epoch with 0-based index ``epoch`` of an annealed schedule (a function of the
+        epoch alone, so a resumed fit gets the same α); other schedules are left as they are."""
+        if self.mode != "fixed" or self.end is None:
+            return
+        frac = min(max(epoch / max(self.epochs - 1, 1), 0.0), 1.0)
+        if self.start > 0 and self.end > 0:
+            self.alpha = float(self.start * (self.end / self.start) ** frac)
+        else:  # a geometric path needs two positive ends; to or from 0 it is linear
+            self.alpha = float(self.start + (self.end - self.start) * frac)
 
     def weights(self, T: int) -> np.ndarray:
         if self.mode == "sparse":

@@ -716,6 +716,8 @@ class Trainer:
             idx = np.array([e for e, m in enumerate(self.members) if m.active], dtype=int)
             if idx.size == 0:
                 break
+            for e in idx:  # an annealed α is a function of the epoch (a resumed fit gets the same)
+                self.members[e].alpha.at_epoch(self.epoch)
             t0 = time.perf_counter()
             losses = self._epoch_with_retries(idx)
             if all(m.failed for m in self.members):
