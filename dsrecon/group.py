@@ -199,8 +199,6 @@ class GroupConvSSM:
         if self.features < 0:
             raise DsreconError(f"--features must be at least 0, got {self.features}")
         self.base.validate()
-        if self.base.pretrain_epochs:
-            raise DsreconError("--pretrain-epochs: teacher-space pretraining is not available for group fits yet")
         _check_regions(subs)
         if run_dir is None:
             return self._fit(subs, None, True, progress, log, inputs, None, source)

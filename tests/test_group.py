@@ -76,9 +76,11 @@ def test_zero_features_give_the_base_parameters(scheme):
 
 
 # ----------------------------------------------------------------------------- against a single fit
-def test_one_subject_zero_features_equals_a_single_fit(cli, tmp_path):
-    """A group of one subject with F = 0 is `dsrecon fit` with the same seed, bit for bit (group fits
-    have no teacher-space pretraining, so the single fit runs without it: --pretrain-epochs 0)."""
+@pytest.mark.parametrize("pretrain", ["0", "3"])
+def test_one_subject_zero_features_equals_a_single_fit(cli, tmp_path, pretrain):
+    """A group of one subject with F = 0 is `dsrecon fit` with the same seed, bit for bit, with and
+    without teacher-space pretraining (a group fit has none by default, so both are given
+    --pretrain-epochs explicitly)."""
     from dsrecon.io.tables import write_table
 
     x = tmp_path / "sub-01_bold.tsv"
@@ -86,7 +88,8 @@ def test_one_subject_zero_features_equals_a_single_fit(cli, tmp_path):
     write_table(x, r.data, r.names, sidecar={"RepetitionTime": 1.0})
     opts = ["--hidden-dim", "8", "--epochs", "4", "--batches-per-epoch", "3", "--batch-size", "4", "--val-every", "2",
             "--sequence-length", "60", "--seed", "5", "--quiet"]
-    assert cli("fit", x, "-o", tmp_path / "single", "--pretrain-epochs", "0", *opts).code == 0
+    opts += ["--pretrain-epochs", pretrain]
+    assert cli("fit", x, "-o", tmp_path / "single", *opts).code == 0
     res = cli("fit-group", x, "--subject-from-filename", "--features", "0", "-o", tmp_path / "group", *opts, "--json")
     assert res.code == 0, res.err
     single = load_run(tmp_path / "single")
@@ -143,11 +146,14 @@ def test_transfer_freezes_the_group_parameters_and_learns_features(tmp_path):
     assert new.config["transfer_from"]["subjects"] == ["01", "02"]
     out = new.subject("03").simulate(50)
     assert out["latent"].shape == (50, 3)
+    pre = src.transfer({"03": rec(34, seed=7, name="c")}, run_dir=tmp_path / "grp3", epochs=3, pretrain_epochs=2)
+    assert torch.equal(pre.g_, g.g_)  # teacher-space pretraining of the features leaves the group frozen too
+    assert not np.allclose(pre.features_[0], new.features_[0])
 
 
 def test_killed_group_fit_resumes_bit_identically(tmp_path):
     subs = {"01": rec(28, seed=0, name="a"), "02": rec(40, seed=1, name="b")}
-    kw = {**TINY, "epochs": 6, "alpha": "adaptive"}
+    kw = {**TINY, "epochs": 6, "alpha": "adaptive", "pretrain_epochs": 2}  # pretraining is checkpointed and not rerun
     full = GroupConvSSM(features=2, **kw).fit(subs, run_dir=tmp_path / "full")
     with pytest.raises(Interrupted):
         with inject_faults(stop_after_epoch=5):

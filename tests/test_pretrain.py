@@ -109,16 +109,20 @@ def test_ensemble_member_with_pretraining_equals_the_single_fit(tmp_path):
     assert s["members"][0]["seed"] == 3
 
 
-def test_group_fit_refuses_pretraining(cli, tmp_path):
+def test_group_fit_pretrains_only_when_asked(cli, tmp_path):
+    """fit-group takes --pretrain-epochs (its default is none) and records the epochs it ran."""
     from dsrecon.io.tables import write_table
 
     for sub in ("01", "02"):
         out = simulate_system("lorenz63", 400, 0.01, 0.5, kernel="spm", noise=0.01, seed=int(sub))
         write_table(tmp_path / f"sub-{sub}.tsv", out["observed"], out["names"], sidecar={"RepetitionTime": 0.5})
-    r = cli("fit-group", tmp_path / "sub-01.tsv", tmp_path / "sub-02.tsv", "--subject-from-filename", "--pretrain-epochs", 5,
-            "--epochs", 1, "-o", tmp_path / "g")
-    assert r.code == 1 and "--pretrain-epochs" in r.err and len(r.err.strip().splitlines()) == 1
-    assert not (tmp_path / "g").exists()
+    base = ["fit-group", tmp_path / "sub-01.tsv", tmp_path / "sub-02.tsv", "--subject-from-filename", "--epochs", 2,
+            "--batches-per-epoch", 2, "--hidden-dim", 8, "--quiet"]
+    assert cli(*base, "--pretrain-epochs", 3, "-o", tmp_path / "g").code == 0
+    assert cli(*base, "-o", tmp_path / "g0").code == 0
+    pre, plain = dsrecon.load_run(tmp_path / "g"), dsrecon.load_run(tmp_path / "g0")
+    assert pre.config["training"]["pretrain_epochs"] == 3 and plain.config["training"]["pretrain_epochs"] == 0
+    assert not np.allclose(pre.features_, plain.features_)
 
 
 def test_default_pretraining_is_half_the_epochs():

@@ -11,7 +11,8 @@ form another. The loss is the mean of the subjects' GTF losses.
 Everything else is the single-fit engine's (`Trainer`): one `Member` holds the seed, batch/noise
 stream, α schedule, best model, patience and divergence retries; checkpoints and --resume are the
 same files. Validation runs `validate` on every subject and averages D_stsp and D_H.
-With one subject and F = 0 the arithmetic is exactly a single fit's (tests/test_group.py).
+With one subject and F = 0 the arithmetic is exactly a single fit's (tests/test_group.py), with
+teacher-space pretraining too (`--pretrain-epochs N`; a group fit has none unless asked).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from dsrecon.training import trainer as _engine
 from dsrecon.training.batches import SequenceSampler
 from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData, training_samples
-from dsrecon.training.trainer import Member, Stack, StackedRAdam, Trainer, TrainOptions, clip_rows_, validate
+from dsrecon.training.trainer import (Member, Stack, StackedRAdam, Trainer, TrainOptions, clip_rows_, kernel_free, teacher_space,
+                                      validate)
 
 
 class _Row:
@@ -58,7 +60,9 @@ class GroupTrainer(Trainer):
         self.progress = progress or (lambda *a: None)
         self.log = log or (lambda s: None)
         self.members = [Member(seed, opts)]
-        self.n_pretrain, self.pretrained = 0, True  # no teacher-space pretraining for group fits (GroupConvSSM refuses it)
+        # teacher-space pretraining only when asked (--pretrain-epochs N): a group fit's default is none
+        self.n_pretrain = opts.pretraining() if opts.pretrain_epochs is not None else 0
+        self.pretrained = not self.n_pretrain
         # λ of the teacher-space term, by the training samples of the median subject (each subject has its own teacher)
         self.teacher_weight = opts.teacher_weighting(int(np.median([training_samples(d.train) for d in datas])))
         self.device = next(nets[0].parameters()).device
@@ -113,6 +117,18 @@ class GroupTrainer(Trainer):
         return {"D_stsp": float(np.mean(d)) if all(math.isfinite(x) for x in d) else float("inf"),
                 "D_H": float(np.mean(dh)) if dh else float("nan"), "D_stsp_method": vs[0].get("D_stsp_method"),
                 "collapsed": any(bool(v.get("collapsed")) for v in vs), "per_subject": d}
+
+    def pretrain(self) -> None:
+        """Teacher-space pretraining of the group (`Trainer.pretrain`): the group vector and features
+        (the features alone in a transfer) are first fitted to every subject's teacher signals with
+        no kernel, by a group engine of kernel-free subject models, then trained through the kernels."""
+        if self.pretrained:
+            return
+        g, f = self.split(self.stack.flat[0])
+        sub = GroupTrainer([kernel_free(n) for n in self.nets], [teacher_space(d) for d in self.datas], self.layout, g, f,
+                           self.pretrain_options()[0], self.members[0].seed, None, self._pretrain_progress(), self.log,
+                           frozen_group=self.frozen)
+        self._finish_pretraining(sub)
 
     # ------------------------------------------------------------------ one epoch
     def _draw_group(self, flat: torch.Tensor) -> list[dict]:

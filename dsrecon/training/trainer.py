@@ -417,6 +417,27 @@ class Member:
                 "failed": self.failed}
 
 
+def kernel_free(net: ConvSSMNet) -> ConvSSMNet:
+    """A copy of ``net`` that observes its latent itself (kernel taps [1]): the model of teacher-space pretraining."""
+    p = copy.deepcopy(net)
+    p.taps = torch.ones(1, 1, 1, dtype=p.taps.dtype, device=p.taps.device)
+    p.__dict__.pop("_toeplitz_cache", None)
+    return p
+
+
+def teacher_space(data: PreparedData) -> PreparedData:
+    """``data`` with every training split's observations replaced by its teacher signals (the frames
+    with a reliable teacher; the rest masked out) and no validation split: what pretraining fits."""
+    from dsrecon.training.batches import Prepared
+
+    train = []
+    for r in data.train:
+        ok = r.mask & np.isfinite(r.teacher).all(axis=1)
+        train.append(Prepared(np.where(ok[:, None], r.teacher, 0.0).astype(np.float32), ok, r.teacher, r.regressors,
+                              f"{r.source} (teacher signals)", r.inputs))
+    return replace(data, train=train, test=[])
+
+
 # ----------------------------------------------------------------------------- the engine
 class Trainer:
     """GTF training of E members (one architecture) in one computation; `fit()` returns one summary each.
@@ -682,26 +703,23 @@ class Trainer:
         is checkpointed (epoch 0), so a fit killed later resumes without it."""
         if self.pretrained:  # done, or none asked (n_pretrain 0)
             return
-        n = self.n_pretrain
-        from dsrecon.training.batches import Prepared
+        pre = [kernel_free(self.member_net(e)) for e in range(self.E)]
+        sub = Trainer(pre, teacher_space(self.data), self.pretrain_options(), [m.seed for m in self.members], None,
+                      self._pretrain_progress(), self.log)
+        self._finish_pretraining(sub)
 
-        pre = []
-        for e, net in enumerate(self.nets):
-            p = copy.deepcopy(self.member_net(e))
-            p.taps = torch.ones(1, 1, 1, dtype=p.taps.dtype, device=p.taps.device)  # observe the latent itself
-            p.__dict__.pop("_toeplitz_cache", None)
-            pre.append(p)
-        train = []
-        for r in self.data.train:
-            ok = r.mask & np.isfinite(r.teacher).all(axis=1)
-            train.append(Prepared(np.where(ok[:, None], r.teacher, 0.0).astype(np.float32), ok, r.teacher, r.regressors,
-                                  f"{r.source} (teacher signals)", r.inputs))
-        data = replace(self.data, train=train, test=[])
-        opts = [replace(m.opts, epochs=n, pretrain_epochs=0, patience=0, teacher_weight=0.0) for m in self.members]
+    def pretrain_options(self) -> list[TrainOptions]:
+        """The members' options for the pretraining stage (its epochs, no validation, no teacher term)."""
+        n = self.n_pretrain
         self.log(f"teacher-space pretraining: {n} epochs on the deconvolved data, then {self.o.epochs} through the kernel")
+        return [replace(m.opts, epochs=n, pretrain_epochs=0, patience=0, teacher_weight=0.0) for m in self.members]
+
+    def _pretrain_progress(self) -> Callable[[int, int, str], None]:
         # progress: epoch 0 of the kernel epochs while pretraining, its own count in the status
-        sub = Trainer(pre, data, opts, [m.seed for m in self.members], None,
-                      lambda e, t, msg: self.progress(0, self.o.epochs, f"teacher-space pretraining {e}/{t} · {msg}"), self.log)
+        return lambda e, t, msg: self.progress(0, self.o.epochs, f"teacher-space pretraining {e}/{t} · {msg}")
+
+    def _finish_pretraining(self, sub: "Trainer") -> None:
+        """Run the pretraining engine ``sub`` and start the kernel stage from its parameters."""
         with inject_faults():  # a test's faults are for the epochs through the kernel
             sub.fit()
         self.stack.flat = sub.stack.flat.clone()
