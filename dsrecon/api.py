@@ -26,7 +26,8 @@ from dsrecon.io.runs import (CONFIG_FILE, LOG_FILE, MODEL_FILE, TEACHER_DIR, _pl
                              read_teacher_cache, write_teacher_cache)
 from dsrecon.io.tables import write_table
 from dsrecon.models.base import get_backend
-from dsrecon.options import ModelOptions, estimator_fields, model_fields, resolve_device, train_fields, typed_options, validate_options
+from dsrecon.options import (DEFAULT_ALPHA, PRESETS, ModelOptions, choose_preset, estimator_fields, model_fields, resolve_device, train_fields,
+                             typed_options, validate_options)
 from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.models.decoders import make_decoder
 from dsrecon.signal.kernels import Kernel, make_kernel
@@ -101,14 +102,16 @@ class ConvSSM:
     def resolved(self, recs: Sequence[Recording], log: Callable[[str], None] | None = None) -> "ConvSSM":
         """A copy with the derived defaults filled in for these recordings (which must share one TR):
         the kernel by modality (calcium imaging: calcium, else spm), the sequence length by the kernel's
-        K taps and the training split, the device (auto: cuda when available), the backend options typed."""
+        K taps and the training split, the device (auto: cuda when available), the backend options typed,
+        and the options left unset from the preset (`apply_preset`)."""
         from dsrecon.training.batches import DEFAULT_SEQUENCE_LENGTH, default_sequence_length
-        from dsrecon.training.prepare import check_recordings
+        from dsrecon.training.prepare import check_recordings, training_frames
 
         recs = list(recs)
         self.validate()
         check_recordings(recs)
         out = ConvSSM(**self.get_params())
+        out.apply_preset(training_frames([r.n_frames for r in recs], out.test_fraction))
         if out.kernel is None:
             out.kernel = "calcium" if recs[0].provenance.get("modality", "bold") == "calcium" else "spm"
         if out.sequence_length is None:
@@ -119,6 +122,19 @@ class ConvSSM:
         out.device = resolve_device(out.device)
         out.backend_options = out._backend_kwargs()
         return out
+
+    def apply_preset(self, n_train: int) -> "ConvSSM":
+        """Settle ``preset`` for a fit of ``n_train`` training samples (auto: `choose_preset`) and
+        fill the options left unset (hidden_dim, alpha, l2, teacher_weight) from it, in place."""
+        self.preset = choose_preset(self.preset, n_train)
+        if self.alpha is None and self.alpha_end is not None:  # an annealed α starts from the fixed default
+            self.alpha = DEFAULT_ALPHA
+        if self.hidden_dim is None:
+            self.hidden_dim = PRESETS[self.preset]["hidden_dim"]
+        t = self.train_options.with_preset(self.preset)
+        self.alpha, self.l2, self.teacher_weight = t.alpha, t.l2, t.teacher_weight
+        self.train_options.schedule()  # --alpha-end needs a fixed α, also the preset's
+        return self
 
     # ---------------------------------------------------------------- contract for analysis/report
     @property

@@ -24,7 +24,6 @@ from dsrecon.errors import DataError, DsreconError
 from dsrecon.io.recording import Recording
 from dsrecon.io.runs import ENSEMBLE_FILE, StagedRun, check_resumable, read_config, read_teacher_cache, write_config, write_teacher_cache
 from dsrecon.signal.kernels import make_kernel
-from dsrecon.options import DEFAULT_ALPHA
 from dsrecon.training.memory import check_fit_memory
 from dsrecon.training.prepare import prepare
 from dsrecon.training.trainer import Interrupted, Trainer
@@ -35,10 +34,11 @@ def member_seeds(seed: int, size: int) -> list[int]:
     return [int(seed) + k for k in range(int(size))]
 
 
-def member_alphas(alphas: list[str] | None, size: int, default: str) -> list[str]:
-    """α of member k: alphas[k mod len(alphas)] (so K = len·n gives n seeds per α), else the default."""
+def member_alphas(alphas: list[str] | None, size: int, default: str | None) -> list[str | None]:
+    """α of member k: alphas[k mod len(alphas)] (so K = len·n gives n seeds per α), else the default
+    (None: the preset's)."""
     if not alphas:
-        return [str(default)] * size
+        return [None if default is None else str(default)] * size
     return [str(alphas[k % len(alphas)]) for k in range(size)]
 
 
@@ -60,7 +60,7 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
     seeds = member_seeds(base_seed, size) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != size or len(set(seeds)) != size:
         raise DsreconError(f"--ensemble {size}: need {size} distinct seeds, got {seeds}")
-    al = member_alphas(alphas, size, str(convssm_kwargs.pop("alpha", DEFAULT_ALPHA)))
+    al = member_alphas(alphas, size, convssm_kwargs.pop("alpha", None))
     models = [ConvSSM(seed=s, alpha=a, **convssm_kwargs) for s, a in zip(seeds, al)]
     models = [m.resolved(recs, log if k == 0 else None) for k, m in enumerate(models)]  # kernel, sequence length, device
     run = Path(run_dir)

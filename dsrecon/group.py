@@ -222,7 +222,10 @@ class GroupConvSSM:
         from dsrecon.training.trainer import Interrupted, Stack
 
         ids = list(subs)
-        base = self.base
+        from dsrecon.api import ConvSSM
+
+        # one preset for the group (each subject resolves with it)
+        base = ConvSSM(**{**self.base.get_params(), "preset": group_preset(self.base.preset, subs, self.base.test_fraction)})
         # the kernel of each subject (its modality and TR) and one sequence length for all
         specs = {}
         for sid in ids:
@@ -391,6 +394,15 @@ def _read_subject_teacher(run: Path, sid: str, n: int, target) -> list[np.ndarra
     from dsrecon.io.runs import read_teacher_cache
 
     return read_teacher_cache(run, n, target, subject=sid)
+
+
+def group_preset(preset: str, subs: Mapping[str, list], test_fraction: float) -> str:
+    """The preset of a group fit (`dsrecon.options.choose_preset`): by its median subject's training
+    samples, so that every subject's model has the same architecture and training options."""
+    from dsrecon.options import choose_preset
+    from dsrecon.training.prepare import training_frames
+
+    return choose_preset(preset, int(np.median([training_frames([r.n_frames for r in recs], test_fraction) for recs in subs.values()])))
 
 
 def is_group_config(cfg: dict) -> bool:

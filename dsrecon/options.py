@@ -15,11 +15,28 @@ from typing import Any, Callable
 
 from dsrecon.errors import DsreconError
 
-#: the GTF forcing weight α when none is given (the convSSM paper's BOLD setting)
+#: the GTF forcing weight α of the short-data preset (the convSSM paper's BOLD setting)
 DEFAULT_ALPHA = "0.15"
-# the teacher-space term's default (TrainOptions.teacher_weighting): λ on fits with this many training samples or more
-TEACHER_WEIGHT_LONG = 1.0
-TEACHER_WEIGHT_MIN_SAMPLES = 15_000
+
+#: Data-aware defaults (``--preset``): the values of the options a user leaves unset. ``auto`` (the
+#: default) takes ``long`` for fits of at least LONG_MIN_SAMPLES training samples, else ``short``
+#: (`choose_preset`). Measured on Lorenz63-BOLD (docs/benchmarks.md, rounds 7 and 8).
+PRESETS: dict[str, dict[str, Any]] = {
+    "short": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0},
+    "long": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 1.0},
+}
+LONG_MIN_SAMPLES = 15_000
+# (older names of the teacher-space term's rule)
+TEACHER_WEIGHT_LONG = PRESETS["long"]["teacher_weight"]
+TEACHER_WEIGHT_MIN_SAMPLES = LONG_MIN_SAMPLES
+
+
+def choose_preset(preset: str, n_train: int) -> str:
+    """The preset a fit of ``n_train`` training samples uses: ``preset`` itself, or for ``auto``
+    ``long`` from LONG_MIN_SAMPLES samples on and ``short`` below."""
+    if preset != "auto":
+        return preset
+    return "long" if n_train >= LONG_MIN_SAMPLES else "short"
 
 #: help panels of `dsrecon fit --help`
 MODEL_PANEL = "Model"
@@ -164,8 +181,12 @@ class ModelOptions:
     backend: str = option("cshplrnn", help="Latent dynamics (see `dsrecon backends`).", panel=MODEL_PANEL)
     latent_dim: int | None = option(None, short="-M", help="Latent dimension M (default N, at least 3).", check=positive_integer,
                                     panel=MODEL_PANEL, config_key="latent_dim_requested")
-    hidden_dim: int = option(50, short="-L", help="Hidden width L of the shPLRNN and the SSM blocks.", check=positive_integer,
-                             panel=MODEL_PANEL)
+    preset: str = option("auto", help="Data-aware defaults of --hidden-dim, --alpha, --l2 and --teacher-weight where they are "
+                         f"not given: short|long, or auto (long from {LONG_MIN_SAMPLES:,} training samples; config.json records "
+                         "the choice).",
+                         check=one_of("auto", "short", "long"), panel=MODEL_PANEL)
+    hidden_dim: int | None = option(None, short="-L", help="Hidden width L of the shPLRNN and the SSM blocks (default: the "
+                                    f"preset's, {PRESETS['short']['hidden_dim']} short / {PRESETS['long']['hidden_dim']} long).", check=positive_integer, panel=MODEL_PANEL)
     kernel: str | None = option(None, help="spm|glover|calcium|none|FILE (default spm; calcium for calcium imaging).",
                                 panel=MODEL_PANEL, config_key="kernel_name")
     tau_decay: float = option(0.4, help="Calcium kernel decay time constant (s).", check=positive, panel=MODEL_PANEL)
@@ -191,7 +212,8 @@ class TrainOptions:
                                          check=at_least(2))
     learning_rate: float = option(1e-3, help="Initial RAdam learning rate (decays exponentially to --lr-end).", check=positive)
     lr_end: float = option(1e-6, help="Final learning rate.", check=positive)
-    alpha: str = option(DEFAULT_ALPHA, help="GTF forcing weight in [0, 1], or 'adaptive'.", check=_alpha_check)
+    alpha: str | None = option(None, help="GTF forcing weight in [0, 1], or 'adaptive' (default: the preset's, "
+                               f"{PRESETS['short']['alpha']} short / {PRESETS['long']['alpha']} long).", check=_alpha_check)
     alpha_end: float | None = option(None, help="Anneal a fixed --alpha geometrically to this value at the last epoch "
                                      "(default: no annealing).", check=lambda f, v: None if alpha_in_range(v) else
                                      f"{f} must be a number in [0, 1], got {v}")
@@ -203,10 +225,11 @@ class TrainOptions:
                                          "teacher signals directly (no kernel) for this many epochs, then train through the kernel "
                                          "(default: half of --epochs; 0: none).", check=at_least(0))
     teacher_weight: float | None = option(None, help="Weight λ of a teacher-space term beside the observation loss: "
-                                          "λ·MSE(latent, deconvolved teacher) over the forced units (default: "
-                                          f"{TEACHER_WEIGHT_LONG:g} when training on at least {TEACHER_WEIGHT_MIN_SAMPLES:,} "
-                                          "samples, else 0; 0: none).", check=non_negative)
-    l2: float = option(0.0, help="L2 regularisation of latent and decoder weights.", check=non_negative)
+                                          "λ·MSE(latent, deconvolved teacher) over the forced units (default: the preset's, "
+                                          f"{PRESETS['short']['teacher_weight']:g} short / {PRESETS['long']['teacher_weight']:g} long; "
+                                          "0: none).", check=non_negative)
+    l2: float | None = option(None, help="L2 regularisation of latent and decoder weights (default: the preset's, "
+                              f"{PRESETS['short']['l2']:g} short / {PRESETS['long']['l2']:g} long).", check=non_negative)
     grad_clip: float = option(10.0, cli=False)  # gradient norm clip
     test_fraction: float = option(0.25, help="Held-out tail of each recording used for validation.", check=fraction,
                                   panel=VALIDATION_PANEL)
@@ -232,7 +255,7 @@ class TrainOptions:
             if self.alpha_end is not None:
                 raise DsreconError("--alpha-end anneals a fixed --alpha; it does not combine with --sparse-tf-interval")
             return AlphaSchedule("sparse", interval=self.sparse_tf_interval)
-        a = alpha_value(self.alpha)
+        a = alpha_value(self.alpha if self.alpha is not None else DEFAULT_ALPHA)  # unset: resolved by the preset
         if a is None:
             if self.alpha_end is not None:
                 raise DsreconError("--alpha-end anneals a fixed --alpha; it does not combine with --alpha adaptive")
@@ -246,12 +269,17 @@ class TrainOptions:
 
     def teacher_weighting(self, n_train: int) -> float:
         """λ of the teacher-space term for a fit on ``n_train`` training samples: ``teacher_weight``,
-        by default TEACHER_WEIGHT_LONG from TEACHER_WEIGHT_MIN_SAMPLES samples on and 0 below (on
+        or when unset (options not resolved by `with_preset`) the auto preset's for that length (on
         Lorenz63-BOLD it cut the mean latent D_stsp by 59 % on 75 000 samples and did not help on
         2 000; docs/benchmarks.md, round 7)."""
         if self.teacher_weight is not None:
             return float(self.teacher_weight)
-        return TEACHER_WEIGHT_LONG if n_train >= TEACHER_WEIGHT_MIN_SAMPLES else 0.0
+        return float(PRESETS[choose_preset("auto", n_train)]["teacher_weight"])
+
+    def with_preset(self, preset: str) -> "TrainOptions":
+        """These options with the unset ones (alpha, l2, teacher_weight) taken from ``preset``."""
+        p = PRESETS[preset]
+        return dataclasses.replace(self, **{k: p[k] for k in ("alpha", "l2", "teacher_weight") if getattr(self, k) is None})
 
     def public(self) -> dict:
         """The options a run records."""

@@ -4,6 +4,7 @@ on a fused backend and on a vmapped one."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -76,18 +77,23 @@ def test_default_weight_follows_the_training_length():
 
 @pytest.mark.parametrize("n_frames", [600, 21_000])
 def test_trainer_resolves_the_default_on_its_training_split(n_frames, tmp_path):
-    """A fit's Trainer counts the training split (75 % of the frames here), not the whole
-    recording, and a short fit records the λ it used (0) in config.json's training summary."""
+    """The preset is chosen on the training split (75 % of the frames here), not the whole
+    recording, both by a fit (`ConvSSM.resolved`) and by a Trainer handed unresolved options; a
+    fit records the preset and the λ it used in config.json."""
     out = simulate_system("lorenz63", n_frames, 0.01, 0.5, kernel="spm", noise=0.01, seed=0)
     recs = [Recording(out["observed"], tr=0.5, names=out["names"], source="lorenz")]
-    spec, kern, _ = ConvSSM(**OPTS).plan(recs)
+    spec, kern, config = ConvSSM(**OPTS).plan(recs)
     data = prepare(recs, kern, spec.train_options.test_fraction)
     net = spec._build(3, 0, kern, torch.Generator().manual_seed(0), 0)
-    tr = Trainer([net], data, spec.train_options, [0])
     n_train = sum(p.x.shape[0] for p in data.train)
-    assert tr.teacher_weight == (TEACHER_WEIGHT_LONG if n_train >= TEACHER_WEIGHT_MIN_SAMPLES else 0.0)
-    assert (n_frames > 20_000) == (tr.teacher_weight > 0)
+    want = TEACHER_WEIGHT_LONG if n_train >= TEACHER_WEIGHT_MIN_SAMPLES else 0.0
+    assert (n_frames > 20_000) == (want > 0)
+    assert spec.teacher_weight == want and config["preset"] == ("long" if want else "short")
+    unset = dataclasses.replace(spec.train_options, teacher_weight=None, alpha=None, l2=None)
+    for opts in (spec.train_options, unset):  # resolved, and left to the Trainer
+        assert Trainer([net], data, opts, [0]).teacher_weight == want
     if n_frames < 1000:
         ConvSSM(**OPTS).fit(recs[0], run_dir=tmp_path / "run")
         cfg = json.loads((tmp_path / "run" / "config.json").read_text())
-        assert cfg["train_options"]["teacher_weight"] is None and cfg["training"]["teacher_weight"] == 0.0
+        assert cfg["train_options"]["teacher_weight"] == 0.0 and cfg["training"]["teacher_weight"] == 0.0
+        assert cfg["preset"] == "short"

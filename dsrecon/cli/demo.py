@@ -55,7 +55,9 @@ def demo_cmd(
     test = Recording(sim["observed"][DEMO_TRAIN:], tr=DEMO_TR, names=names, source=str(out / "data" / "lorenz_bold_test.tsv"))
 
     model = ConvSSM(latent_dim=3, epochs=epochs, seed=seed, device=dev)
-    log(f"2/4 fitting a cshPLRNN convSSM (M 3, L {model.hidden_dim}, α {model.alpha}): {model.train_options.pretraining()} epochs "
+    spec = model.resolved([train])  # the preset's options for these data
+    log(f"2/4 fitting a cshPLRNN convSSM (M 3, L {spec.hidden_dim}, α {spec.alpha}, {spec.preset}-data preset): "
+        f"{model.train_options.pretraining()} epochs "
         f"of teacher-space pretraining, then up to {epochs} through the HRF", quiet)
     with progress_bar(quiet) as prog:
         task = prog.add_task("fit", total=epochs, status="")

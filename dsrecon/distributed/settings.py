@@ -68,7 +68,7 @@ class _FitSettingsMethods:
 
         kw = {f.name: getattr(self, f.name) for f in model_fields() + train_fields()}
         kw["backend_options"] = dict(self.backend_options)
-        kw["alpha"] = str(self.alpha)
+        kw["alpha"] = None if self.alpha is None else str(self.alpha)  # None: the preset's
         return ConvSSM(**kw)
 
 

@@ -25,6 +25,7 @@ import torch
 
 from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.models.group import GroupLayout
+from dsrecon.options import choose_preset
 from dsrecon.training import trainer as _engine
 from dsrecon.training.batches import SequenceSampler
 from dsrecon.training.gtf import jacobian_growth
@@ -55,6 +56,8 @@ class GroupTrainer(Trainer):
                  frozen_group: bool = False):
         if not nets or len(nets) != len(datas) or feats0.shape != (len(nets), layout.F):
             raise ValueError("one net and one PreparedData per subject, features (S, F)")
+        median_samples = int(np.median([training_samples(d.train) for d in datas]))
+        opts = opts.with_preset(choose_preset("auto", median_samples))  # any option left unset: the median subject's auto preset
         self.nets, self.datas, self.layout, self.o, self.run_dir = nets, datas, layout, opts, run_dir
         self.S, self.E = len(nets), 1
         self.progress = progress or (lambda *a: None)
@@ -64,7 +67,7 @@ class GroupTrainer(Trainer):
         self.n_pretrain = opts.pretraining() if opts.pretrain_epochs is not None else 0
         self.pretrained = not self.n_pretrain
         # λ of the teacher-space term, by the training samples of the median subject (each subject has its own teacher)
-        self.teacher_weight = opts.teacher_weighting(int(np.median([training_samples(d.train) for d in datas])))
+        self.teacher_weight = opts.teacher_weighting(median_samples)
         self.device = next(nets[0].parameters()).device
         self.frozen = bool(frozen_group)
         self.g_fixed = g0.detach().to(self.device, torch.float32).clone() if self.frozen else None

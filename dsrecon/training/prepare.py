@@ -108,6 +108,12 @@ def training_samples(parts: list[Prepared]) -> int:
     return int(sum(p.x.shape[0] for p in parts))
 
 
+def training_frames(n_frames: list[int], test_fraction: float) -> int:
+    """The training samples of recordings of these lengths, before they are prepared: what
+    `training_samples` will count (each keeps its head, `Recording.split`)."""
+    return int(sum(n - round(n * test_fraction) for n in n_frames))
+
+
 def check_recordings(recs: list[Recording]) -> None:
     """Data checks at the door: constant / empty regions, consistent TR and regions."""
     if not recs:

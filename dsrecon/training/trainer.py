@@ -31,7 +31,7 @@ import torch
 from dsrecon._util import check_interrupt
 from dsrecon.errors import DivergenceError, DsreconError
 from dsrecon.models.convssm import ConvSSMNet
-from dsrecon.options import TrainOptions  # noqa: F401  (defined with every other option; imported from here too)
+from dsrecon.options import TrainOptions, choose_preset  # TrainOptions: defined with every other option; imported from here too
 from dsrecon.training import checkpoint as ckpt
 from dsrecon.training.batches import SequenceSampler
 from dsrecon.training.gtf import jacobian_growth
@@ -450,6 +450,8 @@ class Trainer:
                  run_dir: Path | None = None, progress: Callable[[int, int, str], None] | None = None,
                  log: Callable[[str], None] | None = None):
         opts = [opts] * len(nets) if isinstance(opts, TrainOptions) else list(opts)
+        # options a fit resolved are kept; any left unset take the auto preset of these data (`choose_preset`)
+        opts = [o.with_preset(choose_preset("auto", training_samples(data.train))) for o in opts]
         if not nets or not (len(nets) == len(opts) == len(seeds)):
             raise ValueError("nets, opts and seeds must have one entry per member")
         if any(replace(o, alpha="0") != replace(opts[0], alpha="0") for o in opts):

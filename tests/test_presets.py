@@ -1,0 +1,52 @@
+"""Data-aware defaults (--preset): the choice by training samples, what a fit fills in, what it records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dsrecon import ConvSSM, Recording
+from dsrecon.errors import DsreconError
+from dsrecon.group import group_preset
+from dsrecon.options import DEFAULT_ALPHA, LONG_MIN_SAMPLES, PRESETS, choose_preset
+
+
+def _rec(n: int) -> Recording:
+    x = np.cumsum(np.random.default_rng(n).standard_normal((n, 3)), axis=0)
+    return Recording(data=x, tr=1.0, names=["a", "b", "c"], source=f"x{n}.tsv")
+
+
+def test_choose_preset_by_training_samples():
+    assert choose_preset("auto", LONG_MIN_SAMPLES - 1) == "short"
+    assert choose_preset("auto", LONG_MIN_SAMPLES) == "long"
+    assert choose_preset("short", 10**7) == "short" and choose_preset("long", 10) == "long"
+
+
+@pytest.mark.parametrize("preset", ["short", "long"])
+def test_resolved_fills_only_what_is_unset(preset):
+    # 20 000 frames keep 15 000 for training (test fraction 0.25): the auto preset is long there
+    n = 600 if preset == "short" else 20_000
+    r = ConvSSM().resolved([_rec(n)])
+    p = PRESETS[preset]
+    assert r.preset == preset
+    assert (r.hidden_dim, r.alpha, r.l2, r.teacher_weight) == (p["hidden_dim"], p["alpha"], p["l2"], p["teacher_weight"])
+    mine = ConvSSM(hidden_dim=7, alpha="0.3", l2=0.5, teacher_weight=2.0).resolved([_rec(n)])
+    assert (mine.hidden_dim, mine.alpha, mine.l2, mine.teacher_weight) == (7, "0.3", 0.5, 2.0)
+    other = "long" if preset == "short" else "short"
+    forced = ConvSSM(preset=other).resolved([_rec(n)])  # an explicit preset wins over the length
+    assert forced.preset == other and forced.hidden_dim == PRESETS[other]["hidden_dim"]
+    assert ConvSSM().get_params()["hidden_dim"] is None  # the estimator's parameters stay as given
+
+
+def test_annealed_alpha_starts_from_the_fixed_default():
+    r = ConvSSM(alpha_end=0.02, preset="long").resolved([_rec(600)])
+    assert r.alpha == DEFAULT_ALPHA and r.alpha_end == 0.02
+    with pytest.raises(DsreconError, match="--alpha-end"):
+        ConvSSM(alpha="adaptive", alpha_end=0.02).resolved([_rec(600)])
+
+
+def test_a_group_takes_its_median_subjects_preset():
+    short, long_ = [_rec(600)], [_rec(20_000)]
+    assert group_preset("auto", {"01": short, "02": short, "03": long_}, 0.25) == "short"
+    assert group_preset("auto", {"01": short, "02": long_, "03": long_}, 0.25) == "long"
+    assert group_preset("short", {"01": long_}, 0.25) == "short"
