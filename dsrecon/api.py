@@ -499,7 +499,7 @@ def _interrupted(trainer: Trainer, e: KeyboardInterrupt, run: Path | None, epoch
     """The FitInterrupted of a fit stopped by SIGINT/SIGTERM: the epoch reached and the checkpoint kept."""
     from dsrecon.errors import FitInterrupted, Terminated
 
-    c = trainer.checkpoint_epoch
+    c = trainer.checkpoint_on_disk()
     return FitInterrupted(
         f"interrupted at epoch {trainer.epoch} of {epochs}; "
         + (f"the checkpoint of epoch {c} is kept (continue with --resume)" if c is not None and run is not None

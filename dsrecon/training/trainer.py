@@ -512,10 +512,20 @@ class Trainer:
         ckpt.write_state_json(self.ckpt_dir / "state.json", {
             "format": "dsrecon-engine/1", "epoch": self.epoch, "pretrained": self.pretrained, "members": [m.state() for m in self.members],
             "opt_steps": self.opt.step_count.tolist(), "tensors": name})
+        self.checkpoint_epoch = self.epoch
         for old in self.ckpt_dir.glob("state*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
-        self.checkpoint_epoch = self.epoch
+
+    def checkpoint_on_disk(self) -> int | None:
+        """The epoch of the checkpoint state.json names now (None: none yet). An interrupt can land
+        after state.json was replaced and before `save_checkpoint` notes it; this reads the file."""
+        if self.ckpt_dir is None or not (self.ckpt_dir / "state.json").exists():
+            return self.checkpoint_epoch
+        try:
+            return int(ckpt.read_state_json(self.ckpt_dir / "state.json")["epoch"])
+        except Exception:  # noqa: BLE001 (unreadable: what this process last wrote)
+            return self.checkpoint_epoch
 
     def load_checkpoint(self) -> bool:
         if self.ckpt_dir is None or not (self.ckpt_dir / "state.json").exists():
