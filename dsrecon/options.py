@@ -23,7 +23,8 @@ DEFAULT_ALPHA = "0.15"
 #: (`choose_preset`). Measured on Lorenz63-BOLD (docs/benchmarks.md, rounds 7 and 8).
 PRESETS: dict[str, dict[str, Any]] = {
     "short": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0},
-    "long": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 1.0},
+    # the GTF paper's Lorenz settings (L 100, adaptive α, λ_lat 1e-5) with round 7's teacher-space term
+    "long": {"hidden_dim": 100, "alpha": "adaptive", "l2": 1e-5, "teacher_weight": 1.0},
 }
 LONG_MIN_SAMPLES = 15_000
 # (older names of the teacher-space term's rule)
