@@ -187,7 +187,8 @@ class ModelOptions:
                          "the choice).",
                          check=one_of("auto", "short", "long"), panel=MODEL_PANEL)
     hidden_dim: int | None = option(None, short="-L", help="Hidden width L of the shPLRNN and the SSM blocks (default: the "
-                                    f"preset's, {PRESETS['short']['hidden_dim']} short / {PRESETS['long']['hidden_dim']} long).", check=positive_integer, panel=MODEL_PANEL)
+                                    f"preset's, {PRESETS['short']['hidden_dim']} short / {PRESETS['long']['hidden_dim']} long).",
+                                    check=positive_integer, panel=MODEL_PANEL)
     kernel: str | None = option(None, help="spm|glover|calcium|none|FILE (default spm; calcium for calcium imaging).",
                                 panel=MODEL_PANEL, config_key="kernel_name")
     tau_decay: float = option(0.4, help="Calcium kernel decay time constant (s).", check=positive, panel=MODEL_PANEL)
