@@ -220,10 +220,9 @@ class GroupConvSSM:
         from dsrecon.training.group import GroupTrainer
         from dsrecon.training.prepare import prepare
         from dsrecon.training.trainer import Interrupted, Stack
-
-        ids = list(subs)
         from dsrecon.api import ConvSSM
 
+        ids = list(subs)
         # one preset for the group (each subject resolves with it)
         base = ConvSSM(**{**self.base.get_params(), "preset": group_preset(self.base.preset, subs, self.base.test_fraction)})
         # the kernel of each subject (its modality and TR) and one sequence length for all

@@ -451,7 +451,8 @@ class Trainer:
                  log: Callable[[str], None] | None = None):
         opts = [opts] * len(nets) if isinstance(opts, TrainOptions) else list(opts)
         # options a fit resolved are kept; any left unset take the auto preset of these data (`choose_preset`)
-        opts = [o.with_preset(choose_preset("auto", training_samples(data.train))) for o in opts]
+        n_train = training_samples(data.train)
+        opts = [o.with_preset(choose_preset("auto", n_train)) for o in opts]
         if not nets or not (len(nets) == len(opts) == len(seeds)):
             raise ValueError("nets, opts and seeds must have one entry per member")
         if any(replace(o, alpha="0") != replace(opts[0], alpha="0") for o in opts):
@@ -470,7 +471,7 @@ class Trainer:
         self.checkpoint_epoch: int | None = None  # the epoch the checkpoint on disk holds
         self.n_pretrain = self.o.pretraining()  # epochs of teacher-space pretraining
         self.pretrained = not self.n_pretrain  # teacher-space pretraining done (or none asked)
-        self.teacher_weight = self.o.teacher_weighting(training_samples(data.train))  # λ of the teacher-space term
+        self.teacher_weight = self.o.teacher_weighting(n_train)  # λ of the teacher-space term
         self._device_batches = None  # DeviceBatches, made on the first epoch of the cuda engine
 
     @property
