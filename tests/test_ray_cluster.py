@@ -127,10 +127,32 @@ def test_embedded_ray_fits_subjects_in_parallel(cli, tmp_path):
     assert not ray.is_initialized()  # shut down again
 
 
+_handed_out: set[int] = set()
+
+
+def _free_ports(n: int) -> list[int]:
+    """n distinct free ports, none handed out before in this module. The sockets stay bound until all n
+    are picked: binding one at a time lets the kernel hand back a port just released, and Ray refuses
+    a node whose two listeners share a port (CI saw the runtime-env agent and the dashboard agent's
+    gRPC server both given 54509)."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                ports.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _free_ports(1)[0]
 
 
 def _ray(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -142,7 +164,7 @@ def _node_ports() -> list[str]:
     """Free ports for every listener of one node (the defaults, e.g. 8265 and 52365, may be a user's)."""
     opts = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
             "--runtime-env-agent-port", "--metrics-export-port")
-    return [f"{o}={_free_port()}" for o in opts]
+    return [f"{o}={p}" for o, p in zip(opts, _free_ports(len(opts)))]
 
 
 @pytest.fixture(scope="module")
