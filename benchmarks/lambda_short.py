@@ -136,8 +136,13 @@ def print_table(doc: dict) -> None:
     print(f"good = chaotic, bounded and λ_max within 25 % of {LORENZ_LMAX}; λ in 1/(Lorenz time), = per step / {LORENZ_DT}")
 
 
+_last_epoch_printed: list[int | None] = [None]
+
+
 def progress(epoch: int, total: int, status: str) -> None:
-    if epoch % 100 == 0:
+    """One line per 100 epochs (the engine also reports within an epoch, e.g. during pretraining)."""
+    if epoch % 100 == 0 and epoch != _last_epoch_printed[0]:
+        _last_epoch_printed[0] = epoch
         print(f"  epoch {epoch}/{total} {time.strftime('%H:%M:%S')}", file=sys.stderr, flush=True)
 
 
