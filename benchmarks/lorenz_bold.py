@@ -99,24 +99,44 @@ def published_protocol_dstsp(model: ConvSSM, rec: Recording) -> float:
     return float(stsp_binned(gen, x, bins=30))
 
 
+def teacher_latent(x: np.ndarray) -> np.ndarray:
+    """The Wiener teacher signals a fit of these frames trains on (`dsrecon.training.prepare`: the
+    training split, 1 − test fraction, z-scored and deconvolved), reliable rows only, z-scored."""
+    from dsrecon.signal.kernels import make_kernel
+    from dsrecon.training.prepare import prepare
+
+    data = prepare([Recording(x, tr=0.2, names=["x", "y", "z"], source="teacher")], make_kernel("spm", 0.2), 0.25)
+    d = np.concatenate([p.teacher for p in data.train])
+    return zscore(d[np.all(np.isfinite(d), axis=1)])
+
+
 def ceiling(seeds: list[int], n_fit: int, noise: float, n_gen: int) -> None:
     """What the true system itself scores, no model (the floor of each score): for each seed's
     recording (as run_one builds it), an independent realisation of the true system (another
     initial state) through the same HRF, clean and with the recording's noise σ, scored by D_pub's
-    protocol (as many frames as the recording, observation space, 30 bins); and an independent
-    n_gen-step true latent trajectory against the latent reference (the latent D_stsp's floor).
-    Each series is z-scored by its own statistics (a model's D_pub uses its training split's)."""
-    print(f"{'seed':>4s} {'D_pub clean truth':>18s} {'D_pub noisy truth':>18s} {'latent truth':>13s}", flush=True)
+    protocol (as many frames as the recording, observation space, 30 bins); an independent
+    n_gen-step true latent trajectory against the latent reference (the latent D_stsp's floor);
+    and, against the same latent reference, the training split's own true latent and the Wiener
+    teacher signals that a fit of the recording trains on (what the teacher-space pretraining and
+    the teacher term pull the latent towards). Each series is z-scored by its own statistics (a
+    model's D_pub uses its training split's)."""
+    cols = ("D_pub clean truth", "D_pub noisy truth", "latent truth", "training latent", "teacher")
+    print(f"{'seed':>4s} " + " ".join(f"{c:>18s}" for c in cols), flush=True)
     rows = []
     for seed in seeds:
-        x = recording(seed, n_fit, noise)["observed"][:n_fit]
+        rec = recording(seed, n_fit, noise)
+        x = rec["observed"][:n_fit]
+        n_train = int(round(n_fit * 0.75))
         other = lambda s: simulate_system("lorenz63", n_fit, 0.01, 0.2, kernel="spm", noise=s, seed=10_000 + seed)["observed"]  # noqa: E731
+        ref = true_lorenz(n_gen, seed)
         r = (stsp_binned(zscore(other(0.0)), zscore(x), bins=30), stsp_binned(zscore(other(noise)), zscore(x), bins=30),
-             stsp_binned(true_lorenz(n_gen, 10_000 + seed), true_lorenz(n_gen, seed), bins=30))
+             stsp_binned(true_lorenz(n_gen, 10_000 + seed), ref, bins=30),
+             stsp_binned(zscore(rec["latent"][:n_train]), ref, bins=30),
+             stsp_binned(teacher_latent(x), ref, bins=30))
         rows.append(r)
-        print(f"{seed:4d} {r[0]:18.3f} {r[1]:18.3f} {r[2]:13.3f}", flush=True)
+        print(f"{seed:4d} " + " ".join(f"{v:18.3f}" for v in r), flush=True)
     m = np.mean(rows, axis=0)
-    print(f"mean {m[0]:18.3f} {m[1]:18.3f} {m[2]:13.3f}")
+    print("mean " + " ".join(f"{v:18.3f}" for v in m))
     print(f"command: {' '.join(sys.argv)}")
 
 
