@@ -65,8 +65,8 @@ def truth(rho: float, n: int) -> tuple[np.ndarray, float]:
     return _TRUE[key]
 
 
-def recording(rho: float, frames: int, seed: int, name: str) -> Recording:
-    d = simulate_system("lorenz63", frames, 0.01, 0.2, kernel="spm", noise=0.01, seed=seed, params={"rho": rho})
+def recording(rho: float, frames: int, seed: int, name: str, kernel: str = "spm") -> Recording:
+    d = simulate_system("lorenz63", frames, 0.01, 0.2, kernel=kernel, noise=0.01, seed=seed, params={"rho": rho})
     return Recording(d["observed"], tr=0.2, names=d["names"], source=f"{name}.tsv")
 
 

@@ -7,7 +7,8 @@ one `GroupConvSSM(features=3)` fit with the subjects' initial features N(0, 1) s
 ``SCALE`` (the library draws N(0, 1)); learning rate 3e-3 → 3e-4 and pretraining off as in
 benchmarks/hierarchical.py. Prints one JSON line: the leave-one-subject-out R² of ρ on the
 features (`hierarchical.loso_r2`), each feature's correlation with ρ, the features' spread, and
-each subject's latent D_stsp (`hierarchical.score`, 20 000 generated steps).
+each subject's latent D_stsp (`hierarchical.score`, 20 000 generated steps); wall s covers the fit
+and the scoring.
 
     NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/hierarchical_features.py SCALE EPOCHS [SEED]
 """
@@ -24,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hierarchical as H  # noqa: E402
 
 import dsrecon.models.group as MG  # noqa: E402
-from dsrecon import GroupConvSSM, Recording  # noqa: E402
-from dsrecon.systems import simulate_system  # noqa: E402
+from dsrecon import GroupConvSSM  # noqa: E402
 
 
 def main() -> None:
@@ -35,10 +35,7 @@ def main() -> None:
     MG.init_features = lambda n, f, gen: orig(n, f, gen) * scale
     torch.set_num_threads(1)
     rhos = np.linspace(28, 45, 10)
-    subs = {}
-    for i, r in enumerate(rhos):
-        d = simulate_system("lorenz63", 1000, 0.01, 0.2, kernel="none", noise=0.01, seed=1000 * seed + i, params={"rho": r})
-        subs[f"{i + 1:02d}"] = Recording(d["observed"], tr=0.2, names=d["names"], source=f"sub-{i + 1:02d}.tsv")
+    subs = {f"{i + 1:02d}": H.recording(r, 1000, 1000 * seed + i, f"sub-{i + 1:02d}", kernel="none") for i, r in enumerate(rhos)}
     t = time.perf_counter()
     g = GroupConvSSM(features=3, latent_dim=3, kernel="none", epochs=epochs, seed=seed, device="cpu",
                      learning_rate=3e-3, lr_end=3e-4, pretrain_epochs=0).fit(subs)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from dsrecon import ConvSSM, Recording
+from dsrecon.options import TrainOptions
 from dsrecon.metrics.spectrum import hellinger_spectral
 from dsrecon.metrics.stsp import stsp_binned
 from dsrecon.systems import get_system, integrate, simulate_system
@@ -99,13 +100,13 @@ def published_protocol_dstsp(model: ConvSSM, rec: Recording) -> float:
     return float(stsp_binned(gen, x, bins=30))
 
 
-def teacher_latent(x: np.ndarray) -> np.ndarray:
-    """The Wiener teacher signals a fit of these frames trains on (`dsrecon.training.prepare`: the
-    training split, 1 − test fraction, z-scored and deconvolved), reliable rows only, z-scored."""
+def teacher_latent(train: Recording) -> np.ndarray:
+    """The Wiener teacher signals a fit trains on, from its training split ``train``
+    (`dsrecon.training.prepare`: z-scored and deconvolved), reliable rows only, z-scored."""
     from dsrecon.signal.kernels import make_kernel
     from dsrecon.training.prepare import prepare
 
-    data = prepare([Recording(x, tr=0.2, names=["x", "y", "z"], source="teacher")], make_kernel("spm", 0.2), 0.25)
+    data = prepare([train], make_kernel("spm", train.tr), 0.0)
     d = np.concatenate([p.teacher for p in data.train])
     return zscore(d[np.all(np.isfinite(d), axis=1)])
 
@@ -126,13 +127,14 @@ def ceiling(seeds: list[int], n_fit: int, noise: float, n_gen: int) -> None:
     for seed in seeds:
         rec = recording(seed, n_fit, noise)
         x = rec["observed"][:n_fit]
-        n_train = int(round(n_fit * 0.75))
+        # the training split fit keeps (Recording.split at the default test fraction)
+        train, _ = Recording(x, tr=0.2, names=rec["names"], source=f"lorenz-bold-seed{seed}").split(TrainOptions().test_fraction)
         other = lambda s: simulate_system("lorenz63", n_fit, 0.01, 0.2, kernel="spm", noise=s, seed=10_000 + seed)["observed"]  # noqa: E731
         ref = true_lorenz(n_gen, seed)
         r = (stsp_binned(zscore(other(0.0)), zscore(x), bins=30), stsp_binned(zscore(other(noise)), zscore(x), bins=30),
              stsp_binned(true_lorenz(n_gen, 10_000 + seed), ref, bins=30),
-             stsp_binned(zscore(rec["latent"][:n_train]), ref, bins=30),
-             stsp_binned(teacher_latent(x), ref, bins=30))
+             stsp_binned(zscore(rec["latent"][: train.n_frames]), ref, bins=30),
+             stsp_binned(teacher_latent(train), ref, bins=30))
         rows.append(r)
         print(f"{seed:4d} " + " ".join(f"{v:18.3f}" for v in r), flush=True)
     m = np.mean(rows, axis=0)
