@@ -112,7 +112,9 @@ def run_seed(seed: int, a) -> list[dict]:
     rows = []
 
     def emit(row):
-        row.update(seed=seed, subjects=S, frames=a.frames)
+        import dsrecon.models.group as MG
+
+        row.update(seed=seed, subjects=S, frames=a.frames, feature_std=MG.FEATURE_INIT_STD)
         rows.append(row)
         if a.rows:
             with open(a.rows, "a") as f:
@@ -128,7 +130,7 @@ def run_seed(seed: int, a) -> list[dict]:
         emit({"arm": "group", "subject": sid, **score(g.subject(sid), rho, a.n_gen, seed, a.lyap_steps), "wall_s": wall, "updates": upd,
               "loso_r2": r2, "features": g.features_[ids.index(sid)].tolist()})
     for arm, ep in (("single", a.epochs), ("single/S", max(1, a.epochs // S))):
-        if arm == "single/S" and a.skip_single_s:
+        if (arm == "single/S" and a.skip_single_s) or (arm == "single" and a.skip_single):
             continue
         for sid, rho in zip(ids, rhos):
             t0 = time.perf_counter()
@@ -226,11 +228,18 @@ def main(argv=None) -> None:
     p.add_argument("--lyap-steps", type=int, default=20_000)
     p.add_argument("--no-transfer", dest="transfer", action="store_false")
     p.add_argument("--skip-single-s", action="store_true")
+    p.add_argument("--skip-single", action="store_true", help="skip the single arm (e.g. when another run of the same seed has it)")
+    p.add_argument("--feature-std", type=float, default=None,
+                   help="std of the subjects' initial features (default: the library's FEATURE_INIT_STD)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rows", type=str, default=None, help="append one JSON line per result here")
     p.add_argument("--summarise", type=str, default=None, help="only print the tables of this rows file")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.feature_std is not None:
+        import dsrecon.models.group as MG
+
+        MG.FEATURE_INIT_STD = a.feature_std
     if a.summarise:
         rows = [json.loads(line) for line in open(a.summarise) if line.strip()]
         for n in sorted({(r["subjects"], r["frames"]) for r in rows}):

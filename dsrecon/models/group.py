@@ -104,6 +104,12 @@ class GroupLayout:
         return g
 
 
-def init_features(n_subjects: int, features: int, gen: torch.Generator) -> torch.Tensor:
-    """Initial features (S, F): N(0, 1) entries."""
-    return torch.randn(n_subjects, features, generator=gen) if features else torch.zeros(n_subjects, 0)
+#: standard deviation of the subjects' initial features (see `init_features`)
+FEATURE_INIT_STD = 1.0
+
+
+def init_features(n_subjects: int, features: int, gen: torch.Generator, std: float | None = None) -> torch.Tensor:
+    """Initial features (S, F): N(0, std²) entries, std `FEATURE_INIT_STD` unless given."""
+    if not features:
+        return torch.zeros(n_subjects, 0)
+    return torch.randn(n_subjects, features, generator=gen) * (FEATURE_INIT_STD if std is None else std)
