@@ -11,7 +11,8 @@ import torch
 
 from dsrecon import GroupConvSSM, Recording, load_run
 from dsrecon.errors import DsreconError
-from dsrecon.models.group import GroupLayout
+import dsrecon.models.group as MG
+from dsrecon.models.group import GroupLayout, init_features
 from dsrecon.systems import simulate_system
 from dsrecon.training import checkpoint as ckpt
 from dsrecon.training.trainer import Interrupted, Stack, inject_faults
@@ -73,6 +74,15 @@ def test_zero_features_give_the_base_parameters(scheme):
     assert L.G == 6
     g = torch.randn(6)
     assert torch.equal(L.generate(g, torch.zeros(3, 0)), g[None].expand(3, 6))
+
+
+def test_initial_features_have_the_configured_std(monkeypatch):
+    unit = init_features(4, 3, torch.Generator().manual_seed(5), std=1.0)
+    assert unit.shape == (4, 3)
+    assert torch.allclose(init_features(4, 3, torch.Generator().manual_seed(5), std=0.1), 0.1 * unit)
+    monkeypatch.setattr(MG, "FEATURE_INIT_STD", 0.25)  # the default is read at call time
+    assert torch.allclose(init_features(4, 3, torch.Generator().manual_seed(5)), 0.25 * unit)
+    assert init_features(4, 0, torch.Generator()).shape == (4, 0)
 
 
 # ----------------------------------------------------------------------------- against a single fit
