@@ -47,6 +47,13 @@ from dsrecon.systems import get_system, integrate, simulate_system
 HELD_OUT_RHO = 36.5
 
 
+def parse_set(pairs: list[str]) -> dict:
+    """``--set KEY=VALUE ...`` → keyword arguments of every arm (int, then float, else text)."""
+    from lorenz_bold import parse_set as _parse
+
+    return _parse(pairs)
+
+
 def zscore(a: np.ndarray) -> np.ndarray:
     return (a - a.mean(0)) / a.std(0)
 
@@ -108,13 +115,13 @@ def run_seed(seed: int, a) -> list[dict]:
     # the same teacher-space pretraining in every arm (--pretrain-epochs; default none), so the single
     # fits get the group's updates through the kernel and before it
     common = dict(latent_dim=3, epochs=a.epochs, batches_per_epoch=a.batches_per_epoch, seed=seed, device="cpu",
-                  learning_rate=a.learning_rate, lr_end=a.lr_end, pretrain_epochs=a.pretrain_epochs)
+                  learning_rate=a.learning_rate, lr_end=a.lr_end, pretrain_epochs=a.pretrain_epochs, **parse_set(a.set))
     rows = []
 
     def emit(row):
         import dsrecon.models.group as MG
 
-        row.update(seed=seed, subjects=S, frames=a.frames, feature_std=MG.FEATURE_INIT_STD)
+        row.update(seed=seed, subjects=S, frames=a.frames, feature_std=MG.FEATURE_INIT_STD, options=parse_set(a.set))
         rows.append(row)
         if a.rows:
             with open(a.rows, "a") as f:
@@ -231,6 +238,7 @@ def main(argv=None) -> None:
     p.add_argument("--skip-single", action="store_true", help="skip the single arm (e.g. when another run of the same seed has it)")
     p.add_argument("--feature-std", type=float, default=None,
                    help="std of the subjects' initial features (default: the library's FEATURE_INIT_STD)")
+    p.add_argument("--set", nargs="*", default=[], help="extra options of every arm, KEY=VALUE (as lorenz_bold.py)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rows", type=str, default=None, help="append one JSON line per result here")
     p.add_argument("--summarise", type=str, default=None, help="only print the tables of this rows file")
