@@ -129,7 +129,7 @@ def run_seed(seed: int, a) -> list[dict]:
         print(json.dumps(row), file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    g = GroupConvSSM(features=a.features, **common).fit(subs)
+    g = GroupConvSSM(features=a.features, **common).fit(subs, None if a.save is None else f"{a.save}/group-seed{seed}")
     wall = time.perf_counter() - t0
     upd = g.config["training"]["updates"]
     r2 = loso_r2(g.features_, rhos) if a.features else float("nan")
@@ -239,6 +239,7 @@ def main(argv=None) -> None:
     p.add_argument("--feature-std", type=float, default=None,
                    help="std of the subjects' initial features (default: the library's FEATURE_INIT_STD)")
     p.add_argument("--set", nargs="*", default=[], help="extra options of every arm, KEY=VALUE (as lorenz_bold.py)")
+    p.add_argument("--save", type=str, default=None, help="keep each seed's group run here (DIR/group-seedN)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rows", type=str, default=None, help="append one JSON line per result here")
     p.add_argument("--summarise", type=str, default=None, help="only print the tables of this rows file")
