@@ -1,0 +1,69 @@
+"""Where should a transfer start? (issue #16's transfer target)
+
+`GroupConvSSM.transfer` learns a new subject's features with the group parameters frozen, starting
+from the mean of the group's features. This script takes a group run kept by
+``benchmarks/hierarchical.py --save DIR`` and the held-out subject of that seed (ρ 36.5, the same
+recording as the benchmark's ``transfer`` arm), and runs one transfer per starting point: the
+mean (the library's), and each group subject's features. Per start it prints the transfer's best
+validation D_stsp (what the fit can see) and the latent D_stsp, D_H and λ_max of the transferred
+model against the truth (what it cannot; `hierarchical.score`). So it shows whether the start
+matters and whether validation could pick a good one.
+
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/hierarchical_transfer.py /tmp/save/group-seed0 \\
+        --seed 0 --epochs 100 --jsonl rows.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hierarchical as H  # noqa: E402
+
+from dsrecon import load_run  # noqa: E402
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", type=Path, help="a group run (hierarchical.py --save DIR: DIR/group-seedN)")
+    p.add_argument("--seed", type=int, default=0, help="the benchmark seed the run was fitted with (picks the held-out recording)")
+    p.add_argument("--frames", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=100, help="transfer epochs (the benchmark: a tenth of the group fit's)")
+    p.add_argument("--n-gen", type=int, default=100_000)
+    p.add_argument("--lyap-steps", type=int, default=20_000)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--jsonl", type=Path, default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    held = H.recording(H.HELD_OUT_RHO, a.frames, 1000 * a.seed + 999, "sub-99")
+    g = load_run(a.run)
+    feats = np.asarray(g.features_, np.float32)
+    starts = [("mean", None)] + [(sid, k) for k, sid in enumerate(g.subjects)]
+    print(f"{'start':>5s} {'val D_stsp':>10s} {'D_stsp':>7s} {'D_H':>6s} {'λ_max':>7s} {'wall s':>6s}  features", flush=True)
+    for name, k in starts:
+        # transfer starts at the mean of the source's features: hand it the one row to start from
+        g.features_ = feats if k is None else feats[k : k + 1]
+        t0 = time.perf_counter()
+        tr = g.transfer({"99": held}, epochs=a.epochs, seed=a.seed)
+        wall = time.perf_counter() - t0
+        row = {"start": name, "start_features": (feats.mean(0) if k is None else feats[k]).tolist(),
+               "val_D_stsp": tr.config["training"]["best_val_D_stsp"], "best_epoch": tr.config["training"]["best_epoch"],
+               **H.score(tr.subject("99"), H.HELD_OUT_RHO, a.n_gen, a.seed, a.lyap_steps), "wall_s": wall,
+               "features": np.asarray(tr.features_[0]).tolist(), "seed": a.seed, "run": str(a.run)}
+        print(f"{name:>5s} {row['val_D_stsp']:10.3f} {row['D_stsp']:7.3f} {row.get('D_H', float('nan')):6.3f} "
+              f"{row.get('lambda_max', float('nan')):7.3f} {wall:6.0f}  {np.round(row['features'], 3).tolist()}", flush=True)
+        if a.jsonl:
+            with open(a.jsonl, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    g.features_ = feats
+
+
+if __name__ == "__main__":
+    main()
