@@ -67,6 +67,7 @@ def track(seed: int, epochs: int, n_fit: int, extra: dict | None = None, noise: 
         # the trainer validates every val_every epochs and once more at the last epoch
         rows.append({"epoch": min((len(rows) + 1) * opts.val_every, epochs), "val": v["D_stsp"], "latent": latent,
                      "teacher": teacher_space_validation(net, data)})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress, and what a stopped run measured
         return v
 
     trainer_mod.validate = validate
