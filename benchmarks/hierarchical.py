@@ -38,20 +38,15 @@ import time
 import numpy as np
 import torch
 
+import dsrecon.models.group as MG
 from dsrecon import ConvSSM, GroupConvSSM, Recording
 from dsrecon.metrics.lyapunov import dynamics_lyapunov, system_lyapunov
 from dsrecon.metrics.spectrum import hellinger_spectral
 from dsrecon.metrics.stsp import stsp_binned
 from dsrecon.systems import get_system, integrate, simulate_system
+from lorenz_bold import parse_set  # --set KEY=VALUE (benchmarks/ is on the path: run as a script or imported by its siblings)
 
 HELD_OUT_RHO = 36.5
-
-
-def parse_set(pairs: list[str]) -> dict:
-    """``--set KEY=VALUE ...`` → keyword arguments of every arm (int, then float, else text)."""
-    from lorenz_bold import parse_set as _parse
-
-    return _parse(pairs)
 
 
 def zscore(a: np.ndarray) -> np.ndarray:
@@ -114,14 +109,13 @@ def run_seed(seed: int, a) -> list[dict]:
     held = recording(HELD_OUT_RHO, a.frames, 1000 * seed + 999, "sub-99")
     # the same teacher-space pretraining in every arm (--pretrain-epochs; default none), so the single
     # fits get the group's updates through the kernel and before it
+    extra = parse_set(a.set)
     common = dict(latent_dim=3, epochs=a.epochs, batches_per_epoch=a.batches_per_epoch, seed=seed, device="cpu",
-                  learning_rate=a.learning_rate, lr_end=a.lr_end, pretrain_epochs=a.pretrain_epochs, **parse_set(a.set))
+                  learning_rate=a.learning_rate, lr_end=a.lr_end, pretrain_epochs=a.pretrain_epochs, **extra)
     rows = []
 
     def emit(row):
-        import dsrecon.models.group as MG
-
-        row.update(seed=seed, subjects=S, frames=a.frames, feature_std=MG.FEATURE_INIT_STD, options=parse_set(a.set))
+        row.update(seed=seed, subjects=S, frames=a.frames, feature_std=MG.FEATURE_INIT_STD, options=extra)
         rows.append(row)
         if a.rows:
             with open(a.rows, "a") as f:
@@ -246,8 +240,6 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.feature_std is not None:
-        import dsrecon.models.group as MG
-
         MG.FEATURE_INIT_STD = a.feature_std
     if a.summarise:
         rows = [json.loads(line) for line in open(a.summarise) if line.strip()]

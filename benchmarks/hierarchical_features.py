@@ -3,9 +3,9 @@ whether they encode ρ?
 
 10 Lorenz63 subjects (ρ evenly spaced 28…45, dt 0.01 per sample), observed directly (``kernel
 none``, noise 0.01, 1 000 frames each; no HRF, so the question is the feature learning alone),
-one `GroupConvSSM(features=3)` fit with the subjects' initial features N(0, 1) scaled by
-``SCALE`` (the library draws N(0, 1)); learning rate 3e-3 → 3e-4 and pretraining off as in
-benchmarks/hierarchical.py. Prints one JSON line: the leave-one-subject-out R² of ρ on the
+one `GroupConvSSM(features=3)` fit with the subjects' initial features N(0, SCALE²)
+(`dsrecon.models.group.FEATURE_INIT_STD`; the library's default is now 0.1); learning rate
+3e-3 → 3e-4 and pretraining off as in benchmarks/hierarchical.py. Prints one JSON line: the leave-one-subject-out R² of ρ on the
 features (`hierarchical.loso_r2`), each feature's correlation with ρ, the features' spread, and
 each subject's latent D_stsp (`hierarchical.score`, 20 000 generated steps); wall s covers the fit
 and the scoring.
@@ -31,8 +31,7 @@ from dsrecon import GroupConvSSM  # noqa: E402
 def main() -> None:
     scale, epochs = float(sys.argv[1]), int(sys.argv[2])
     seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-    orig = MG.init_features
-    MG.init_features = lambda n, f, gen: orig(n, f, gen) * scale
+    MG.FEATURE_INIT_STD = scale  # the initial features are N(0, scale²)
     torch.set_num_threads(1)
     rhos = np.linspace(28, 45, 10)
     subs = {f"{i + 1:02d}": H.recording(r, 1000, 1000 * seed + i, f"sub-{i + 1:02d}", kernel="none") for i, r in enumerate(rhos)}
