@@ -5,10 +5,10 @@ whether they encode ρ?
 none``, noise 0.01, 1 000 frames each; no HRF, so the question is the feature learning alone),
 one `GroupConvSSM(features=3)` fit with the subjects' initial features N(0, SCALE²)
 (`dsrecon.models.group.FEATURE_INIT_STD`; the library's default is now 0.1); learning rate
-3e-3 → 3e-4 and pretraining off as in benchmarks/hierarchical.py. Prints one JSON line: the leave-one-subject-out R² of ρ on the
-features (`hierarchical.loso_r2`), each feature's correlation with ρ, the features' spread, and
-each subject's latent D_stsp (`hierarchical.score`, 20 000 generated steps); wall s covers the fit
-and the scoring.
+3e-3 → 3e-4 and pretraining off as in benchmarks/hierarchical.py. Prints one JSON line: the
+leave-one-subject-out R² of ρ on the features (`hierarchical.loso_r2`), each feature's
+correlation with ρ, the features' spread, and each subject's latent D_stsp (`hierarchical.score`,
+20 000 generated steps); wall s covers the fit and the scoring.
 
     NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/hierarchical_features.py SCALE EPOCHS [SEED]
 """
