@@ -338,8 +338,8 @@ def test_interrupted_evaluate_and_report_leave_no_temporary_files(userdir, sig):
 
 
 # ------------------------------------------------------------------------------ cohorts and sweeps
-COHORT = ["--epochs", "150", "--patience", "0", "--batches-per-epoch", "2", "--batch-size", "4", "--hidden-dim", "8",
-          "--sequence-length", "60", "--val-every", "5", "--checkpoint-every", "1", "--lyapunov-steps", "200",
+COHORT = ["--epochs", "60", "--patience", "0", "--batches-per-epoch", "2", "--batch-size", "4", "--hidden-dim", "8",
+          "--sequence-length", "60", "--val-every", "10", "--checkpoint-every", "1", "--lyapunov-steps", "200",
           "--max-parallel", "2", "--quiet"]
 
 
@@ -356,7 +356,7 @@ def test_interrupted_fit_cohort_stops_its_workers_and_resumes(tmp_path, sig):
         lorenz_table(tmp_path / "data" / f"sub-{i + 1:02d}_bold.tsv", seed=i)
     before = snapshot(tmp_path / "data")
     out = tmp_path / "out"
-    # every checkpoint write held 0.1 s (≥ 30 s per subject), so no subject finishes before the signal
+    # every checkpoint write held 0.1 s (≥ 6 s per subject), so no subject finishes before the signal
     p = popen("fit-cohort", "data", "-o", "out", *COHORT, cwd=tmp_path, env={"DSRECON_TEST_HOLD_WRITE": "0.1"})
     _wait_for(lambda: out.exists() and any(_ckpt_epoch(out, f"sub-{i:02d}") >= 2 for i in (1, 2)), proc=p)
     t0 = time.time()
