@@ -22,6 +22,9 @@ ensemble, so a stopped run still has its numbers.
 
     NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 nice -n 10 python benchmarks/lambda_short.py \\
         --series 8 --ensemble 8 --variants default kernel_none --out lambda_short.json
+
+Runs split over processes (``--seed 0 --series 2``, ``--seed 2 --series 2``, …: series seed … seed+1)
+are pooled by ``--combine a.json b.json …``, which prints the same table over all their models.
 """
 
 from __future__ import annotations
@@ -136,6 +139,28 @@ def print_table(doc: dict) -> None:
     print(f"good = chaotic, bounded and λ_max within 25 % of {LORENZ_LMAX}; λ in 1/(Lorenz time), = per step / {LORENZ_DT}")
 
 
+def combine(paths: list[Path]) -> dict:
+    """The rows of several --out files pooled per variant (one setup: the same options, epochs and
+    Lyapunov steps; distinct data series), as one document with a summary."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    setups = {json.dumps(d["setup"], sort_keys=True) for d in docs}
+    if len(setups) != 1:
+        raise SystemExit(f"--combine: the files have different setups: {sorted(setups)}")
+    rows = [r for d in docs for r in d["rows"]]
+    keys = [(r["variant"], r["data_seed"], r["member"]) for r in rows]
+    if len(set(keys)) != len(keys):
+        raise SystemExit("--combine: a series appears in more than one file")
+    summary = {}
+    for v in dict.fromkeys(r["variant"] for r in rows):
+        rv = [r for r in rows if r["variant"] == v]
+        walls = [e["fit_wall_s"] for d in docs for e in d["ensembles"] if e["variant"] == v]
+        summary[v] = {**summarise(rv), "fit_wall_s": float(sum(walls)), "series_done": len({r["data_seed"] for r in rv})}
+    for v, s in summary.items():
+        print(f"# {v}: series {sorted({r['data_seed'] for r in rows if r['variant'] == v})}, λ_max per model: "
+              + ", ".join(f"{r['lambda_max']:.2f}" if r.get("bounded") else "unbounded" for r in rows if r["variant"] == v))
+    return {"setup": docs[0]["setup"], "rows": rows, "summary": summary}
+
+
 _last_epoch_printed: list[int | None] = [None]
 
 
@@ -158,7 +183,12 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="extra ConvSSM options KEY=VALUE")
     ap.add_argument("--out", type=Path, default=None, help="JSON results (rewritten after every ensemble)")
     ap.add_argument("--runs", type=Path, default=None, help="keep the run directories here (default: a temporary directory)")
+    ap.add_argument("--combine", type=Path, nargs="+", default=None,
+                    help="only print the pooled table of these --out files (runs of one setup over other --seed values)")
     a = ap.parse_args()
+    if a.combine:
+        print_table(combine(a.combine))
+        return
     torch.set_num_threads(a.threads)
     extra = parse_set(a.set)
     doc = {"benchmark": "lambda_short", "command": " ".join(sys.argv), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
