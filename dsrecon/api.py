@@ -37,6 +37,9 @@ from dsrecon.training.memory import check_fit_memory
 from dsrecon.training.trainer import LOG_COLUMNS, Interrupted, TrainOptions, Trainer
 
 
+#: steps of the free run `ConvSSM.long_run` checks after a fit (validation's shortest run)
+LONG_RUN_STEPS = 10_000
+
 
 class ConvSSM:
     """A convolutional state-space model trained with generalized teacher forcing.
@@ -414,6 +417,21 @@ class ConvSSM:
             bad = np.flatnonzero(~np.isfinite(lat).all(1) | (np.abs(lat).max(1) > 1e4))
             raise DivergenceError(f"the free run diverged (non-finite or exploding states from step {int(bad[0]) if bad.size else '?'}); nothing was written")
         return {"observed": self.norm_.invert(x), "observed_normalised": x, "latent": lat, "first_frame": first}
+
+    def long_run(self, n_steps: int = LONG_RUN_STEPS) -> dict:
+        """Where the fitted model's free run ends up: an ``n_steps`` run from the end of the training
+        data (no inputs). Returns {"steps", "spread", "settles", "diverged"}: ``spread`` is the largest
+        std over regions of the last quarter, in the training data's z-units (about 1 for a run on
+        the data's attractor); ``settles`` is spread below 0.05, the collapse test validation uses
+        (a fixed point or a tiny cycle: the model has lost the data's oscillation)."""
+        from dsrecon.training.trainer import COLLAPSE_SPREAD
+
+        try:
+            x = self.simulate(int(n_steps))["observed_normalised"]
+        except DivergenceError:
+            return {"steps": int(n_steps), "spread": float("inf"), "settles": False, "diverged": True}
+        spread = float(x[-max(1, x.shape[0] // 4):].std(0).max())
+        return {"steps": int(n_steps), "spread": spread, "settles": spread < COLLAPSE_SPREAD, "diverged": False}
 
     # ---------------------------------------------------------------- scoring
     def score(self, test: Recording, *, n_pe: int | None = None, stsp: str = "auto", bins: int = 30, gmm_var: float = 1.0,

@@ -360,3 +360,49 @@ def test_an_error_raised_by_an_interrupted_import_reports_the_interrupt(monkeypa
     monkeypatch.setattr(cli_main, "app", lambda *a, **k: (_ for _ in ()).throw(ImportError("a real bug")))
     assert cli_main.main(["evaluate", "run"]) == 1
     assert "internal error: ImportError: a real bug" in capsys.readouterr().err
+
+
+def _rotation_model(radius: float):
+    """A fitted linear-backend model whose map is then set to r·R(θ) ⊕ r: a sustained (r = 1),
+    decaying (r < 1) or growing (r > 1) oscillation, seen without a kernel."""
+    t = np.arange(1200)
+    x = np.stack([np.cos(2 * np.pi * t / 50), np.sin(2 * np.pi * t / 50), np.cos(2 * np.pi * t / 25)], 1)
+    m = ConvSSM(backend="linear", kernel="none", decoder="identity", latent_dim=3, epochs=1, batches_per_epoch=1, batch_size=4,
+                test_fraction=0.0, seed=0).fit(Recording(x, tr=1.0, names=["a", "b", "c"]))
+    th = 2 * np.pi / 50
+    A = np.zeros((3, 3))
+    A[:2, :2] = radius * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    A[2, 2] = radius
+    with torch.no_grad():
+        m.net_.dynamics.A.copy_(torch.as_tensor(A, dtype=torch.float32))
+        m.net_.dynamics.b.zero_()
+    return m
+
+
+def test_long_run_tells_an_oscillation_from_a_fixed_point_and_a_divergence():
+    sustained = _rotation_model(1.0).long_run()
+    assert not sustained["settles"] and not sustained["diverged"] and 0.3 < sustained["spread"] < 3, sustained
+    decaying = _rotation_model(0.995).long_run()  # 0.995^7 500 ≈ 5e-17 by the last quarter
+    assert decaying["settles"] and not decaying["diverged"] and decaying["spread"] < 1e-6, decaying
+    growing = _rotation_model(1.01).long_run()  # 1.01^10 000: leaves the bounded regime
+    assert growing["diverged"] and not growing["settles"], growing
+    assert sustained["steps"] == decaying["steps"] == 10_000
+
+
+def test_cli_fit_warns_when_the_free_run_settles(cli, tmp_path, monkeypatch):
+    """One warning line (also with --quiet) and the check in --json, when the fitted model's long
+    free run settles on a fixed point; nothing when it does not."""
+    x = tmp_path / "x.tsv"
+    assert cli("simulate", "system", "lorenz63", "--length", "500", "--tr", "0.5", "--dt", "0.01", "--noise", "0.01", "-o", x).code == 0
+    args = ["--epochs", "1", "--batches-per-epoch", "1", "--hidden-dim", "8", "--json", "--quiet"]
+    monkeypatch.setattr(ConvSSM, "long_run", lambda self, n_steps=10_000: {"steps": n_steps, "spread": 0.001, "settles": True,
+                                                                             "diverged": False})
+    r = cli("fit", x, "-o", tmp_path / "a", *args)
+    assert r.code == 0, r.err
+    assert r.err.count("\n") == 1 and r.err.startswith("warning: the fitted model's free run settles on a fixed point"), r.err
+    assert "--alpha-end 0.02" in r.err and json.loads(r.out)["long_run"]["settles"] is True
+    monkeypatch.setattr(ConvSSM, "long_run", lambda self, n_steps=10_000: {"steps": n_steps, "spread": 1.0, "settles": False,
+                                                                             "diverged": False})
+    r = cli("fit", x, "-o", tmp_path / "b", *args)
+    assert r.code == 0 and r.err == "", r.err
+    assert json.loads(r.out)["long_run"] == {"steps": 10_000, "spread": 1.0, "settles": False, "diverged": False}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsrecon import GroupConvSSM, Recording, load_run
+from dsrecon import ConvSSM, GroupConvSSM, Recording, load_run
 from dsrecon.errors import DsreconError
 import dsrecon.models.group as MG
 from dsrecon.models.group import GroupLayout, init_features
@@ -264,3 +264,24 @@ def test_evaluate_all_and_subject_on_a_table_directory(cli, tmp_path):
     assert r.code == 1 and "no such column" in r.err and not (tmp_path / "r.html").exists()
     r = cli("report", out, "--subject", "01", "--lyapunov-steps", "500", "-o", tmp_path / "r1.html", "--json")
     assert r.code == 0, r.err
+
+
+def test_fit_group_warns_naming_the_subjects_whose_free_run_settles(cli, tmp_path, monkeypatch):
+    from dsrecon.io.tables import write_table
+
+    d = tmp_path / "tables"
+    d.mkdir()
+    for i, rho in enumerate((28.0, 40.0, 33.0)):
+        r = rec(rho, seed=i)
+        write_table(d / f"sub-0{i + 1}_bold.tsv", r.data, r.names, sidecar={"RepetitionTime": 1.0})
+
+    def long_run(self, n_steps=10_000):  # subjects 02 and 03 settle
+        settles = self.config["subject"] in ("02", "03")
+        return {"steps": n_steps, "spread": 0.001 if settles else 1.0, "settles": settles, "diverged": False}
+
+    monkeypatch.setattr(ConvSSM, "long_run", long_run)
+    r = cli("fit-group", d, "--features", "1", "--hidden-dim", "8", "--epochs", "1", "--batches-per-epoch", "1", "--batch-size", "4",
+            "--sequence-length", "60", "-o", tmp_path / "grp", "--quiet", "--json")
+    assert r.code == 0, r.err
+    assert r.err.count("\n") == 1 and r.err.startswith("warning: subjects 02, 03: the free runs of 10000 steps settle on a fixed point"), r.err
+    assert {s: v["settles"] for s, v in json.loads(r.out)["long_run"].items()} == {"01": False, "02": True, "03": True}

@@ -31,6 +31,30 @@ def log(msg: str, quiet: bool = False) -> None:
         err_console.print(msg)
 
 
+def warn(msg: str) -> None:
+    """One line ``warning: msg`` on stderr, with or without --quiet."""
+    err_console.print(f"warning: {msg}", markup=False, highlight=False, soft_wrap=True)
+
+
+#: what a user can try when a fitted model's free run settles (docs/user-guide.md, "When a fit collapses")
+SETTLES_HINT = "try --alpha-end 0.02, another --seed or --ensemble 8"
+
+
+def check_long_run(model, what: str = "the fitted model's free run") -> dict | None:
+    """`ConvSSM.long_run` of a model fitted without inputs (a driven model may rest without its
+    inputs), with a warning when its free run settles on a fixed point or diverges; None for a
+    model with inputs."""
+    if model.config.get("n_inputs"):
+        return None
+    r = model.long_run()
+    if r["diverged"]:
+        warn(f"{what} diverges within {r['steps']} steps; {SETTLES_HINT}")
+    elif r["settles"]:
+        warn(f"{what} settles on a fixed point (spread {r['spread']:.3g} in z-units over the last quarter of "
+             f"{r['steps']} steps), so it does not reproduce the data's oscillation; {SETTLES_HINT}")
+    return r
+
+
 def emit(result: dict[str, Any], as_json: bool, title: str = "Results", quiet: bool = False) -> None:
     """Print a result: one JSON object on stdout with --json, else a rich table of its scalars."""
     if as_json:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from dsrecon.cli.common import JsonOpt, QuietOpt, emit, log, progress_bar
+from dsrecon.cli.common import JsonOpt, QuietOpt, check_long_run, emit, log, progress_bar
 from dsrecon.cli.main import app
 from dsrecon.cli.options import parse_fit_options, with_fit_options
 from dsrecon.errors import DsreconError
@@ -85,5 +85,8 @@ def fit_cmd(
             raise typer.Exit(report_interrupt(e)) from None
     summary = model.config["training"]
     result = {"run": str(output), "seconds": time.perf_counter() - t0, **summary, "seed": model.seed, "versions": model.config["versions"]}
+    long_run = check_long_run(model)
+    if long_run is not None:
+        result["long_run"] = long_run
     log(f"wrote {output}/model.safetensors, config.json, training_log.tsv", quiet)
     emit(result, as_json, title=f"dsrecon fit → {output}", quiet=quiet)

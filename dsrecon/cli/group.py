@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from dsrecon.cli.common import JsonOpt, QuietOpt, emit, log, progress_bar
+from dsrecon.cli.common import SETTLES_HINT, JsonOpt, QuietOpt, check_long_run, emit, log, progress_bar, warn
 from dsrecon.cli.main import app
 from dsrecon.cli.options import parse_fit_options, with_fit_options
 from dsrecon.errors import DataError, DsreconError
@@ -155,6 +155,15 @@ def fit_group_cmd(
     result = {"run": str(output), "seconds": time.perf_counter() - t0, "subjects": fitted.subjects, "features": fitted.features,
               "scheme": fitted.scheme, "transfer_from": None if from_run is None else str(from_run), **summary,
               "seed": fitted.config.get("seed"), "versions": fitted.config["versions"]}
+    models = {sid: fitted.subject(sid) for sid in fitted.subjects}
+    # (a model with task inputs may rest without them: checked only for autonomous models)
+    result["long_run"] = long_runs = {sid: m.long_run() for sid, m in models.items() if not m.config.get("n_inputs")}
+    for key, what in (("settles", "settle on a fixed point, so they do not reproduce the data's oscillation"),
+                      ("diverged", "diverge")):
+        bad = [sid for sid, r in long_runs.items() if r[key]]
+        if bad:
+            warn(f"subject{'s' if len(bad) > 1 else ''} {', '.join(bad)}: the free run{'s' if len(bad) > 1 else ''} of "
+                 f"{long_runs[bad[0]]['steps']} steps {what}; {SETTLES_HINT}")
     log(f"wrote {output}/model.safetensors, config.json, subject_features.tsv, training_log.tsv", quiet)
     emit(result, as_json, title=f"dsrecon fit-group → {output}", quiet=quiet)
 
