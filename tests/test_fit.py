@@ -401,6 +401,10 @@ def test_cli_fit_warns_when_the_free_run_settles(cli, tmp_path, monkeypatch):
     assert r.code == 0, r.err
     assert r.err.count("\n") == 1 and r.err.startswith("warning: the fitted model's free run settles on a fixed point"), r.err
     assert "--alpha-end 0.02" in r.err and json.loads(r.out)["long_run"]["settles"] is True
+    r = cli("fit", x, "-o", tmp_path / "ens", *args, "--ensemble", "2")  # the ensemble's best member
+    assert r.code == 0, r.err
+    assert r.err.count("\n") == 1 and r.err.startswith("warning: the best member's free run settles on a fixed point"), r.err
+    assert json.loads(r.out)["long_run"]["settles"] is True
     monkeypatch.setattr(ConvSSM, "long_run", lambda self, n_steps=10_000: {"steps": n_steps, "spread": 1.0, "settles": False,
                                                                              "diverged": False})
     r = cli("fit", x, "-o", tmp_path / "b", *args)

@@ -40,7 +40,7 @@ def warn(msg: str) -> None:
 SETTLES_HINT = "try --alpha-end 0.02, another --seed or --ensemble 8"
 
 
-def check_long_run(model, what: str = "the fitted model's free run") -> dict | None:
+def check_long_run(model, what: str = "the fitted model's free run", hint: str = SETTLES_HINT) -> dict | None:
     """`ConvSSM.long_run` of a model fitted without inputs (a driven model may rest without its
     inputs), with a warning when its free run settles on a fixed point or diverges; None for a
     model with inputs."""
@@ -48,10 +48,10 @@ def check_long_run(model, what: str = "the fitted model's free run") -> dict | N
         return None
     r = model.long_run()
     if r["diverged"]:
-        warn(f"{what} diverges within {r['steps']} steps; {SETTLES_HINT}")
+        warn(f"{what} diverges within {r['steps']} steps; {hint}")
     elif r["settles"]:
         warn(f"{what} settles on a fixed point (spread {r['spread']:.3g} in z-units over the last quarter of "
-             f"{r['steps']} steps), so it does not reproduce the data's oscillation; {SETTLES_HINT}")
+             f"{r['steps']} steps), so it does not reproduce the data's oscillation; {hint}")
     return r
 
 

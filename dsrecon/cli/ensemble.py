@@ -11,7 +11,7 @@ from dsrecon.errors import DsreconError, FitInterrupted
 
 def fit_ensemble_cli(model, recs, output, size: int, alphas: str | None, *, resume: bool, force: bool, quiet: bool,
                      as_json: bool, inputs: list[str]) -> None:
-    from dsrecon.cli.common import emit, log, progress_bar
+    from dsrecon.cli.common import check_long_run, emit, log, progress_bar
     from dsrecon.cli.main import report_interrupt
     from dsrecon.ensemble import convssm_kwargs, fit_ensemble
 
@@ -39,5 +39,12 @@ def fit_ensemble_cli(model, recs, output, size: int, alphas: str | None, *, resu
               "best_val_D_stsp": best["best_val_D_stsp"], "best_val_D_H": best["best_val_D_H"],
               "members": [{k: m[k] for k in ("run", "seed", "alpha", "best_val_D_stsp", "best_val_D_H", "final_loss", "epochs_run", "failed")}
                           for m in summary["members"]]}
+    if summary["best_member"] is not None and not best.get("failed"):
+        from dsrecon.api import load_run
+
+        long_run = check_long_run(load_run(output / summary["best_run"]), "the best member's free run",
+                                  "try --alpha-end 0.02, another --seed or a larger --ensemble")
+        if long_run is not None:
+            result["long_run"] = long_run
     log(f"wrote {output}/member-XX (one run each), ensemble.json, best → {summary['best_run']}", quiet)
     emit(result, as_json, title=f"dsrecon fit --ensemble {size} → {output}", quiet=quiet)
