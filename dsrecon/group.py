@@ -305,6 +305,16 @@ class GroupConvSSM:
                                      "normalisation": datas[s].norm.to_dict(), "data": datas[s].info} for s in ids]})
         trainer = GroupTrainer(nets, [datas[s] for s in ids], layout, g0, f0, opts, seed, run, progress, log,
                                frozen_group=source is not None)
+        if source is not None and self.features > 0:
+            # each new subject starts where the group's model of it validates best: the mean of the
+            # source's features, or one source subject's (deterministic, so a resumed run agrees)
+            names = ["mean"] + list(source.subjects)
+            cands = torch.as_tensor(np.concatenate([np.asarray(source.features_, np.float32).mean(0, keepdims=True),
+                                                    np.asarray(source.features_, np.float32)]), dtype=torch.float32)
+            pick = trainer.choose_start(cands)
+            config["transfer_start"] = {sid: names[k] for sid, k in zip(ids, pick)}
+            if log is not None:
+                log("transfer starts: " + ", ".join(f"{sid} from {'the mean' if k == 0 else 'subject ' + names[k]}" for sid, k in zip(ids, pick)))
         if run is not None:
             if fresh:
                 for sid in ids:

@@ -150,15 +150,53 @@ def test_transfer_freezes_the_group_parameters_and_learns_features(tmp_path):
     assert torch.equal(new.g_, g.g_)
     on_disk = tensors(tmp_path / "grp2")["group"]
     assert torch.equal(on_disk, tensors(tmp_path / "grp")["group"])
-    start = np.asarray(g.features_).mean(0)
-    assert new.subjects == ["03"] and not np.allclose(new.features_[0], start)  # the features moved from the group mean
+    # the start: where the group's model validates best on the new subject (the mean or a source subject's features)
+    cands = {"mean": np.asarray(g.features_).mean(0), "01": np.asarray(g.features_)[0], "02": np.asarray(g.features_)[1]}
+    start = cands[new.config["transfer_start"]["03"]]
+    assert new.subjects == ["03"] and new.config["transfer_from"]["subjects"] == ["01", "02"]
     assert new.config["training"]["updates"] == 3 * TINY["batches_per_epoch"]
-    assert new.config["transfer_from"]["subjects"] == ["01", "02"]
+    kept_start = new.config["training"]["best_epoch"] == 0  # the start validated best: it is kept
+    assert np.allclose(new.features_[0], start) == kept_start
     out = new.subject("03").simulate(50)
     assert out["latent"].shape == (50, 3)
-    pre = src.transfer({"03": rec(34, seed=7, name="c")}, run_dir=tmp_path / "grp3", epochs=3, pretrain_epochs=2)
+    # without validation (no held-out tail) the start is the mean and the last model is kept: the features moved
+    learned = src.transfer({"03": rec(34, seed=7, name="c")}, epochs=3, test_fraction=0.0)
+    assert torch.equal(learned.g_, g.g_) and not np.allclose(learned.features_[0], cands["mean"])
+    pre = src.transfer({"03": rec(34, seed=7, name="c")}, run_dir=tmp_path / "grp3", epochs=3, pretrain_epochs=2, test_fraction=0.0)
     assert torch.equal(pre.g_, g.g_)  # teacher-space pretraining of the features leaves the group frozen too
-    assert not np.allclose(pre.features_[0], new.features_[0])
+    assert not np.allclose(pre.features_[0], learned.features_[0])
+
+
+def test_transfer_starts_each_subject_at_its_best_validating_candidate_and_can_keep_it(monkeypatch):
+    """choose_start takes, per new subject, the candidate features with the lowest validation
+    D_stsp; a transfer validates that start (epoch 0) and keeps it when training only gets worse."""
+    from dsrecon.training import group as TG
+
+    subs = {"01": rec(28, seed=0, name="a"), "02": rec(40, seed=1, name="b")}
+    g = GroupConvSSM(features=2, **TINY).fit(subs)
+    table = {0: [5.0, 9.0], 1: [4.0, 9.5], 2: [6.0, 3.0]}  # candidate → (subject 03, subject 04) validation
+
+    def fake_subject_validation(self, feats):
+        k = next(i for i, c in enumerate(cands) if torch.allclose(feats[0], c))
+        return table[k]
+
+    cands = torch.as_tensor(np.concatenate([np.asarray(g.features_, np.float32).mean(0, keepdims=True),
+                                            np.asarray(g.features_, np.float32)]))
+    monkeypatch.setattr(TG.GroupTrainer, "subject_validation", fake_subject_validation)
+    calls = []
+    orig = TG.GroupTrainer._validate
+
+    def worse_and_worse(self, e, generated=None):  # every validation after the start scores worse
+        v = orig(self, e, generated)
+        calls.append(self.epoch)
+        return {**v, "D_stsp": 1.0 + self.epoch}
+
+    monkeypatch.setattr(TG.GroupTrainer, "_validate", worse_and_worse)
+    new = g.transfer({"03": rec(34, seed=7, name="c"), "04": rec(44, seed=8, name="d")}, epochs=4, val_every=2)
+    assert new.config["transfer_start"] == {"03": "01", "04": "02"}
+    assert calls == [0, 2, 4]  # the start, then every val_every epochs
+    assert new.config["training"]["best_epoch"] == 0 and new.config["training"]["best_val_D_stsp"] == 1.0
+    np.testing.assert_array_equal(new.features_, cands[[1, 2]].numpy().astype(np.float64))
 
 
 def test_killed_group_fit_resumes_bit_identically(tmp_path):

@@ -70,6 +70,7 @@ class GroupTrainer(Trainer):
         self.teacher_weight = opts.teacher_weighting(median_samples)
         self.device = next(nets[0].parameters()).device
         self.frozen = bool(frozen_group)
+        self.validate_start = self.frozen  # a transfer keeps its start when training makes it worse
         self.g_fixed = g0.detach().to(self.device, torch.float32).clone() if self.frozen else None
         vec = feats0.reshape(-1) if self.frozen else torch.cat([g0.reshape(-1), feats0.reshape(-1)])
         self.stack = _Row(vec.detach().to(self.device, torch.float32).clone()[None])
@@ -120,6 +121,31 @@ class GroupTrainer(Trainer):
         return {"D_stsp": float(np.mean(d)) if all(math.isfinite(x) for x in d) else float("inf"),
                 "D_H": float(np.mean(dh)) if dh else float("nan"), "D_stsp_method": vs[0].get("D_stsp_method"),
                 "collapsed": any(bool(v.get("collapsed")) for v in vs), "per_subject": d}
+
+    def subject_validation(self, feats: torch.Tensor) -> list[float]:
+        """Every subject's validation D_stsp (inf when its free run diverged) with features ``feats`` (S, F)."""
+        g = self.split(self.stack.flat[0])[0]
+        rows = self.layout.generate(g, feats.to(self.device, torch.float32))
+        out = []
+        for s, (net, d) in enumerate(zip(self.nets, self.datas)):
+            v = validate(self.subject_net(s, rows), d, self.o, seed=self.members[0].seed)
+            out.append(v["D_stsp"] if math.isfinite(v["D_stsp"]) else float("inf"))
+        return out
+
+    def choose_start(self, candidates: torch.Tensor) -> list[int]:
+        """A transfer's starting features: for every subject, the candidate (C, F) whose model
+        validates best on that subject's data (ties: the first). Returns the chosen indices.
+
+        The candidates are the mean of the source's features and each source subject's: a new
+        subject often resembles one of them, and training from a start can lose an attractor the
+        start had (docs/benchmarks.md, the group model's transfer)."""
+        if not self.frozen or candidates.shape[0] < 2 or not all(d.test for d in self.datas):
+            return [0] * self.S
+        scores = np.array([self.subject_validation(c[None].expand(self.S, -1)) for c in candidates])  # (C, S)
+        pick = [int(np.argmin(scores[:, s])) for s in range(self.S)]
+        with torch.no_grad():
+            self.stack.flat[0] = candidates[pick].to(self.device, torch.float32).reshape(-1)
+        return pick
 
     def pretrain(self) -> None:
         """Teacher-space pretraining of the group (`Trainer.pretrain`): the group vector and features

@@ -409,9 +409,10 @@ class Member:
         self.best_row = best_row
 
     def summary(self) -> dict:
-        be = self.best_epoch
-        return {"epochs_run": self.epochs_run, "best_epoch": be or self.epochs_run,
-                "best_val_D_stsp": self.best_metrics[0] if be else None, "best_val_D_H": self.best_metrics[1] if be else None,
+        # (a best model exists once a validation was recorded; its epoch is 0 when it is the starting point)
+        has = self.best_row is not None
+        return {"epochs_run": self.epochs_run, "best_epoch": self.best_epoch if has else self.epochs_run,
+                "best_val_D_stsp": self.best_metrics[0] if has else None, "best_val_D_H": self.best_metrics[1] if has else None,
                 "stopped_early": self.stopped_early, "final_loss": self.rows[-1]["loss"] if self.rows else None,
                 "divergence_restarts": self.divergences, "final_alpha": self.alpha.value, "collapse_restores": self.collapse_restores,
                 "failed": self.failed}
@@ -739,10 +740,17 @@ class Trainer:
         self.pretrained = True
         self.save_checkpoint()
 
+    #: validate the starting parameters (epoch 0) as a candidate best model: a transfer's start is
+    #: already a model of the group, which its first epochs can make worse (GroupTrainer)
+    validate_start = False
+
     def fit(self) -> list[dict]:
         o = self.o
         self.pretrain()
         total = o.epochs
+        if self.validate_start and self.epoch == 0 and self.data.test:
+            for e, m in enumerate(self.members):
+                m.record(self._validate(e), 0, self.stack.flat[e])
         while self.epoch < total:
             idx = np.array([e for e, m in enumerate(self.members) if m.active], dtype=int)
             if idx.size == 0:
