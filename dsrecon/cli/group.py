@@ -158,12 +158,14 @@ def fit_group_cmd(
     models = {sid: fitted.subject(sid) for sid in fitted.subjects}
     # (a model with task inputs may rest without them: checked only for autonomous models)
     result["long_run"] = long_runs = {sid: m.long_run() for sid, m in models.items() if not m.config.get("n_inputs")}
-    for key, what in (("settles", "settle on a fixed point, so they do not reproduce the data's oscillation"),
-                      ("diverged", "diverge")):
+    for key, one, many in (("settles", "settles on a fixed point, so it does not reproduce the data's oscillation",
+                            "settle on a fixed point, so they do not reproduce the data's oscillation"),
+                           ("diverged", "diverges", "diverge")):
         bad = [sid for sid, r in long_runs.items() if r[key]]
         if bad:
-            warn(f"subject{'s' if len(bad) > 1 else ''} {', '.join(bad)}: the free run{'s' if len(bad) > 1 else ''} of "
-                 f"{long_runs[bad[0]]['steps']} steps {what}; {SETTLES_HINT}")
+            n = long_runs[bad[0]]["steps"]
+            warn(f"subject {bad[0]}: the free run of {n} steps {one}; {SETTLES_HINT}" if len(bad) == 1 else
+                 f"subjects {', '.join(bad)}: the free runs of {n} steps {many}; {SETTLES_HINT}")
     log(f"wrote {output}/model.safetensors, config.json, subject_features.tsv, training_log.tsv", quiet)
     emit(result, as_json, title=f"dsrecon fit-group → {output}", quiet=quiet)
 

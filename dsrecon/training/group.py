@@ -127,7 +127,7 @@ class GroupTrainer(Trainer):
         g = self.split(self.stack.flat[0])[0]
         rows = self.layout.generate(g, feats.to(self.device, torch.float32))
         out = []
-        for s, (net, d) in enumerate(zip(self.nets, self.datas)):
+        for s, d in enumerate(self.datas):
             v = validate(self.subject_net(s, rows), d, self.o, seed=self.members[0].seed)
             out.append(v["D_stsp"] if math.isfinite(v["D_stsp"]) else float("inf"))
         return out
