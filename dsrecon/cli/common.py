@@ -36,7 +36,7 @@ def warn(msg: str) -> None:
     err_console.print(f"warning: {msg}", markup=False, highlight=False, soft_wrap=True)
 
 
-#: what a user can try when a fitted model's free run settles (docs/user-guide.md, "When a fit collapses")
+#: what a user can try when a fitted model's free run settles (docs/user-guide.md, "The check after the fit")
 SETTLES_HINT = "try --alpha-end 0.02, another --seed or --ensemble 8"
 
 

@@ -39,7 +39,7 @@ def fit_ensemble_cli(model, recs, output, size: int, alphas: str | None, *, resu
               "best_val_D_stsp": best["best_val_D_stsp"], "best_val_D_H": best["best_val_D_H"],
               "members": [{k: m[k] for k in ("run", "seed", "alpha", "best_val_D_stsp", "best_val_D_H", "final_loss", "epochs_run", "failed")}
                           for m in summary["members"]]}
-    if summary["best_member"] is not None and not best.get("failed"):
+    if not best.get("failed"):
         from dsrecon.api import load_run
 
         long_run = check_long_run(load_run(output / summary["best_run"]), "the best member's free run",
