@@ -111,9 +111,7 @@ class GroupTrainer(Trainer):
 
     def _validate(self, e: int, generated: list | None = None) -> dict:  # noqa: ARG002 (CPU free runs per subject)
         """`validate` every subject: D_stsp and D_H are the subjects' means (inf when one diverged)."""
-        m = self.members[e]
-        self.member_net(e)
-        vs = [validate(net, d, m.opts, seed=m.seed) for net, d in zip(self.nets, self.datas)]
+        vs = self._validate_subjects(self.rows(self.stack.flat[e]))
         if len(vs) == 1:
             return vs[0]
         d = [v["D_stsp"] for v in vs]
@@ -122,15 +120,16 @@ class GroupTrainer(Trainer):
                 "D_H": float(np.mean(dh)) if dh else float("nan"), "D_stsp_method": vs[0].get("D_stsp_method"),
                 "collapsed": any(bool(v.get("collapsed")) for v in vs), "per_subject": d}
 
+    def _validate_subjects(self, rows: torch.Tensor) -> list[dict]:
+        """`validate` of every subject's model, its packed parameters the rows (S, P)."""
+        m = self.members[0]
+        return [validate(self.subject_net(s, rows), d, m.opts, seed=m.seed) for s, d in enumerate(self.datas)]
+
     def subject_validation(self, feats: torch.Tensor) -> list[float]:
         """Every subject's validation D_stsp (inf when its free run diverged) with features ``feats`` (S, F)."""
         g = self.split(self.stack.flat[0])[0]
-        rows = self.layout.generate(g, feats.to(self.device, torch.float32))
-        out = []
-        for s, d in enumerate(self.datas):
-            v = validate(self.subject_net(s, rows), d, self.o, seed=self.members[0].seed)
-            out.append(v["D_stsp"] if math.isfinite(v["D_stsp"]) else float("inf"))
-        return out
+        vs = self._validate_subjects(self.layout.generate(g, feats.to(self.device, torch.float32)))
+        return [v["D_stsp"] if math.isfinite(v["D_stsp"]) else float("inf") for v in vs]
 
     def choose_start(self, candidates: torch.Tensor) -> list[int]:
         """A transfer's starting features: for every subject, the candidate (C, F) whose model
