@@ -115,7 +115,7 @@ def run_seed(seed: int, a) -> list[dict]:
     rows = []
 
     def emit(row):
-        row.update(seed=seed, subjects=S, frames=a.frames, feature_std=MG.FEATURE_INIT_STD, options=extra)
+        row.update(seed=seed, subjects=S, frames=a.frames, feature_std=MG.FEATURE_INIT_STD, feature_decay=a.feature_decay, options=extra)
         rows.append(row)
         if a.rows:
             with open(a.rows, "a") as f:
@@ -123,7 +123,7 @@ def run_seed(seed: int, a) -> list[dict]:
         print(json.dumps(row), file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    g = GroupConvSSM(features=a.features, **common).fit(subs, None if a.save is None else f"{a.save}/group-seed{seed}")
+    g = GroupConvSSM(features=a.features, feature_decay=a.feature_decay, **common).fit(subs, None if a.save is None else f"{a.save}/group-seed{seed}")
     wall = time.perf_counter() - t0
     upd = g.config["training"]["updates"]
     r2 = loso_r2(g.features_, rhos) if a.features else float("nan")
@@ -147,7 +147,7 @@ def run_seed(seed: int, a) -> list[dict]:
               "wall_s": wall, "updates": tr.config["training"]["updates"],
               "group_identical": bool(torch.equal(tr.g_, g.g_)), "features": tr.features_[0].tolist()})
         t0 = time.perf_counter()
-        full = GroupConvSSM(features=a.features, **common).fit({**subs, "99": held})
+        full = GroupConvSSM(features=a.features, feature_decay=a.feature_decay, **common).fit({**subs, "99": held})
         wall = time.perf_counter() - t0
         emit({"arm": "group+1", "subject": "99", **score(full.subject("99"), HELD_OUT_RHO, a.n_gen, seed, a.lyap_steps),
               "wall_s": wall, "updates": full.config["training"]["updates"]})
@@ -232,6 +232,7 @@ def main(argv=None) -> None:
     p.add_argument("--skip-single", action="store_true", help="skip the single arm (e.g. when another run of the same seed has it)")
     p.add_argument("--feature-std", type=float, default=None,
                    help="std of the subjects' initial features (default: the library's FEATURE_INIT_STD)")
+    p.add_argument("--feature-decay", type=float, default=0.0, help="the group arms' --feature-decay (low-rank penalty λ)")
     p.add_argument("--set", nargs="*", default=[], help="extra options of every arm, KEY=VALUE (as lorenz_bold.py)")
     p.add_argument("--save", type=str, default=None, help="keep each seed's group run here (DIR/group-seedN)")
     p.add_argument("--threads", type=int, default=1)

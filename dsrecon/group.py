@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable, Mapping
@@ -73,12 +74,14 @@ def _check_regions(subs: dict[str, list]) -> None:
 
 class GroupConvSSM:
     """The hierarchical convSSM (module docstring). ``features`` F (0: every subject is the same
-    model), ``scheme`` linear|outer; every other keyword is a `dsrecon.ConvSSM` (fit) option."""
+    model), ``scheme`` linear|outer, ``feature_decay`` λ_f of the low-rank penalty
+    λ_f/2·(‖projections‖² + ‖features‖²) (0: none; `dsrecon.training.group`); every other keyword
+    is a `dsrecon.ConvSSM` (fit) option."""
 
-    def __init__(self, features: int = 3, scheme: str = "linear", **params):
+    def __init__(self, features: int = 3, scheme: str = "linear", feature_decay: float = 0.0, **params):
         from dsrecon.api import ConvSSM
 
-        self.features, self.scheme = int(features), str(scheme)
+        self.features, self.scheme, self.feature_decay = int(features), str(scheme), float(feature_decay)
         self.base = ConvSSM(**params)  # the options (checked by fit)
         self.g_: torch.Tensor | None = None
         self.features_: np.ndarray | None = None
@@ -89,7 +92,7 @@ class GroupConvSSM:
         self.history_: list[dict] = []
 
     def get_params(self) -> dict:
-        return {"features": self.features, "scheme": self.scheme, **self.base.get_params()}
+        return {"features": self.features, "scheme": self.scheme, "feature_decay": self.feature_decay, **self.base.get_params()}
 
     # ---------------------------------------------------------------- fitted contract
     @property
@@ -188,7 +191,7 @@ class GroupConvSSM:
         tr_opts["epochs"] = max(1, int(tr_opts["epochs"]) // 10)
         tr_opts.update(train_options)
         model_params = {k: v for k, v in self.base.get_params().items() if k not in tr_opts}
-        new = GroupConvSSM(self.features, self.scheme, **{**model_params, **tr_opts, "latent_dim": self.config_["latent_dim"]})
+        new = GroupConvSSM(self.features, self.scheme, self.feature_decay, **{**model_params, **tr_opts, "latent_dim": self.config_["latent_dim"]})
         return new._run(_as_subjects(subjects), run_dir, self, resume, overwrite, progress, log, inputs)
 
     def _run(self, subs, run_dir, source, resume, overwrite, progress, log, inputs) -> "GroupConvSSM":
@@ -198,6 +201,8 @@ class GroupConvSSM:
             raise DsreconError(f"--scheme: unknown scheme '{self.scheme}' (choose {', '.join(SCHEMES)})")
         if self.features < 0:
             raise DsreconError(f"--features must be at least 0, got {self.features}")
+        if not (math.isfinite(self.feature_decay) and self.feature_decay >= 0):
+            raise DsreconError(f"--feature-decay must be a number ≥ 0, got {self.feature_decay}")
         self.base.validate()
         _check_regions(subs)
         if run_dir is None:
@@ -259,7 +264,7 @@ class GroupConvSSM:
                     for sid in ids}
         c0 = sub_cfgs[ids[0]]
         config = {k: v for k, v in c0.items() if k not in SUBJECT_KEYS}
-        config.update(format=GROUP_FORMAT, features=self.features, scheme=self.scheme, subject_ids=ids,
+        config.update(format=GROUP_FORMAT, features=self.features, scheme=self.scheme, feature_decay=self.feature_decay, subject_ids=ids,
                       data_hash=array_hash(np.frombuffer(to_json(ids).encode(), np.uint8),
                                            *[np.frombuffer(sub_cfgs[s]["data_hash"].encode(), np.uint8) for s in ids]),
                       transfer_from=None if source is None else {
@@ -271,9 +276,10 @@ class GroupConvSSM:
             if old.get("format") != GROUP_FORMAT:
                 raise DsreconError(f"{target}: cannot resume: the staged run is not a group fit; start over with --force")
             _check_resumable(target, old, config)
-            for k in ("features", "scheme", "subject_ids", "transfer_from"):
-                if json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(config.get(k), sort_keys=True, default=str):
-                    raise DsreconError(f"{target}: cannot resume: {k.replace('_', ' ')} differ ({old.get(k)} in the run, {config.get(k)} now); "
+            for k in ("features", "scheme", "feature_decay", "subject_ids", "transfer_from"):
+                was = old.get(k, 0.0 if k == "feature_decay" else None)  # (runs from before --feature-decay had none)
+                if json.dumps(was, sort_keys=True, default=str) != json.dumps(config.get(k), sort_keys=True, default=str):
+                    raise DsreconError(f"{target}: cannot resume: {k.replace('_', ' ')} differ ({was} in the run, {config.get(k)} now); "
                                        "resume with the run's data and options, or start over with --force")
             caches = {sid: _read_subject_teacher(run, sid, len(subs[sid]), target) for sid in ids}
         datas = {}
@@ -304,7 +310,7 @@ class GroupConvSSM:
                        "subjects": [{**{k: sub_cfgs[s][k] for k in SUBJECT_KEYS if k in sub_cfgs[s]}, "id": s,
                                      "normalisation": datas[s].norm.to_dict(), "data": datas[s].info} for s in ids]})
         trainer = GroupTrainer(nets, [datas[s] for s in ids], layout, g0, f0, opts, seed, run, progress, log,
-                               frozen_group=source is not None)
+                               frozen_group=source is not None, feature_decay=self.feature_decay)
         if source is not None and self.features > 0:
             # each new subject starts where the group's model of it validates best: the mean of the
             # source's features, or one source subject's (deterministic, so a resumed run agrees)
@@ -429,7 +435,7 @@ def load_group_run(run: Path, cfg: dict) -> GroupConvSSM:
     try:
         params = {f.name: cfg[_config_key(f)] for f in model_fields() if _config_key(f) in cfg}
         params.update(latent_dim=cfg["latent_dim"], device="cpu")
-        g = GroupConvSSM(int(cfg["features"]), cfg["scheme"], **params, **cfg["train_options"])
+        g = GroupConvSSM(int(cfg["features"]), cfg["scheme"], float(cfg.get("feature_decay", 0.0)), **params, **cfg["train_options"])
         g.config_ = cfg
         g.subjects_ = [str(s["id"]) for s in cfg["subjects"]]
         layout, _ = g._layout()

@@ -323,3 +323,45 @@ def test_fit_group_warns_naming_the_subjects_whose_free_run_settles(cli, tmp_pat
     assert r.code == 0, r.err
     assert r.err.count("\n") == 1 and r.err.startswith("warning: subjects 02, 03: the free runs of 10000 steps settle on a fixed point"), r.err
     assert {s: v["settles"] for s, v in json.loads(r.out)["long_run"].items()} == {"01": False, "02": True, "03": True}
+
+
+# ----------------------------------------------------------------------------- the low-rank feature penalty
+def test_feature_penalty_by_hand():
+    from types import SimpleNamespace
+
+    from dsrecon.training.group import GroupTrainer
+
+    t = GroupTrainer.__new__(GroupTrainer)  # (only the formula: the fits below train with it)
+    t.feature_decay, t.layout = 0.5, SimpleNamespace(P=2)
+    vec = torch.tensor([9.0, 9.0, 1.0, 2.0, 3.0])  # b (P = 2) is not penalised; projections and features are
+    t.frozen = False
+    assert t.feature_penalty(vec).item() == pytest.approx(0.25 * (1 + 4 + 9))
+    t.frozen = True  # a transfer's row is the features alone
+    assert t.feature_penalty(torch.tensor([1.0, 2.0])).item() == pytest.approx(0.25 * 5)
+
+
+def test_feature_decay_shrinks_the_features_and_travels_with_the_run(tmp_path):
+    subs = {"01": rec(28, seed=0, name="a"), "02": rec(40, seed=1, name="b"), "03": rec(34, seed=2, name="c")}
+    kw = {**TINY, "epochs": 6, "test_fraction": 0.0, "learning_rate": 0.02}  # no validation: the last model is kept
+    free = GroupConvSSM(features=2, **kw).fit(subs)
+    decayed = GroupConvSSM(features=2, feature_decay=50.0, **kw).fit(subs, run_dir=tmp_path / "grp")
+    # the same start (seed): the penalty pulls the features and projections towards 0
+    P = decayed.config["layout"]["P"]
+    assert np.linalg.norm(decayed.features_) < 0.5 * np.linalg.norm(free.features_)
+    assert decayed.g_[P:].norm() < 0.5 * free.g_[P:].norm()
+    back = load_run(tmp_path / "grp")
+    assert back.feature_decay == 50.0 and back.config["feature_decay"] == 50.0
+    new = back.transfer({"04": rec(31, seed=7, name="d")}, epochs=2, test_fraction=0.0)
+    assert new.feature_decay == 50.0 and new.config["feature_decay"] == 50.0
+    with pytest.raises(DsreconError, match="feature-decay"):
+        GroupConvSSM(features=2, feature_decay=-1.0, **kw).fit(subs)
+
+
+def test_resuming_with_another_feature_decay_is_refused(tmp_path):
+    subs = {"01": rec(28, seed=0, name="a"), "02": rec(40, seed=1, name="b")}
+    with pytest.raises(Interrupted):
+        with inject_faults(stop_after_epoch=2):
+            GroupConvSSM(features=2, feature_decay=1e-3, **TINY).fit(subs, run_dir=tmp_path / "k")
+    with pytest.raises(DsreconError, match="feature decay"):
+        GroupConvSSM(features=2, **TINY).fit(subs, run_dir=tmp_path / "k", resume=True)
+    assert (tmp_path / ".k.staging" / "checkpoint" / "state.json").exists()

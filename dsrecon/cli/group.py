@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -92,6 +93,7 @@ def fit_group_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Group run directory to write."),
     features: int = typer.Option(3, "--features", help="Features per subject F (0: one model for every subject)."),
     scheme: str = typer.Option("linear", "--scheme", help="How features generate parameters: linear|outer."),
+    feature_decay: float = typer.Option(0.0, "--feature-decay", help="λ of the low-rank penalty λ/2·(‖projections‖² + ‖features‖²): feature axes the data do not need shrink to 0 (0: none; see the user guide)."),
     subject_from_filename: bool = typer.Option(False, "--subject-from-filename", help="Several files: each file's sub-<label> (else its name) is its subject."),
     from_run: Optional[Path] = typer.Option(None, "--from", help="Transfer: a group run whose group parameters are frozen; only the new subjects' features are learned (default epochs: a tenth of its)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
@@ -114,7 +116,9 @@ def fit_group_cmd(
     if features < 0:
         raise DsreconError(f"--features must be at least 0, got {features}")
     params, spec_kw = parse_fit_options(options)
-    model = GroupConvSSM(features, scheme, **params)
+    if not (math.isfinite(feature_decay) and feature_decay >= 0):
+        raise DsreconError(f"--feature-decay must be a number ≥ 0, got {feature_decay}")
+    model = GroupConvSSM(features, scheme, feature_decay, **params)
     model.base.validate()  # bad values fail here, before any data is read
     spec = validate_options(InputSpec(**spec_kw, quiet=quiet))
     check_target(output, resume=resume, force=force)
@@ -128,7 +132,7 @@ def fit_group_cmd(
         if not isinstance(source, GroupConvSSM):
             raise DsreconError(f"--from {from_run}: not a group run (written by dsrecon fit, not dsrecon fit-group)")
         fixed = [f.name for f in model_fields() if f.name not in ("seed", "device") and f.metadata.get("cli") and _given(f.name)]
-        fixed += [n for n in ("features", "scheme") if _given(n)]
+        fixed += [n for n in ("features", "scheme", "feature_decay") if _given(n)]
         if fixed:
             raise DsreconError(f"--{fixed[0].replace('_', '-')}: with --from the model comes from {from_run}; leave it out")
     subs = load_subjects(group_inputs(inputs, spec, subject_from_filename), spec)
@@ -153,7 +157,7 @@ def fit_group_cmd(
             raise typer.Exit(report_interrupt(e)) from None
     summary = fitted.config["training"]
     result = {"run": str(output), "seconds": time.perf_counter() - t0, "subjects": fitted.subjects, "features": fitted.features,
-              "scheme": fitted.scheme, "transfer_from": None if from_run is None else str(from_run), **summary,
+              "scheme": fitted.scheme, "feature_decay": fitted.feature_decay, "transfer_from": None if from_run is None else str(from_run), **summary,
               "seed": fitted.config.get("seed"), "versions": fitted.config["versions"]}
     models = {sid: fitted.subject(sid) for sid in fitted.subjects}
     # (a model with task inputs may rest without them: checked only for autonomous models)

@@ -6,7 +6,12 @@ What is optimised is one row: the group vector g (G,) and the subjects' features
 signals), generates every subject's parameters θ_j from g and l_j, and runs all subjects as the
 rows of the engine's `Stack` (the backend's fused kernel over S·B sequences, else vmap): subjects
 whose measurement kernels are identical share one computation, subjects with another kernel (TR)
-form another. The loss is the mean of the subjects' GTF losses.
+form another. The loss is the mean of the subjects' GTF losses, plus, with ``feature_decay`` λ_f > 0,
+λ_f/2·(‖g_proj‖² + ‖l‖²) over the projections (every number of g past b) and the features. The
+linear scheme's subject variation is l Pᵀ, and this sum is at its least over the factorisations of
+a given l Pᵀ at λ_f·‖l Pᵀ‖_* (the nuclear norm): a low-rank prior that leaves feature axes the data
+do not need at zero, where unpenalised they keep what they started with (docs/benchmarks.md).
+A transfer (group frozen) penalises its features alone: a pull towards the origin of the feature space.
 
 Everything else is the single-fit engine's (`Trainer`): one `Member` holds the seed, batch/noise
 stream, α schedule, best model, patience and divergence retries; checkpoints and --resume are the
@@ -49,11 +54,12 @@ class GroupTrainer(Trainer):
 
     nets: one ConvSSMNet per subject (one architecture; each with its subject's kernel taps);
     datas: each subject's PreparedData; g0 (G,) and feats0 (S, F) the initial group vector and
-    features; ``frozen_group``: optimise the features only (transfer)."""
+    features; ``frozen_group``: optimise the features only (transfer); ``feature_decay`` λ_f of the
+    low-rank penalty (module docstring)."""
 
     def __init__(self, nets: list[ConvSSMNet], datas: list[PreparedData], layout: GroupLayout, g0: torch.Tensor,
                  feats0: torch.Tensor, opts: TrainOptions, seed: int, run_dir=None, progress=None, log=None,
-                 frozen_group: bool = False):
+                 frozen_group: bool = False, feature_decay: float = 0.0):
         if not nets or len(nets) != len(datas) or feats0.shape != (len(nets), layout.F):
             raise ValueError("one net and one PreparedData per subject, features (S, F)")
         median_samples = int(np.median([training_samples(d.train) for d in datas]))
@@ -70,6 +76,7 @@ class GroupTrainer(Trainer):
         self.teacher_weight = opts.teacher_weighting(median_samples)
         self.device = next(nets[0].parameters()).device
         self.frozen = bool(frozen_group)
+        self.feature_decay = float(feature_decay)
         self.validate_start = self.frozen  # a transfer keeps its start when training makes it worse
         self.g_fixed = g0.detach().to(self.device, torch.float32).clone() if self.frozen else None
         vec = feats0.reshape(-1) if self.frozen else torch.cat([g0.reshape(-1), feats0.reshape(-1)])
@@ -155,7 +162,7 @@ class GroupTrainer(Trainer):
         g, f = self.split(self.stack.flat[0])
         sub = GroupTrainer([kernel_free(n) for n in self.nets], [teacher_space(d) for d in self.datas], self.layout, g, f,
                            self.pretrain_options()[0], self.members[0].seed, None, self._pretrain_progress(), self.log,
-                           frozen_group=self.frozen)
+                           frozen_group=self.frozen, feature_decay=self.feature_decay)
         self._finish_pretraining(sub)
 
     # ------------------------------------------------------------------ one epoch
@@ -196,7 +203,17 @@ class GroupTrainer(Trainer):
             r = rows if len(self.kgroups) == 1 else rows[torch.as_tensor(ix, device=self.device)]
             parts.append(stack.losses(r, self._batch_of(bs, ix), alpha[None].expand(ix.size, -1), self.o.l2,
                                       self.teacher_weight))
-        return (parts[0] if len(parts) == 1 else torch.cat(parts)).mean()[None]
+        loss = (parts[0] if len(parts) == 1 else torch.cat(parts)).mean()[None]
+        if self.feature_decay > 0 and self.layout.F > 0:
+            loss = loss + self.feature_penalty(flat[0])
+        return loss
+
+    def feature_penalty(self, vec: torch.Tensor) -> torch.Tensor:
+        """λ_f/2·(‖projections‖² + ‖features‖²) of the optimised row (Q,) (module docstring); the
+        projections are a transfer's constants, so there the features alone."""
+        if self.frozen:
+            return 0.5 * self.feature_decay * (vec**2).sum()
+        return 0.5 * self.feature_decay * (vec[self.layout.P :] ** 2).sum()
 
     def run_epoch(self, idx: np.ndarray | None = None) -> np.ndarray:
         """One epoch (`batches_per_epoch` steps) → the mean loss (1,), NaN when it became non-finite."""
