@@ -232,7 +232,8 @@ def main(argv=None) -> None:
     p.add_argument("--skip-single", action="store_true", help="skip the single arm (e.g. when another run of the same seed has it)")
     p.add_argument("--feature-std", type=float, default=None,
                    help="std of the subjects' initial features (default: the library's FEATURE_INIT_STD)")
-    p.add_argument("--feature-decay", type=float, default=0.0, help="the group arms' --feature-decay (low-rank penalty λ)")
+    p.add_argument("--feature-decay", type=float, default=None, help="the group arms' --feature-decay (low-rank penalty λ; "
+                   "default: the library's FEATURE_DECAY; runs from before it existed had 0)")
     p.add_argument("--set", nargs="*", default=[], help="extra options of every arm, KEY=VALUE (as lorenz_bold.py)")
     p.add_argument("--save", type=str, default=None, help="keep each seed's group run here (DIR/group-seedN)")
     p.add_argument("--threads", type=int, default=1)
@@ -242,6 +243,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     if a.feature_std is not None:
         MG.FEATURE_INIT_STD = a.feature_std
+    if a.feature_decay is None:
+        a.feature_decay = MG.FEATURE_DECAY
     if a.summarise:
         rows = [json.loads(line) for line in open(a.summarise) if line.strip()]
         for n in sorted({(r["subjects"], r["frames"]) for r in rows}):

@@ -75,11 +75,15 @@ def _check_regions(subs: dict[str, list]) -> None:
 class GroupConvSSM:
     """The hierarchical convSSM (module docstring). ``features`` F (0: every subject is the same
     model), ``scheme`` linear|outer, ``feature_decay`` λ_f of the low-rank penalty
-    λ_f/2·(‖projections‖² + ‖features‖²) (0: none; `dsrecon.training.group`); every other keyword
-    is a `dsrecon.ConvSSM` (fit) option."""
+    λ_f/2·(‖projections‖² + ‖features‖²) (default `dsrecon.models.group.FEATURE_DECAY`; 0: none;
+    `dsrecon.training.group`); every other keyword is a `dsrecon.ConvSSM` (fit) option."""
 
-    def __init__(self, features: int = 3, scheme: str = "linear", feature_decay: float = 0.0, **params):
+    def __init__(self, features: int = 3, scheme: str = "linear", feature_decay: float | None = None, **params):
         from dsrecon.api import ConvSSM
+        from dsrecon.models.group import FEATURE_DECAY
+
+        if feature_decay is None:
+            feature_decay = FEATURE_DECAY
 
         self.features, self.scheme, self.feature_decay = int(features), str(scheme), float(feature_decay)
         self.base = ConvSSM(**params)  # the options (checked by fit)

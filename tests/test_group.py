@@ -343,7 +343,7 @@ def test_feature_penalty_by_hand():
 def test_feature_decay_shrinks_the_features_and_travels_with_the_run(tmp_path):
     subs = {"01": rec(28, seed=0, name="a"), "02": rec(40, seed=1, name="b"), "03": rec(34, seed=2, name="c")}
     kw = {**TINY, "epochs": 6, "test_fraction": 0.0, "learning_rate": 0.02}  # no validation: the last model is kept
-    free = GroupConvSSM(features=2, **kw).fit(subs)
+    free = GroupConvSSM(features=2, feature_decay=0.0, **kw).fit(subs)
     decayed = GroupConvSSM(features=2, feature_decay=50.0, **kw).fit(subs, run_dir=tmp_path / "grp")
     # the same start (seed): the penalty pulls the features and projections towards 0
     P = decayed.config["layout"]["P"]
@@ -361,7 +361,17 @@ def test_resuming_with_another_feature_decay_is_refused(tmp_path):
     subs = {"01": rec(28, seed=0, name="a"), "02": rec(40, seed=1, name="b")}
     with pytest.raises(Interrupted):
         with inject_faults(stop_after_epoch=2):
-            GroupConvSSM(features=2, feature_decay=1e-3, **TINY).fit(subs, run_dir=tmp_path / "k")
+            GroupConvSSM(features=2, feature_decay=1e-2, **TINY).fit(subs, run_dir=tmp_path / "k")
     with pytest.raises(DsreconError, match="feature decay"):
         GroupConvSSM(features=2, **TINY).fit(subs, run_dir=tmp_path / "k", resume=True)
     assert (tmp_path / ".k.staging" / "checkpoint" / "state.json").exists()
+
+
+def test_the_feature_decay_default_is_one_number_for_the_library_and_the_cli():
+    import inspect
+
+    from dsrecon.cli.group import fit_group_cmd
+
+    assert GroupConvSSM().feature_decay == MG.FEATURE_DECAY > 0
+    default = inspect.signature(fit_group_cmd).parameters["feature_decay"].default.default
+    assert default == MG.FEATURE_DECAY

@@ -93,7 +93,7 @@ def fit_group_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Group run directory to write."),
     features: int = typer.Option(3, "--features", help="Features per subject F (0: one model for every subject)."),
     scheme: str = typer.Option("linear", "--scheme", help="How features generate parameters: linear|outer."),
-    feature_decay: float = typer.Option(0.0, "--feature-decay", help="λ of the low-rank penalty λ/2·(‖projections‖² + ‖features‖²): feature axes the data do not need shrink to 0 (0: none; see the user guide)."),
+    feature_decay: float = typer.Option(1e-3, "--feature-decay", help="λ of the low-rank penalty λ/2·(‖projections‖² + ‖features‖²): feature axes the data do not need shrink to 0, so one axis can track what differs between subjects (0: none; see the user guide)."),
     subject_from_filename: bool = typer.Option(False, "--subject-from-filename", help="Several files: each file's sub-<label> (else its name) is its subject."),
     from_run: Optional[Path] = typer.Option(None, "--from", help="Transfer: a group run whose group parameters are frozen; only the new subjects' features are learned (default epochs: a tenth of its)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
