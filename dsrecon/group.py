@@ -198,7 +198,8 @@ class GroupConvSSM:
         new = GroupConvSSM(self.features, self.scheme, self.feature_decay, **{**model_params, **tr_opts, "latent_dim": self.config_["latent_dim"]})
         return new._run(_as_subjects(subjects), run_dir, self, resume, overwrite, progress, log, inputs)
 
-    def _run(self, subs, run_dir, source, resume, overwrite, progress, log, inputs) -> "GroupConvSSM":
+    def validate(self) -> None:
+        """One line naming the first bad option (DsreconError), before any data is read."""
         from dsrecon.models.group import SCHEMES
 
         if self.scheme not in SCHEMES:
@@ -206,8 +207,11 @@ class GroupConvSSM:
         if self.features < 0:
             raise DsreconError(f"--features must be at least 0, got {self.features}")
         if not (math.isfinite(self.feature_decay) and self.feature_decay >= 0):
-            raise DsreconError(f"--feature-decay must be a number ≥ 0, got {self.feature_decay}")
+            raise DsreconError(f"--feature-decay must be a number ≥ 0, got {self.feature_decay:g}")
         self.base.validate()
+
+    def _run(self, subs, run_dir, source, resume, overwrite, progress, log, inputs) -> "GroupConvSSM":
+        self.validate()
         _check_regions(subs)
         if run_dir is None:
             return self._fit(subs, None, True, progress, log, inputs, None, source)

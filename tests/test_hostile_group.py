@@ -89,3 +89,12 @@ def test_a_group_too_large_for_memory_is_refused_before_any_work(runs, tmp_path,
     with pytest.raises(DsreconError, match=r"subjects 01…02: too large for memory"):
         GroupConvSSM(features=1, epochs=1, batches_per_epoch=1, hidden_dim=8).fit(recs, run_dir=tmp_path / "grp")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("value", ["-0.1", "nan"])
+def test_a_negative_or_nan_feature_decay_is_refused_before_any_data_is_read(runs, value):
+    d = runs["dir"]
+    before = snapshot(d)
+    r = dsrecon("fit-group", runs["tables"], "--feature-decay", value, *TINY, "-o", d / "grp3", cwd=d)
+    assert_clean_failure(r, names="--feature-decay", before=before, dirs=[d], says="≥ 0")
+    assert not (d / "grp3").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -108,18 +107,11 @@ def fit_group_cmd(
     from dsrecon.group import GroupConvSSM
     from dsrecon.io.load import InputSpec
     from dsrecon.io.runs import check_target
-    from dsrecon.models.group import SCHEMES
     from dsrecon.options import model_fields, train_fields, validate_options
 
-    if scheme not in SCHEMES:
-        raise DsreconError(f"--scheme: unknown scheme '{scheme}' (choose {', '.join(SCHEMES)})")
-    if features < 0:
-        raise DsreconError(f"--features must be at least 0, got {features}")
     params, spec_kw = parse_fit_options(options)
-    if not (math.isfinite(feature_decay) and feature_decay >= 0):
-        raise DsreconError(f"--feature-decay must be a number ≥ 0, got {feature_decay}")
     model = GroupConvSSM(features, scheme, feature_decay, **params)
-    model.base.validate()  # bad values fail here, before any data is read
+    model.validate()  # bad values fail here, before any data is read
     spec = validate_options(InputSpec(**spec_kw, quiet=quiet))
     check_target(output, resume=resume, force=force)
     source = None
