@@ -285,7 +285,7 @@ class GroupConvSSM:
                 raise DsreconError(f"{target}: cannot resume: the staged run is not a group fit; start over with --force")
             _check_resumable(target, old, config)
             for k in ("features", "scheme", "feature_decay", "subject_ids", "transfer_from"):
-                was = old.get(k, 0.0 if k == "feature_decay" else None)  # (runs from before --feature-decay had none)
+                was = run_feature_decay(old) if k == "feature_decay" else old.get(k)
                 if json.dumps(was, sort_keys=True, default=str) != json.dumps(config.get(k), sort_keys=True, default=str):
                     raise DsreconError(f"{target}: cannot resume: {k.replace('_', ' ')} differ ({was} in the run, {config.get(k)} now); "
                                        "resume with the run's data and options, or start over with --force")
@@ -428,6 +428,12 @@ def group_preset(preset: str, subs: Mapping[str, list], test_fraction: float) ->
     return choose_preset(preset, int(np.median([training_frames([r.n_frames for r in recs], test_fraction) for recs in subs.values()])))
 
 
+def run_feature_decay(cfg: dict) -> float:
+    """The feature penalty's λ a group run's config.json was fitted with (runs from before
+    --feature-decay existed had none: 0)."""
+    return float(cfg.get("feature_decay", 0.0))
+
+
 def is_group_config(cfg: dict) -> bool:
     return isinstance(cfg, dict) and cfg.get("format") == GROUP_FORMAT
 
@@ -443,7 +449,7 @@ def load_group_run(run: Path, cfg: dict) -> GroupConvSSM:
     try:
         params = {f.name: cfg[_config_key(f)] for f in model_fields() if _config_key(f) in cfg}
         params.update(latent_dim=cfg["latent_dim"], device="cpu")
-        g = GroupConvSSM(int(cfg["features"]), cfg["scheme"], float(cfg.get("feature_decay", 0.0)), **params, **cfg["train_options"])
+        g = GroupConvSSM(int(cfg["features"]), cfg["scheme"], run_feature_decay(cfg), **params, **cfg["train_options"])
         g.config_ = cfg
         g.subjects_ = [str(s["id"]) for s in cfg["subjects"]]
         layout, _ = g._layout()

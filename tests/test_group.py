@@ -355,6 +355,11 @@ def test_feature_decay_shrinks_the_features_and_travels_with_the_run(tmp_path):
     assert new.feature_decay == 50.0 and new.config["feature_decay"] == 50.0
     with pytest.raises(DsreconError, match="feature-decay"):
         GroupConvSSM(features=2, feature_decay=-1.0, **kw).fit(subs)
+    # a run from before the penalty existed (no key in config.json) was fitted without it
+    cfg = json.loads((tmp_path / "grp" / "config.json").read_text())
+    del cfg["feature_decay"]
+    (tmp_path / "grp" / "config.json").write_text(json.dumps(cfg))
+    assert load_run(tmp_path / "grp").feature_decay == 0.0
 
 
 def test_resuming_with_another_feature_decay_is_refused(tmp_path):
