@@ -1,0 +1,199 @@
+"""Where users live: what `dsrecon fit --ensemble 16` selects on 2 000 frames (issue 15, target 3).
+
+Per data seed: the recording of benchmarks/lorenz_bold.py (Lorenz63 at dt 0.01 per sample, z-scored,
+through the SPM HRF at TR 0.2 s, observation noise 0.01; 2 667 frames handed to fit, which trains
+on the first 2 000 and validates on the last 667), fitted as `dsrecon fit --ensemble 16 --seed
+SEED` fits it (`dsrecon.ensemble.fit_ensemble`, the CLI defaults: `--preset auto` → short, 2 000
+epochs with 1 000 teacher-space pretraining epochs, early stopping; member k has seed SEED+k, so
+member 0 is lorenz_bold.py's single fit of that seed). Then every member is scored as lorenz_bold.py
+scores a fit: the first 3 latent units of a 100 000-step free run (z-scored) against a 100 000-step
+true Lorenz63 trajectory (z-scored), D_stsp with 30 bins, and D_pub (the published code's
+observation-space score).
+
+Per seed it prints each member (validation D_stsp, latent D_stsp, D_pub) and marks the one the
+ensemble selects (lowest validation D_stsp, then D_H: what `dsrecon fit --ensemble` keeps as
+`best`). The summary gives the selected member's latent D_stsp per seed and its rank among the
+members, whether it is in the best quarter, and the Spearman correlation between the validation
+score and latent D_stsp, per seed and over all members (each seed's values pooled as they are).
+
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 nice -n 10 python benchmarks/ensemble_select.py \\
+        --seeds 0 2 4 --out sel_a.json          # and --seeds 1 3 --out sel_b.json beside it
+    python benchmarks/ensemble_select.py --combine sel_a.json sel_b.json
+
+The JSON (--out) is rewritten after every seed, so a stopped run keeps the seeds it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lorenz_bold import parse_set, published_protocol_dstsp, recording, true_lorenz, zscore  # noqa: E402
+
+from dsrecon import Recording, load_run  # noqa: E402
+from dsrecon._util import versions  # noqa: E402
+from dsrecon.ensemble import fit_ensemble  # noqa: E402
+from dsrecon.metrics.stsp import stsp_binned  # noqa: E402
+
+N_FIT = 2667  # frames handed to fit: 2 000 training samples + a 667-frame validation tail
+NOISE = 0.01
+TR = 0.2
+
+
+def score_member(run: Path, rec: Recording, ref: np.ndarray, n_gen: int, seed: int) -> dict:
+    """Latent D_stsp (first 3 latent units of an n_gen-step free run, z-scored, against ``ref``) and D_pub."""
+    model = load_run(run)
+    row: dict = {}
+    try:
+        lat = model.simulate(n_gen, seed=seed)["latent"][:, :3]
+        gen = zscore(lat) if np.all(lat.std(0) > 1e-8) else lat
+        row["latent_D_stsp"] = float(stsp_binned(gen, ref, bins=30))
+        row["bounded"] = bool(np.isfinite(row["latent_D_stsp"]))
+    except Exception as e:  # a diverged free run is a result, not a crash
+        row.update({"latent_D_stsp": float("inf"), "bounded": False, "error": str(e)})
+    row["D_pub"] = published_protocol_dstsp(model, rec)
+    return row
+
+
+def rank_of(values: list[float], k: int) -> int:
+    """1-based rank of values[k] among values (1 = lowest; ties share the better rank)."""
+    return 1 + sum(v < values[k] for v in values)
+
+
+def summarise(doc: dict) -> dict:
+    seeds = doc["seeds_done"]
+    per = []
+    vals, lats = [], []
+    for s in seeds:
+        rows = [r for r in doc["rows"] if r["data_seed"] == s]
+        lat = [r["latent_D_stsp"] for r in rows]
+        val = [r["val_D_stsp"] if r["val_D_stsp"] is not None else float("inf") for r in rows]
+        sel = next(k for k, r in enumerate(rows) if r["selected"])
+        rank = rank_of(lat, sel)
+        ok = [(v, la) for v, la in zip(val, lat) if np.isfinite(v) and np.isfinite(la)]
+        rho = float(spearmanr([o[0] for o in ok], [o[1] for o in ok])[0]) if len(ok) > 2 else float("nan")
+        vals += [o[0] for o in ok]
+        lats += [o[1] for o in ok]
+        per.append({"data_seed": s, "members": len(rows), "selected_member": rows[sel]["member"],
+                    "selected_latent_D_stsp": lat[sel], "selected_D_pub": rows[sel]["D_pub"], "rank": rank,
+                    "best_quarter": bool(rank <= max(1, len(rows) // 4)), "best_latent_D_stsp": float(np.min(lat)),
+                    "median_member_latent_D_stsp": float(np.median(lat)), "member0_latent_D_stsp": lat[0],
+                    "spearman": rho})
+    sel = [p["selected_latent_D_stsp"] for p in per]
+    return {"per_seed": per, "median_selected": float(np.median(sel)) if sel else float("nan"),
+            "max_selected": float(np.max(sel)) if sel else float("nan"),
+            "best_quarter_count": int(sum(p["best_quarter"] for p in per)),
+            "spearman_all": float(spearmanr(vals, lats)[0]) if len(vals) > 2 else float("nan"),
+            "median_member0": float(np.median([p["member0_latent_D_stsp"] for p in per])) if per else float("nan")}
+
+
+def print_summary(doc: dict) -> None:
+    s = summarise(doc)
+    print(f"\n{'seed':>4s} {'selected':>8s} {'latent':>8s} {'D_pub':>7s} {'rank':>6s} {'best ¼':>6s} {'best':>7s} "
+          f"{'median':>7s} {'member 0':>8s} {'Spearman':>8s}")
+    for p in s["per_seed"]:
+        print(f"{p['data_seed']:4d} {p['selected_member']:8d} {p['selected_latent_D_stsp']:8.3f} {p['selected_D_pub']:7.3f} "
+              f"{p['rank']:3d}/{p['members']:<2d} {'yes' if p['best_quarter'] else 'no':>6s} {p['best_latent_D_stsp']:7.3f} "
+              f"{p['median_member_latent_D_stsp']:7.3f} {p['member0_latent_D_stsp']:8.3f} {p['spearman']:8.2f}")
+    n = len(s["per_seed"])
+    print(f"selected member's latent D_stsp: median {s['median_selected']:.3f} (target ≤ 2.5), worst {s['max_selected']:.3f} "
+          f"(target ≤ 6); in the best quarter on {s['best_quarter_count']} of {n} seeds (target 4 of 5); "
+          f"Spearman(validation D_stsp, latent D_stsp) over all {sum(p['members'] for p in s['per_seed'])} members "
+          f"{s['spearman_all']:.2f}; member 0 (the single fit) median {s['median_member0']:.3f}")
+
+
+def write_json(path: Path | None, doc: dict) -> None:
+    if path is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+
+
+_last: list[int | None] = [None]
+
+
+def progress(epoch: int, total: int, status: str) -> None:
+    if epoch % 100 == 0 and epoch != _last[0]:
+        _last[0] = epoch
+        print(f"  epoch {epoch}/{total} {time.strftime('%H:%M:%S')}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="data seeds (member k: seed + k)")
+    ap.add_argument("--ensemble", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the fit default (2000)")
+    ap.add_argument("--n-gen", type=int, default=100_000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", nargs="*", default=[], help="extra ConvSSM options KEY=VALUE")
+    ap.add_argument("--out", type=Path, default=None, help="JSON results (rewritten after every seed)")
+    ap.add_argument("--runs", type=Path, default=None, help="keep the run directories here (default: a temporary directory)")
+    ap.add_argument("--combine", type=Path, nargs="+", default=None, help="only print the summary of these --out files")
+    a = ap.parse_args()
+    if a.combine:
+        docs = [json.loads(p.read_text()) for p in a.combine]
+        if len({json.dumps(d["setup"], sort_keys=True) for d in docs}) != 1:
+            raise SystemExit("--combine: the files have different setups")
+        print_summary({"rows": [r for d in docs for r in d["rows"]], "seeds_done": sorted(s for d in docs for s in d["seeds_done"])})
+        return
+    torch.set_num_threads(a.threads)
+    extra = parse_set(a.set)
+    doc = {"benchmark": "ensemble_select", "command": " ".join(sys.argv),
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
+           "threads": a.threads, "setup": {"system": "lorenz63", "n_fit": N_FIT, "tr": TR, "noise": NOISE, "kernel": "spm",
+                                           "ensemble": a.ensemble, "epochs": a.epochs, "n_gen": a.n_gen, "extra": extra},
+           "status": "running", "rows": [], "fits": [], "seeds_done": []}
+    tmp = None if a.runs else tempfile.TemporaryDirectory(prefix="ensemble_select_")
+    root = a.runs if a.runs else Path(tmp.name)
+    print(f"{'seed':>4s} {'member':>6s} {'epochs':>6s} {'best':>5s} {'val D_stsp':>10s} {'latent':>8s} {'D_pub':>7s}", flush=True)
+    for seed in a.seeds:
+        data = recording(seed, N_FIT, NOISE)
+        rec = Recording(data["observed"][:N_FIT], tr=TR, names=data["names"], source=f"lorenz-bold-seed{seed}")
+        kw = {"seed": seed, **extra}
+        if a.epochs is not None:
+            kw["epochs"] = a.epochs
+        run = root / f"ens_s{seed}"
+        t0 = time.perf_counter()
+        ens = fit_ensemble(rec, run, a.ensemble, overwrite=True, progress=progress, **kw)
+        wall = time.perf_counter() - t0
+        doc["fits"].append({"data_seed": seed, "fit_wall_s": wall, "epochs": ens["epochs"], "best_member": ens["best_member"],
+                            "selection": ens["selection"]})
+        ref = true_lorenz(a.n_gen, seed)
+        for m in ens["members"]:
+            r = {"data_seed": seed, "member": m["member"], "seed": m["seed"], "epochs_run": m.get("epochs_run"),
+                 "best_epoch": m.get("best_epoch"), "val_D_stsp": m.get("best_val_D_stsp"), "val_D_H": m.get("best_val_D_H"),
+                 "failed": bool(m["failed"]), "selected": m["member"] == ens["best_member"]}
+            if m["failed"]:
+                r.update({"latent_D_stsp": float("inf"), "D_pub": float("inf"), "bounded": False})
+            else:
+                r.update(score_member(run / m["run"], rec, ref, a.n_gen, m["seed"]))
+            doc["rows"].append(r)
+            v = f"{r['val_D_stsp']:10.3f}" if r["val_D_stsp"] is not None else f"{'—':>10s}"
+            print(f"{seed:4d} {m['member']:6d} {str(r['epochs_run']):>6s} {str(r['best_epoch']):>5s} {v} "
+                  f"{r['latent_D_stsp']:8.3f} {r['D_pub']:7.3f}{'  ← selected' if r['selected'] else ''}", flush=True)
+        doc["seeds_done"].append(seed)
+        doc["wall_s"] = sum(f["fit_wall_s"] for f in doc["fits"])
+        write_json(a.out, doc)
+        print(f"# seed {seed}: fit {wall:.0f} s, {ens['epochs']} epochs", flush=True)
+    doc["status"] = "complete"
+    write_json(a.out, doc)
+    print_summary(doc)
+    print(f"command: {doc['command']}")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
