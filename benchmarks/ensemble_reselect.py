@@ -1,0 +1,120 @@
+"""Selection rules for an ensemble, tried on kept runs (issue 15, target 3: "selection must work").
+
+benchmarks/ensemble_select.py --runs DIR keeps each seed's ensemble (DIR/ens_sSEED/member-XX) and
+its --out JSON has every member's latent D_stsp (against the true Lorenz63 trajectory, which a user
+does not have). This script scores every kept member again by rules that need only the recording,
+and asks of each rule what ensemble_select.py asks of the engine's: the chosen member's latent
+D_stsp per seed, its rank among the members, in how many seeds it is in the best quarter, and the
+Spearman correlation between the rule's score and latent D_stsp over all members.
+
+Rules (each computed on the member's kept model, from the free run that validation makes: from the
+last reliable training teacher state, the end of a run past the training data, as long as the
+recording; the reference is the whole recording, z-scored with the training statistics):
+- ``val``: validation's D_stsp (binned, bins capped by the data: what the engine selects by);
+- ``val_DH``: validation's D_H (spectral Hellinger, smoothing 20);
+- ``val_gmm``: the Gaussian-mixture D_stsp (σ² 1) on the same run and reference;
+- ``teacher``: D_stsp in teacher space: the run's latent units (z-scored) against the Wiener teacher
+  of the training split (z-scored), bins capped as validation caps them;
+- ``val+DH``, ``val+teacher``, ``val+DH+teacher``: the mean rank within the seed's ensemble.
+
+    python benchmarks/ensemble_reselect.py /work/sel/sel_a.json /work/sel/sel_b.json \\
+        --runs /work/sel/runs_a /work/sel/runs_b
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import rankdata, spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ensemble_select import N_FIT, NOISE, TR, rank_of  # noqa: E402
+from lorenz_bold import recording, zscore  # noqa: E402
+
+from dsrecon import Recording, load_run  # noqa: E402
+from dsrecon.metrics.spectrum import hellinger_spectral  # noqa: E402
+from dsrecon.metrics.stsp import stsp_binned, stsp_gmm  # noqa: E402
+from dsrecon.training.prepare import prepare  # noqa: E402
+from dsrecon.training.trainer import DIVERGENCE_BOUND, validation_steps  # noqa: E402
+
+RULES = ("val", "val_DH", "val_gmm", "teacher")
+COMBOS = {"val+DH": ("val", "val_DH"), "val+teacher": ("val", "teacher"), "val+DH+teacher": ("val", "val_DH", "teacher")}
+
+
+@torch.no_grad()
+def member_scores(run: Path, rec: Recording) -> dict:
+    model = load_run(run)
+    net = model.net_.cpu().eval()
+    data = prepare([rec], model.kernel_, model.train_options.test_fraction)
+    trn, tst = data.train[0], data.test[0]
+    full = np.concatenate([trn.x, tst.x])[np.concatenate([trn.mask, tst.mask])]
+    n, total = validation_steps(trn, tst)
+    state0 = net.state_from_last_reliable(trn.teacher)
+    x, Z = net.free_run(state0, total)
+    x, Z = x[0, total - n:].numpy(), Z[0].numpy()
+    if not np.isfinite(x).all() or np.abs(Z).max() > DIVERGENCE_BOUND:
+        return {r: float("inf") for r in RULES}
+    bins = max(5, min(30, int((full.shape[0] / 2) ** (1.0 / full.shape[1]))))
+    lat = Z[-n:, :3].astype(np.float64)
+    teach = trn.teacher[np.isfinite(trn.teacher).all(axis=1)]
+    z = zscore(lat) if np.all(lat.std(0) > 1e-8) else lat
+    out = {"val": float(stsp_binned(x, full, bins=bins)),
+           "val_DH": float(hellinger_spectral(x[-full.shape[0]:], full, smoothing=20.0)),
+           "val_gmm": float(stsp_gmm(x, full, var=1.0, seed=0, points="even")),
+           "teacher": float(stsp_binned(z, zscore(teach), bins=bins))}
+    return {k: v if np.isfinite(v) else float("inf") for k, v in out.items()}  # a flat run has no spectrum: worst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", type=Path, nargs="+", help="ensemble_select.py --out files")
+    ap.add_argument("--runs", type=Path, nargs="+", required=True, help="their --runs directories, in the same order")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    per_seed: dict[int, list[dict]] = {}
+    for res, runs in zip(a.results, a.runs):
+        doc = json.loads(res.read_text())
+        for seed in doc["seeds_done"]:
+            data = recording(seed, N_FIT, NOISE)
+            rec = Recording(data["observed"][:N_FIT], tr=TR, names=data["names"], source=f"lorenz-bold-seed{seed}")
+            rows = [r for r in doc["rows"] if r["data_seed"] == seed]
+            for r in rows:
+                sc = {k: float("inf") for k in RULES} if r["failed"] else member_scores(runs / f"ens_s{seed}" / f"member-{r['member']:02d}", rec)
+                r["rules"] = sc
+                print(f"seed {seed} member {r['member']:2d}: latent {r['latent_D_stsp']:7.3f}  engine val {r['val_D_stsp'] or float('nan'):7.3f}  "
+                      + "  ".join(f"{k} {v:7.3f}" for k, v in sc.items()), flush=True)
+            per_seed[seed] = rows
+    print(f"\n{'rule':16s} {'selected latent per seed':>40s} {'median':>7s} {'worst':>7s} {'best ¼':>6s} {'Spearman':>8s}")
+    for rule in ("engine", *RULES, *COMBOS):
+        chosen, quarter, xs, ys = [], 0, [], []
+        for seed, rows in per_seed.items():
+            lat = [r["latent_D_stsp"] for r in rows]
+            if rule == "engine":
+                score = [0.0 if r["selected"] else 1.0 for r in rows]
+                corr = [r["val_D_stsp"] if r["val_D_stsp"] is not None else float("inf") for r in rows]
+            elif rule in COMBOS:
+                score = list(np.mean([rankdata([r["rules"][k] for r in rows]) for k in COMBOS[rule]], axis=0))
+                corr = score
+            else:
+                score = corr = [r["rules"][rule] for r in rows]
+            k = int(np.argmin(score))
+            chosen.append(lat[k])
+            quarter += rank_of(lat, k) <= max(1, len(rows) // 4)
+            ok = [(c, la) for c, la in zip(corr, lat) if np.isfinite(c) and np.isfinite(la)]
+            xs += [o[0] for o in ok] if rule not in COMBOS else []
+            ys += [o[1] for o in ok] if rule not in COMBOS else []
+        rho = spearmanr(xs, ys)[0] if len(xs) > 2 else float("nan")
+        print(f"{rule:16s} {' / '.join(f'{c:.2f}' for c in chosen):>40s} {np.median(chosen):7.3f} {np.max(chosen):7.3f} "
+              f"{quarter:3d}/{len(per_seed):<2d} {rho:8.2f}")
+    print("Spearman: the rule's score against latent D_stsp over all members (pooled over seeds; combined ranks: —)")
+    print(f"command: {' '.join(sys.argv)}")
+
+
+if __name__ == "__main__":
+    main()
