@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lambda_short import progress, write_json  # noqa: E402
 from lorenz_bold import parse_set, published_protocol_dstsp, recording, true_lorenz, zscore  # noqa: E402
 
 from dsrecon import Recording, load_run  # noqa: E402
@@ -111,23 +111,6 @@ def print_summary(doc: dict) -> None:
           f"(target ≤ 6); in the best quarter on {s['best_quarter_count']} of {n} seeds (target 4 of 5); "
           f"Spearman(validation D_stsp, latent D_stsp) over all {sum(p['members'] for p in s['per_seed'])} members "
           f"{s['spearman_all']:.2f}; member 0 (the single fit) median {s['median_member0']:.3f}")
-
-
-def write_json(path: Path | None, doc: dict) -> None:
-    if path is None:
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
-
-
-_last: list[int | None] = [None]
-
-
-def progress(epoch: int, total: int, status: str) -> None:
-    if epoch % 100 == 0 and epoch != _last[0]:
-        _last[0] = epoch
-        print(f"  epoch {epoch}/{total} {time.strftime('%H:%M:%S')}", file=sys.stderr, flush=True)
 
 
 def main() -> None:
