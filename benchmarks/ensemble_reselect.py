@@ -10,8 +10,8 @@ Spearman correlation between the rule's score and latent D_stsp over all members
 Rules (each computed on the member's kept model, from the free run that validation makes: from the
 last reliable training teacher state, the end of a run past the training data, as long as the
 recording; the reference is the whole recording, z-scored with the training statistics):
-- ``val``: validation's D_stsp (binned, bins capped by the data: what the engine selects by);
-- ``val_DH``: validation's D_H (spectral Hellinger, smoothing 20);
+- ``val``: validation's D_stsp (`dsrecon.training.trainer.validate` on this run: what the engine selects by);
+- ``val_DH``: validation's D_H (the same call);
 - ``val_gmm``: the Gaussian-mixture D_stsp (σ² 1) on the same run and reference;
 - ``teacher``: D_stsp in teacher space: the run's latent units (z-scored) against the Wiener teacher
   of the training split (z-scored), bins capped as validation caps them;
@@ -37,10 +37,9 @@ from ensemble_select import N_FIT, NOISE, TR, rank_of  # noqa: E402
 from lorenz_bold import recording, zscore  # noqa: E402
 
 from dsrecon import Recording, load_run  # noqa: E402
-from dsrecon.metrics.spectrum import hellinger_spectral  # noqa: E402
 from dsrecon.metrics.stsp import stsp_binned, stsp_gmm  # noqa: E402
 from dsrecon.training.prepare import prepare  # noqa: E402
-from dsrecon.training.trainer import DIVERGENCE_BOUND, validation_steps  # noqa: E402
+from dsrecon.training.trainer import DIVERGENCE_BOUND, validate, validation_steps  # noqa: E402
 
 RULES = ("val", "val_DH", "val_gmm", "teacher")
 COMBOS = {"val+DH": ("val", "val_DH"), "val+teacher": ("val", "teacher"), "val+DH+teacher": ("val", "val_DH", "teacher")}
@@ -59,12 +58,12 @@ def member_scores(run: Path, rec: Recording) -> dict:
     x, Z = x[0, total - n:].numpy(), Z[0].numpy()
     if not np.isfinite(x).all() or np.abs(Z).max() > DIVERGENCE_BOUND:
         return {r: float("inf") for r in RULES}
-    bins = max(5, min(30, int((full.shape[0] / 2) ** (1.0 / full.shape[1]))))
+    v = validate(net, data, model.train_options, generated=[x])  # the engine's own score of this run
+    bins = max(5, min(30, int((full.shape[0] / 2) ** (1.0 / full.shape[1]))))  # as validate caps them
     lat = Z[-n:, :3].astype(np.float64)
     teach = trn.teacher[np.isfinite(trn.teacher).all(axis=1)]
     z = zscore(lat) if np.all(lat.std(0) > 1e-8) else lat
-    out = {"val": float(stsp_binned(x, full, bins=bins)),
-           "val_DH": float(hellinger_spectral(x[-full.shape[0]:], full, smoothing=20.0)),
+    out = {"val": v["D_stsp"], "val_DH": v["D_H"],
            "val_gmm": float(stsp_gmm(x, full, var=1.0, seed=0, points="even")),
            "teacher": float(stsp_binned(z, zscore(teach), bins=bins))}
     return {k: v if np.isfinite(v) else float("inf") for k, v in out.items()}  # a flat run has no spectrum: worst
