@@ -33,13 +33,13 @@ import torch
 from scipy.stats import rankdata, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ensemble_select import N_FIT, NOISE, TR, rank_of  # noqa: E402
-from lorenz_bold import recording, zscore  # noqa: E402
+from ensemble_select import rank_of, seed_recording  # noqa: E402
+from lorenz_bold import zscore  # noqa: E402
 
 from dsrecon import Recording, load_run  # noqa: E402
 from dsrecon.metrics.stsp import stsp_binned, stsp_gmm  # noqa: E402
 from dsrecon.training.prepare import prepare  # noqa: E402
-from dsrecon.training.trainer import DIVERGENCE_BOUND, validate, validation_steps  # noqa: E402
+from dsrecon.training.trainer import DIVERGENCE_BOUND, validate, validation_bins, validation_steps  # noqa: E402
 
 RULES = ("val", "val_DH", "val_gmm", "teacher")
 COMBOS = {"val+DH": ("val", "val_DH"), "val+teacher": ("val", "teacher"), "val+DH+teacher": ("val", "val_DH", "teacher")}
@@ -59,7 +59,7 @@ def member_scores(run: Path, rec: Recording) -> dict:
     if not np.isfinite(x).all() or np.abs(Z).max() > DIVERGENCE_BOUND:
         return {r: float("inf") for r in RULES}
     v = validate(net, data, model.train_options, generated=[x])  # the engine's own score of this run
-    bins = max(5, min(30, int((full.shape[0] / 2) ** (1.0 / full.shape[1]))))  # as validate caps them
+    bins = validation_bins(full, 30)  # as validate caps them
     lat = Z[-n:, :3].astype(np.float64)
     teach = trn.teacher[np.isfinite(trn.teacher).all(axis=1)]
     z = zscore(lat) if np.all(lat.std(0) > 1e-8) else lat
@@ -80,8 +80,7 @@ def main() -> None:
     for res, runs in zip(a.results, a.runs):
         doc = json.loads(res.read_text())
         for seed in doc["seeds_done"]:
-            data = recording(seed, N_FIT, NOISE)
-            rec = Recording(data["observed"][:N_FIT], tr=TR, names=data["names"], source=f"lorenz-bold-seed{seed}")
+            rec = seed_recording(seed)
             rows = [r for r in doc["rows"] if r["data_seed"] == seed]
             for r in rows:
                 sc = {k: float("inf") for k in RULES} if r["failed"] else member_scores(runs / f"ens_s{seed}" / f"member-{r['member']:02d}", rec)

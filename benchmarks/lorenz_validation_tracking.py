@@ -48,7 +48,7 @@ def teacher_space_validation(net, data) -> float:
     gen = Z[0, -n:, : full.shape[1]].numpy().astype(np.float64)
     if not np.isfinite(gen).all() or np.abs(gen).max() > 1e4:
         return float("inf")
-    bins = max(5, min(30, int((teacher.shape[0] / 2) ** (1.0 / teacher.shape[1]))))
+    bins = trainer_mod.validation_bins(teacher, 30)
     return float(stsp_binned(gen, teacher, bins=bins))
 
 

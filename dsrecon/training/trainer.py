@@ -104,6 +104,15 @@ def validation_steps(train, test) -> tuple[int, int]:
     return n, max(VAL_HORIZON, math.ceil(1.25 * n))
 
 
+def validation_bins(reference: np.ndarray, max_bins: int) -> int:
+    """Bins per dimension of validation's binned D_stsp against a (T, N) reference.
+
+    Binned D_stsp needs a few reference points per occupied cell to tell models apart: with a
+    couple of thousand frames and 30^N cells it mostly measures sampling noise, so validation caps
+    the bins at (T/2)^(1/N) (10 for 2 000 frames of 3 regions), at least 5; reported scores use --bins."""
+    return max(5, min(int(max_bins), int((reference.shape[0] / 2) ** (1.0 / reference.shape[1]))))
+
+
 def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int = 0,
              generated: list[np.ndarray | None] | None = None) -> dict:
     """Free-run the model past the training split and compare with the observed recording.
@@ -141,10 +150,7 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
         if T >= 8:
             dhs.append(hellinger_spectral(gen[-T:], full, smoothing=opts.smoothing))
     ref = np.concatenate(refs)
-    # Binned D_stsp needs a few reference points per occupied cell to tell models apart: with a
-    # couple of thousand frames and 30^3 cells it mostly measures sampling noise, so validation
-    # caps the bins at (n_ref/2)^(1/N) (10 for 2 000 frames of 3 regions); reported scores use --bins.
-    bins = max(5, min(opts.bins, int((ref.shape[0] / 2) ** (1.0 / ref.shape[1]))))
+    bins = validation_bins(ref, opts.bins)
     # Validation concatenates the runs (and references) of all recordings, so a mixture keeps
     # evenly spaced points of the whole set rather than the first recording's only.
     d, method = state_space_divergence(np.concatenate(gens), ref, method=opts.stsp, bins=bins, var=opts.gmm_var, seed=seed,
