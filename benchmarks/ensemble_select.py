@@ -39,29 +39,30 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lambda_short import progress, write_json  # noqa: E402
-from lorenz_bold import parse_set, published_protocol_dstsp, recording, true_lorenz, zscore  # noqa: E402
+from lorenz_bold import latent_scores, parse_set, published_protocol_dstsp, recording, true_lorenz  # noqa: E402
 
 from dsrecon import Recording, load_run  # noqa: E402
 from dsrecon._util import versions  # noqa: E402
 from dsrecon.ensemble import fit_ensemble  # noqa: E402
-from dsrecon.metrics.stsp import stsp_binned  # noqa: E402
 
 N_FIT = 2667  # frames handed to fit: 2 000 training samples + a 667-frame validation tail
 NOISE = 0.01
 TR = 0.2
 
 
+def seed_recording(seed: int) -> Recording:
+    """The N_FIT frames of data seed ``seed`` that fit is handed (lorenz_bold.py's recording)."""
+    data = recording(seed, N_FIT, NOISE)
+    return Recording(data["observed"][:N_FIT], tr=TR, names=data["names"], source=f"lorenz-bold-seed{seed}")
+
+
 def score_member(run: Path, rec: Recording, ref: np.ndarray, n_gen: int, seed: int) -> dict:
-    """Latent D_stsp (first 3 latent units of an n_gen-step free run, z-scored, against ``ref``) and D_pub."""
+    """Latent D_stsp (lorenz_bold.py's `latent_scores`) and D_pub of a member's run."""
     model = load_run(run)
-    row: dict = {}
-    try:
-        lat = model.simulate(n_gen, seed=seed)["latent"][:, :3]
-        gen = zscore(lat) if np.all(lat.std(0) > 1e-8) else lat
-        row["latent_D_stsp"] = float(stsp_binned(gen, ref, bins=30))
-        row["bounded"] = bool(np.isfinite(row["latent_D_stsp"]))
-    except Exception as e:  # a diverged free run is a result, not a crash
-        row.update({"latent_D_stsp": float("inf"), "bounded": False, "error": str(e)})
+    s = latent_scores(model, n_gen, seed, ref)
+    row = {"latent_D_stsp": s["D_stsp_latent"], "bounded": bool(s["bounded"] and np.isfinite(s["D_stsp_latent"]))}
+    if "error" in s:
+        row["error"] = s["error"]
     row["D_pub"] = published_protocol_dstsp(model, rec)
     return row
 
@@ -142,8 +143,7 @@ def main() -> None:
     root = a.runs if a.runs else Path(tmp.name)
     print(f"{'seed':>4s} {'member':>6s} {'epochs':>6s} {'best':>5s} {'val D_stsp':>10s} {'latent':>8s} {'D_pub':>7s}", flush=True)
     for seed in a.seeds:
-        data = recording(seed, N_FIT, NOISE)
-        rec = Recording(data["observed"][:N_FIT], tr=TR, names=data["names"], source=f"lorenz-bold-seed{seed}")
+        rec = seed_recording(seed)
         kw = {"seed": seed, **extra}
         if a.epochs is not None:
             kw["epochs"] = a.epochs
