@@ -15,7 +15,11 @@ recording; the reference is the whole recording, z-scored with the training stat
 - ``val_gmm``: the Gaussian-mixture D_stsp (σ² 1) on the same run and reference;
 - ``teacher``: D_stsp in teacher space: the run's latent units (z-scored) against the Wiener teacher
   of the training split (z-scored), bins capped as validation caps them;
-- ``val+DH``, ``val+teacher``, ``val+DH+teacher``: the mean rank within the seed's ensemble.
+- ``consensus``: how far the member's run is from the other members' (the median Hellinger distance
+  between occupation histograms on the recording's grid, the validation bins; points outside the
+  grid counted in its edge cells). It uses what the ensemble itself knows, not the validation tail:
+  members that found the attractor agree with each other, and a wrong one is wrong in its own way;
+- ``val+DH``, ``val+teacher``, ``val+DH+teacher``, ``val+consensus``: the mean rank within the seed's ensemble.
 
     python benchmarks/ensemble_reselect.py /work/sel/sel_a.json /work/sel/sel_b.json \\
         --runs /work/sel/runs_a /work/sel/runs_b
@@ -37,36 +41,63 @@ from ensemble_select import rank_of, seed_recording  # noqa: E402
 from lorenz_bold import zscore  # noqa: E402
 
 from dsrecon import Recording, load_run  # noqa: E402
-from dsrecon.metrics.stsp import stsp_binned, stsp_gmm  # noqa: E402
+from dsrecon.metrics.stsp import bin_edges, stsp_binned, stsp_gmm  # noqa: E402
 from dsrecon.training.prepare import prepare  # noqa: E402
 from dsrecon.training.trainer import DIVERGENCE_BOUND, validate, validation_bins, validation_steps  # noqa: E402
 
-RULES = ("val", "val_DH", "val_gmm", "teacher")
-COMBOS = {"val+DH": ("val", "val_DH"), "val+teacher": ("val", "teacher"), "val+DH+teacher": ("val", "val_DH", "teacher")}
+RULES = ("val", "val_DH", "val_gmm", "teacher", "consensus")
+COMBOS = {"val+DH": ("val", "val_DH"), "val+teacher": ("val", "teacher"), "val+DH+teacher": ("val", "val_DH", "teacher"),
+          "val+consensus": ("val", "consensus")}
+
+
+def occupation(x: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
+    """Normalised occupation histogram of a run (T, N) on a fixed grid; points outside it fall in the edge cells."""
+    k = len(edges[0]) - 1
+    idx = np.stack([np.clip(np.searchsorted(e, x[:, j], side="right") - 1, 0, k - 1) for j, e in enumerate(edges)], axis=1)
+    counts = np.bincount(np.ravel_multi_index(idx.T, (k,) * x.shape[1]), minlength=k ** x.shape[1]).astype(np.float64)
+    return counts / counts.sum()
+
+
+def consensus_scores(runs: list[np.ndarray | None], edges: list[np.ndarray]) -> list[float]:
+    """Per member: the median Hellinger distance of its occupation histogram to the other members'
+    (a diverged or flat run: inf, and it is left out of the others' medians)."""
+    hist = [occupation(x, edges) if x is not None else None for x in runs]
+    ok = [i for i, h in enumerate(hist) if h is not None]
+    out = []
+    for i, h in enumerate(hist):
+        if h is None or len(ok) < 2:
+            out.append(float("inf"))
+            continue
+        d = [np.sqrt(0.5 * np.sum((np.sqrt(h) - np.sqrt(hist[j])) ** 2)) for j in ok if j != i]
+        out.append(float(np.median(d)))
+    return out
 
 
 @torch.no_grad()
-def member_scores(run: Path, rec: Recording) -> dict:
+def member_scores(run: Path, rec: Recording) -> tuple[dict, np.ndarray | None, list[np.ndarray]]:
+    """The rules' scores of one kept member (all but ``consensus``, which needs the others), its run
+    (None when it diverged) and validation's grid (bin edges over the whole recording)."""
     model = load_run(run)
     net = model.net_.cpu().eval()
     data = prepare([rec], model.kernel_, model.train_options.test_fraction)
     trn, tst = data.train[0], data.test[0]
     full = np.concatenate([trn.x, tst.x])[np.concatenate([trn.mask, tst.mask])]
+    bins = validation_bins(full, 30)  # as validate caps them
+    edges = bin_edges(full, bins)
     n, total = validation_steps(trn, tst)
     state0 = net.state_from_last_reliable(trn.teacher)
     x, Z = net.free_run(state0, total)
     x, Z = x[0, total - n:].numpy(), Z[0].numpy()
     if not np.isfinite(x).all() or np.abs(Z).max() > DIVERGENCE_BOUND:
-        return {r: float("inf") for r in RULES}
+        return {r: float("inf") for r in RULES}, None, edges
     v = validate(net, data, model.train_options, generated=[x])  # the engine's own score of this run
-    bins = validation_bins(full, 30)  # as validate caps them
     lat = Z[-n:, :3].astype(np.float64)
     teach = trn.teacher[np.isfinite(trn.teacher).all(axis=1)]
     z = zscore(lat) if np.all(lat.std(0) > 1e-8) else lat
     out = {"val": v["D_stsp"], "val_DH": v["D_H"],
            "val_gmm": float(stsp_gmm(x, full, var=1.0, seed=0, points="even")),
            "teacher": float(stsp_binned(z, zscore(teach), bins=bins))}
-    return {k: v if np.isfinite(v) else float("inf") for k, v in out.items()}  # a flat run has no spectrum: worst
+    return {k: v if np.isfinite(v) else float("inf") for k, v in out.items()}, x, edges  # a flat run has no spectrum: worst
 
 
 def main() -> None:
@@ -82,9 +113,18 @@ def main() -> None:
         for seed in doc["seeds_done"]:
             rec = seed_recording(seed)
             rows = [r for r in doc["rows"] if r["data_seed"] == seed]
+            gens, edges = [], None
             for r in rows:
-                sc = {k: float("inf") for k in RULES} if r["failed"] else member_scores(runs / f"ens_s{seed}" / f"member-{r['member']:02d}", rec)
+                if r["failed"]:
+                    sc, x = {k: float("inf") for k in RULES}, None
+                else:
+                    sc, x, edges = member_scores(runs / f"ens_s{seed}" / f"member-{r['member']:02d}", rec)
                 r["rules"] = sc
+                gens.append(x)
+            for r, c in zip(rows, consensus_scores(gens, edges)):
+                r["rules"]["consensus"] = c
+            for r in rows:
+                sc = r["rules"]
                 print(f"seed {seed} member {r['member']:2d}: latent {r['latent_D_stsp']:7.3f}  engine val {r['val_D_stsp'] or float('nan'):7.3f}  "
                       + "  ".join(f"{k} {v:7.3f}" for k, v in sc.items()), flush=True)
             per_seed[seed] = rows
