@@ -15,6 +15,9 @@ recording; the reference is the whole recording, z-scored with the training stat
 - ``val_gmm``: the Gaussian-mixture D_stsp (σ² 1) on the same run and reference;
 - ``teacher``: D_stsp in teacher space: the run's latent units (z-scored) against the Wiener teacher
   of the training split (z-scored), bins capped as validation caps them;
+- ``pe20``, ``pe100``: the n-step prediction error (`dsrecon.metrics.prediction.prediction_error`,
+  the PE_n of `ConvSSM.score`) of the frames of the validation tail, n = 20 and 100 frames (0.2 and 1
+  Lorenz time units; λ_max⁻¹ is 1.1): from the Wiener teacher of the whole recording, as score takes it;
 - ``consensus``: how far the member's run is from the other members' (the median Hellinger distance
   between occupation histograms on the recording's grid, the validation bins; points outside the
   grid counted in its edge cells). It uses what the ensemble itself knows, not the validation tail:
@@ -41,13 +44,15 @@ from ensemble_select import rank_of, seed_recording  # noqa: E402
 from lorenz_bold import zscore  # noqa: E402
 
 from dsrecon import Recording, load_run  # noqa: E402
+from dsrecon.metrics.prediction import prediction_error  # noqa: E402
 from dsrecon.metrics.stsp import bin_edges, stsp_binned, stsp_gmm  # noqa: E402
+from dsrecon.signal.deconvolution import wiener_deconvolve  # noqa: E402
 from dsrecon.training.prepare import prepare  # noqa: E402
 from dsrecon.training.trainer import DIVERGENCE_BOUND, validate, validation_bins, validation_steps  # noqa: E402
 
-RULES = ("val", "val_DH", "val_gmm", "teacher", "consensus")
+RULES = ("val", "val_DH", "val_gmm", "teacher", "pe20", "pe100", "consensus")
 COMBOS = {"val+DH": ("val", "val_DH"), "val+teacher": ("val", "teacher"), "val+DH+teacher": ("val", "val_DH", "teacher"),
-          "val+consensus": ("val", "consensus")}
+          "val+consensus": ("val", "consensus"), "val+pe100": ("val", "pe100")}
 
 
 def occupation(x: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
@@ -94,7 +99,11 @@ def member_scores(run: Path, rec: Recording) -> tuple[dict, np.ndarray | None, l
     lat = Z[-n:, :3].astype(np.float64)
     teach = trn.teacher[np.isfinite(trn.teacher).all(axis=1)]
     z = zscore(lat) if np.all(lat.std(0) > 1e-8) else lat
+    whole = np.concatenate([trn.x, tst.x]).astype(np.float32)
+    teacher = wiener_deconvolve(whole, model.kernel_.taps).astype(np.float32)
+    tail = np.concatenate([np.zeros(trn.x.shape[0], bool), tst.mask])  # predicted frames: the validation tail's
     out = {"val": v["D_stsp"], "val_DH": v["D_H"],
+           "pe20": prediction_error(net, whole, teacher, 20, tail), "pe100": prediction_error(net, whole, teacher, 100, tail),
            "val_gmm": float(stsp_gmm(x, full, var=1.0, seed=0, points="even")),
            "teacher": float(stsp_binned(z, zscore(teach), bins=bins))}
     return {k: v if np.isfinite(v) else float("inf") for k, v in out.items()}, x, edges  # a flat run has no spectrum: worst
