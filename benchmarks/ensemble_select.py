@@ -19,6 +19,11 @@ score and latent D_stsp, per seed and over all members (each seed's values poole
     NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 nice -n 10 python benchmarks/ensemble_select.py \\
         --seeds 0 2 4 --out sel_a.json          # and --seeds 1 3 --out sel_b.json beside it
     python benchmarks/ensemble_select.py --combine sel_a.json sel_b.json
+    python benchmarks/ensemble_select.py --combine l2_a.json l2_b.json --baseline sel_a.json sel_b.json
+
+--baseline compares two settings member by member: the same data seed and member seed (so the same
+recording and initialisation seed) under both, with the Wilcoxon signed-rank test of the paired
+latent D_stsp.
 
 The JSON (--out) is rewritten after every seed, so a stopped run keeps the seeds it finished.
 """
@@ -114,6 +119,41 @@ def print_summary(doc: dict) -> None:
           f"{s['spearman_all']:.2f}; member 0 (the single fit) median {s['median_member0']:.3f}")
 
 
+def combined(paths: list[Path]) -> dict:
+    """The rows and seeds of several --out files of one setup, as one document."""
+    docs = [json.loads(p.read_text()) for p in paths]
+    if len({json.dumps(d["setup"], sort_keys=True) for d in docs}) != 1:
+        raise SystemExit(f"{', '.join(map(str, paths))}: the files have different setups")
+    return {"rows": [r for d in docs for r in d["rows"]], "seeds_done": sorted(s for d in docs for s in d["seeds_done"]),
+            "setup": docs[0]["setup"]}
+
+
+def print_paired(new: dict, base: dict) -> None:
+    """Member-by-member comparison of two settings on the data seeds both have."""
+    from scipy.stats import wilcoxon
+
+    key = {(r["data_seed"], r["member"]): r["latent_D_stsp"] for r in base["rows"]}
+    seeds = [s for s in new["seeds_done"] if s in base["seeds_done"]]
+    sn, sb = summarise({**new, "seeds_done": seeds}), summarise({**base, "seeds_done": seeds})
+    print(f"\npaired against the baseline (extra options {base['setup'].get('extra') or '{}'} → {new['setup'].get('extra') or '{}'}):")
+    print(f"{'seed':>4s} {'median member':>15s} {'member 0':>15s} {'selected':>15s} {'best':>15s} {'members better':>14s}")
+    pairs = []
+    for pn, pb in zip(sn["per_seed"], sb["per_seed"]):
+        s = pn["data_seed"]
+        pr = [(r["latent_D_stsp"], key[(s, r["member"])]) for r in new["rows"] if r["data_seed"] == s and (s, r["member"]) in key]
+        pairs += pr
+        print(f"{s:4d} {pb['median_member_latent_D_stsp']:6.3f} → {pn['median_member_latent_D_stsp']:6.3f} "
+              f"{pb['member0_latent_D_stsp']:6.3f} → {pn['member0_latent_D_stsp']:6.3f} "
+              f"{pb['selected_latent_D_stsp']:6.3f} → {pn['selected_latent_D_stsp']:6.3f} "
+              f"{pb['best_latent_D_stsp']:6.3f} → {pn['best_latent_D_stsp']:6.3f} {sum(a < b for a, b in pr):>8d}/{len(pr)}")
+    ok = [(a, b) for a, b in pairs if np.isfinite(a) and np.isfinite(b)]
+    d = np.array([a - b for a, b in ok])
+    p = float(wilcoxon(d)[1]) if len(d) > 5 and np.any(d != 0) else float("nan")
+    print(f"all {len(ok)} pairs: {int(np.sum(d < 0))} better, median change {np.median(d):+.3f}, Wilcoxon p {p:.3g}; "
+          f"selected median {sb['median_selected']:.3f} → {sn['median_selected']:.3f}, worst {sb['max_selected']:.3f} → "
+          f"{sn['max_selected']:.3f}, best quarter {sb['best_quarter_count']} → {sn['best_quarter_count']} of {len(seeds)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="data seeds (member k: seed + k)")
@@ -125,12 +165,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="JSON results (rewritten after every seed)")
     ap.add_argument("--runs", type=Path, default=None, help="keep the run directories here (default: a temporary directory)")
     ap.add_argument("--combine", type=Path, nargs="+", default=None, help="only print the summary of these --out files")
+    ap.add_argument("--baseline", type=Path, nargs="+", default=None,
+                    help="with --combine: --out files of another setting, compared member by member")
     a = ap.parse_args()
     if a.combine:
-        docs = [json.loads(p.read_text()) for p in a.combine]
-        if len({json.dumps(d["setup"], sort_keys=True) for d in docs}) != 1:
-            raise SystemExit("--combine: the files have different setups")
-        print_summary({"rows": [r for d in docs for r in d["rows"]], "seeds_done": sorted(s for d in docs for s in d["seeds_done"])})
+        doc = combined(a.combine)
+        print_summary(doc)
+        if a.baseline:
+            print_paired(doc, combined(a.baseline))
         return
     torch.set_num_threads(a.threads)
     extra = parse_set(a.set)
