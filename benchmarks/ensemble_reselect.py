@@ -45,7 +45,7 @@ from lorenz_bold import zscore  # noqa: E402
 
 from dsrecon import Recording, load_run  # noqa: E402
 from dsrecon.metrics.prediction import prediction_error  # noqa: E402
-from dsrecon.metrics.stsp import bin_edges, stsp_binned, stsp_gmm  # noqa: E402
+from dsrecon.metrics.stsp import _bin_index, _joint_codes, bin_edges, stsp_binned, stsp_gmm  # noqa: E402
 from dsrecon.signal.deconvolution import wiener_deconvolve  # noqa: E402
 from dsrecon.training.prepare import prepare  # noqa: E402
 from dsrecon.training.trainer import DIVERGENCE_BOUND, validate, validation_bins, validation_steps  # noqa: E402
@@ -58,8 +58,8 @@ COMBOS = {"val+DH": ("val", "val_DH"), "val+teacher": ("val", "teacher"), "val+D
 def occupation(x: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
     """Normalised occupation histogram of a run (T, N) on a fixed grid; points outside it fall in the edge cells."""
     k = len(edges[0]) - 1
-    idx = np.stack([np.clip(np.searchsorted(e, x[:, j], side="right") - 1, 0, k - 1) for j, e in enumerate(edges)], axis=1)
-    counts = np.bincount(np.ravel_multi_index(idx.T, (k,) * x.shape[1]), minlength=k ** x.shape[1]).astype(np.float64)
+    idx, _ = _bin_index(x, edges)  # binned D_stsp's cell of every point, clipped into the grid
+    counts = np.bincount(_joint_codes(idx, k), minlength=k ** x.shape[1]).astype(np.float64)
     return counts / counts.sum()
 
 
@@ -86,7 +86,8 @@ def member_scores(run: Path, rec: Recording) -> tuple[dict, np.ndarray | None, l
     net = model.net_.cpu().eval()
     data = prepare([rec], model.kernel_, model.train_options.test_fraction)
     trn, tst = data.train[0], data.test[0]
-    full = np.concatenate([trn.x, tst.x])[np.concatenate([trn.mask, tst.mask])]
+    whole = np.concatenate([trn.x, tst.x])
+    full = whole[np.concatenate([trn.mask, tst.mask])]
     bins = validation_bins(full, 30)  # as validate caps them
     edges = bin_edges(full, bins)
     n, total = validation_steps(trn, tst)
@@ -99,7 +100,7 @@ def member_scores(run: Path, rec: Recording) -> tuple[dict, np.ndarray | None, l
     lat = Z[-n:, :3].astype(np.float64)
     teach = trn.teacher[np.isfinite(trn.teacher).all(axis=1)]
     z = zscore(lat) if np.all(lat.std(0) > 1e-8) else lat
-    whole = np.concatenate([trn.x, tst.x]).astype(np.float32)
+    whole = whole.astype(np.float32)
     teacher = wiener_deconvolve(whole, model.kernel_.taps).astype(np.float32)
     tail = np.concatenate([np.zeros(trn.x.shape[0], bool), tst.mask])  # predicted frames: the validation tail's
     out = {"val": v["D_stsp"], "val_DH": v["D_H"],
