@@ -12,6 +12,10 @@ poorly. This script separates the two things that could be at fault:
 - ``long BOLD``: the same free run against an independent, ``--n-gen``-frame BOLD recording of the
   same system, kernel and noise (data seed 777 000 + seed), which no user has either.
 
+- ``long, fit's scale``: the long free run against the long recording in the fit's normalisation
+  (the training split's mean and standard deviation for both, as validation compares them), so a
+  member whose attractor has the right shape at the wrong amplitude or offset scores worse.
+
 If the long-reference score ranks members by their latent D_stsp and the recording-reference score
 does not, the models' observation statistics do carry the latent geometry, and what the selection
 lacks is a reference long enough to see it: the recording itself is the limit. Per seed it prints the
@@ -46,7 +50,7 @@ from dsrecon.errors import DsreconError  # noqa: E402
 from dsrecon.metrics.stsp import stsp_binned  # noqa: E402
 from dsrecon.systems import simulate_system  # noqa: E402
 
-SCORES = ("recording", "long BOLD")
+SCORES = ("recording", "long BOLD", "long, fit's scale")
 LONG_SEED = 777_000  # the independent long recording of data seed s uses seed LONG_SEED + s
 
 
@@ -59,12 +63,14 @@ def member_scores(run: Path, member_seed: int, recording: np.ndarray, long_ref: 
     """Both scores of one kept member; inf where the free run diverges or collapses to a point."""
     model = load_run(run)
     try:
-        gen = model.simulate(n_gen, seed=member_seed)["observed"]
+        run = model.simulate(n_gen, seed=member_seed)
+        gen = run["observed"]
         if not np.all(gen.std(0) > 1e-8):
             raise DsreconError("the free run is constant in a channel")
         gen = zscore(gen)
         return {"recording": float(stsp_binned(gen, zscore(recording), bins=30)),
-                "long BOLD": float(stsp_binned(gen, zscore(long_ref), bins=30))}
+                "long BOLD": float(stsp_binned(gen, zscore(long_ref), bins=30)),
+                "long, fit's scale": float(stsp_binned(run["observed_normalised"], model.norm_.apply(long_ref), bins=30))}
     except DsreconError:  # a diverged free run, or one too flat to bin
         return {k: float("inf") for k in SCORES}
 
@@ -80,7 +86,7 @@ def main() -> None:
     torch.set_num_threads(1)
     chosen = {k: [] for k in SCORES}
     best_q = {k: 0 for k in SCORES}
-    print(f"{'seed':>4s} {'members':>7s} " + " ".join(f"{'ρ ' + k:>13s} {'chosen':>7s}" for k in SCORES)
+    print(f"{'seed':>4s} {'members':>7s} " + " ".join(f"{'ρ ' + k:>19s} {'chosen':>7s}" for k in SCORES)
           + f" {'best':>7s} {'median':>7s}")
     for res, runs in zip(a.results, a.runs):
         doc = json.loads(res.read_text())
@@ -98,7 +104,7 @@ def main() -> None:
                 i = int(np.argmin(v))
                 chosen[k].append(lat[i])
                 best_q[k] += rank_of(lat, i) <= max(1, len(rows) // 4)
-                line += f"{rho:13.2f} {lat[i]:7.2f} "
+                line += f"{rho:19.2f} {lat[i]:7.2f} "
             print(line + f"{np.min(lat):7.2f} {np.median(lat):7.2f}", flush=True)
     n = len(chosen[SCORES[0]])
     for k in SCORES:
