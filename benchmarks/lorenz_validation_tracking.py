@@ -6,7 +6,8 @@ validation, also measures what validation cannot see: the latent D_stsp of the c
 Lorenz63 trajectory, exactly as lorenz_bold.py scores the final model). Prints the pairs, the
 within-run Spearman correlation, and the latent D_stsp of the checkpoint validation keeps against
 the best one in the run, and the same for two other scores of each checkpoint: validation in
-teacher space, and validation with each side z-scored by its own statistics ("own scale").
+teacher space, and validation with each side z-scored by its own statistics ("own scale"; "own
+scale + σ" adds the recording's observation noise, the benchmark's --noise, to the free run first).
 
     python benchmarks/lorenz_validation_tracking.py --seeds 0 2 --epochs 2000
 """
@@ -54,19 +55,23 @@ def teacher_space_validation(net, data) -> float:
 
 
 @torch.no_grad()
-def own_scale_validation(net, data) -> float:
+def own_scale_validation(net, data, noise: float = 0.0) -> float:
     """Validation's comparison with each side z-scored by its own statistics instead of both in the
     fit's normalisation: the same free run (`generate_after`, validation's length) against the same
     reference (the whole recording), 30 bins. It ignores an attractor's amplitude and offset, as the
     latent score does (benchmarks/ensemble_reference.py: against a long reference it ranks ensemble
-    members by latent D_stsp far better than the fit's scale does)."""
+    members by latent D_stsp far better than the fit's scale does). ``noise``: Gaussian noise of
+    that fraction of each channel's standard deviation added to the free run first, as the
+    recording has it (the benchmark's σ: known here, estimated in a real fit)."""
     trn, tst = data.train[0], data.test[0]
     full = np.concatenate([trn.x, tst.x])[np.concatenate([trn.mask, tst.mask])].astype(np.float64)
     n, total = trainer_mod.validation_steps(trn, tst)
     gen = trainer_mod.generate_after(net, trn, n, total=total, test=tst)
     if gen is None or not np.all(gen.std(0) > 1e-8):
         return float("inf")
-    return float(stsp_binned(lorenz_bold.zscore(gen.astype(np.float64)), lorenz_bold.zscore(full), bins=30))
+    gen = gen.astype(np.float64)
+    gen = gen + noise * gen.std(0) * np.random.default_rng(0).standard_normal(gen.shape)
+    return float(stsp_binned(lorenz_bold.zscore(gen), lorenz_bold.zscore(full), bins=30))
 
 
 def track(seed: int, epochs: int, n_fit: int, extra: dict | None = None, noise: float = 0.01) -> list[dict]:
@@ -83,7 +88,8 @@ def track(seed: int, epochs: int, n_fit: int, extra: dict | None = None, noise: 
         latent = float(stsp_binned(lorenz_bold.zscore(lat), ref, bins=30)) if ok else float("inf")
         # the trainer validates every val_every epochs and once more at the last epoch
         rows.append({"epoch": min((len(rows) + 1) * opts.val_every, epochs), "val": v["D_stsp"], "latent": latent,
-                     "teacher": teacher_space_validation(net, data), "own_scale": own_scale_validation(net, data)})
+                     "teacher": teacher_space_validation(net, data), "own_scale": own_scale_validation(net, data),
+                     "own_scale_noise": own_scale_validation(net, data, noise)})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress, and what a stopped run measured
         return v
 
@@ -108,17 +114,20 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     print(f"{'seed':>4s} {'Spearman(val, latent)':>22s} {'kept epoch':>10s} {'kept latent':>11s} {'best epoch':>10s} {'best latent':>11s} "
           f"{'Spearman(teacher, latent)':>26s} {'teacher-kept epoch':>18s} {'teacher-kept latent':>19s} "
-          f"{'Spearman(own scale, latent)':>27s} {'own-scale-kept latent':>21s}")
+          f"{'Spearman(own scale, latent)':>27s} {'own-scale-kept latent':>21s} "
+          f"{'Spearman(own scale + σ, latent)':>31s} {'own-scale-σ-kept latent':>23s}")
     for seed in a.seeds:
         rows = [r for r in track(seed, a.epochs, a.n_fit, lorenz_bold.parse_set(a.set), a.noise) if np.isfinite(r["val"]) and np.isfinite(r["latent"])]
         val = np.array([r["val"] for r in rows])
         lat = np.array([r["latent"] for r in rows])
         tea = np.array([r["teacher"] for r in rows])
         own = np.array([r["own_scale"] for r in rows])
-        k, b, t, o = int(np.argmin(val)), int(np.argmin(lat)), int(np.argmin(tea)), int(np.argmin(own))
+        own_n = np.array([r["own_scale_noise"] for r in rows])
+        k, b, t, o, on = (int(np.argmin(val)), int(np.argmin(lat)), int(np.argmin(tea)), int(np.argmin(own)),
+                          int(np.argmin(own_n)))
         print(f"{seed:4d} {spearmanr(val, lat)[0]:22.2f} {rows[k]['epoch']:10d} {lat[k]:11.3f} {rows[b]['epoch']:10d} {lat[b]:11.3f} "
               f"{spearmanr(tea, lat)[0]:26.2f} {rows[t]['epoch']:18d} {lat[t]:19.3f} "
-              f"{spearmanr(own, lat)[0]:27.2f} {lat[o]:21.3f}", flush=True)
+              f"{spearmanr(own, lat)[0]:27.2f} {lat[o]:21.3f} {spearmanr(own_n, lat)[0]:31.2f} {lat[on]:23.3f}", flush=True)
         if a.jsonl:
             with open(a.jsonl, "a") as f:
                 f.write(json.dumps({"seed": seed, "rows": rows}) + "\n")
