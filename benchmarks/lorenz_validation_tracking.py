@@ -7,7 +7,8 @@ Lorenz63 trajectory, exactly as lorenz_bold.py scores the final model). Prints t
 within-run Spearman correlation, and the latent D_stsp of the checkpoint validation keeps against
 the best one in the run, and the same for two other scores of each checkpoint: validation in
 teacher space, and validation with each side z-scored by its own statistics ("own scale"; "own
-scale + σ" adds the recording's observation noise, the benchmark's --noise, to the free run first).
+scale + σ" adds the recording's observation noise, the benchmark's --noise, to the free run first),
+and validation as `--match-noise` computes it (the fit's scale, the noise level estimated from the recording).
 
     python benchmarks/lorenz_validation_tracking.py --seeds 0 2 --epochs 2000
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -89,7 +91,8 @@ def track(seed: int, epochs: int, n_fit: int, extra: dict | None = None, noise: 
         # the trainer validates every val_every epochs and once more at the last epoch
         rows.append({"epoch": min((len(rows) + 1) * opts.val_every, epochs), "val": v["D_stsp"], "latent": latent,
                      "teacher": teacher_space_validation(net, data), "own_scale": own_scale_validation(net, data),
-                     "own_scale_noise": own_scale_validation(net, data, noise)})
+                     "own_scale_noise": own_scale_validation(net, data, noise),
+                     "match_noise": original(net, data, replace(opts, match_noise=True), seed)["D_stsp"]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress, and what a stopped run measured
         return v
 
@@ -115,7 +118,8 @@ def main() -> None:
     print(f"{'seed':>4s} {'Spearman(val, latent)':>22s} {'kept epoch':>10s} {'kept latent':>11s} {'best epoch':>10s} {'best latent':>11s} "
           f"{'Spearman(teacher, latent)':>26s} {'teacher-kept epoch':>18s} {'teacher-kept latent':>19s} "
           f"{'Spearman(own scale, latent)':>27s} {'own-scale-kept latent':>21s} "
-          f"{'Spearman(own scale + σ, latent)':>31s} {'own-scale-σ-kept latent':>23s}")
+          f"{'Spearman(own scale + σ, latent)':>31s} {'own-scale-σ-kept latent':>23s} "
+          f"{'Spearman(--match-noise, latent)':>31s} {'match-noise-kept latent':>23s}")
     for seed in a.seeds:
         rows = [r for r in track(seed, a.epochs, a.n_fit, lorenz_bold.parse_set(a.set), a.noise) if np.isfinite(r["val"]) and np.isfinite(r["latent"])]
         val = np.array([r["val"] for r in rows])
@@ -123,11 +127,13 @@ def main() -> None:
         tea = np.array([r["teacher"] for r in rows])
         own = np.array([r["own_scale"] for r in rows])
         own_n = np.array([r["own_scale_noise"] for r in rows])
-        k, b, t, o, on = (int(np.argmin(val)), int(np.argmin(lat)), int(np.argmin(tea)), int(np.argmin(own)),
-                          int(np.argmin(own_n)))
+        mn = np.array([r["match_noise"] for r in rows])
+        k, b, t, o, on, m = (int(np.argmin(val)), int(np.argmin(lat)), int(np.argmin(tea)), int(np.argmin(own)),
+                             int(np.argmin(own_n)), int(np.argmin(mn)))
         print(f"{seed:4d} {spearmanr(val, lat)[0]:22.2f} {rows[k]['epoch']:10d} {lat[k]:11.3f} {rows[b]['epoch']:10d} {lat[b]:11.3f} "
               f"{spearmanr(tea, lat)[0]:26.2f} {rows[t]['epoch']:18d} {lat[t]:19.3f} "
-              f"{spearmanr(own, lat)[0]:27.2f} {lat[o]:21.3f} {spearmanr(own_n, lat)[0]:31.2f} {lat[on]:23.3f}", flush=True)
+              f"{spearmanr(own, lat)[0]:27.2f} {lat[o]:21.3f} {spearmanr(own_n, lat)[0]:31.2f} {lat[on]:23.3f} "
+              f"{spearmanr(mn, lat)[0]:31.2f} {lat[m]:23.3f}", flush=True)
         if a.jsonl:
             with open(a.jsonl, "a") as f:
                 f.write(json.dumps({"seed": seed, "rows": rows}) + "\n")

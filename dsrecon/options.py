@@ -244,6 +244,9 @@ class TrainOptions:
                                     panel=VALIDATION_PANEL)
     stsp: str = option("auto", help="Validation D_stsp: auto|binned|gmm.", check=one_of("auto", "binned", "gmm"),
                        panel=VALIDATION_PANEL)
+    match_noise: bool = option(False, help="Validation adds the recording's observation noise (estimated per channel from its "
+                               "finest wavelet details) to the noise-free free run before comparing state spaces, so that "
+                               "noisy data are compared with noisy generated data.", panel=VALIDATION_PANEL)
     bins: int = option(30, cli=False)  # binned D_stsp: bins per dimension (capped by the data)
     gmm_var: float = option(1.0, help="σ² of the GMM D_stsp (0.3 is typical for BOLD).", check=positive, panel=VALIDATION_PANEL)
     smoothing: float = option(20.0, help="D_H spectral smoothing σ (bins).", check=non_negative, panel=VALIDATION_PANEL)

@@ -130,6 +130,7 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
     if generated is None and next(net.parameters()).device.type != "cpu":  # one sequential free run: the fused CPU path is faster
         net = copy.deepcopy(net).cpu()
     gens, refs, dhs, spreads = [], [], [], []
+    noisy = []  # the runs the state-space comparison sees (with the recording's noise under --match-noise)
     for i, (trn, tst) in enumerate(zip(data.train, data.test)):
         # Reference: all observed frames of the recording (training head + held-out tail), as the
         # published convSSM code validates; a 25 % tail alone covers too little of an attractor.
@@ -147,13 +148,14 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
         gens.append(gen)
         refs.append(full[fmask])
         spreads.append(float(np.max(gen.std(0) / np.maximum(full[fmask].std(0), 1e-12))))
+        noisy.append(with_observation_noise(gen, full[fmask], seed + i) if opts.match_noise else gen)
         if T >= 8:
             dhs.append(hellinger_spectral(gen[-T:], full, smoothing=opts.smoothing))
     ref = np.concatenate(refs)
     bins = validation_bins(ref, opts.bins)
     # Validation concatenates the runs (and references) of all recordings, so a mixture keeps
     # evenly spaced points of the whole set rather than the first recording's only.
-    d, method = state_space_divergence(np.concatenate(gens), ref, method=opts.stsp, bins=bins, var=opts.gmm_var, seed=seed,
+    d, method = state_space_divergence(np.concatenate(noisy), ref, method=opts.stsp, bins=bins, var=opts.gmm_var, seed=seed,
                                        gmm_points="even")
     return {"D_stsp": float(d), "D_H": float(np.mean(dhs)) if dhs else float("nan"), "D_stsp_method": method,
             "collapsed": max(spreads) < COLLAPSE_SPREAD}
@@ -175,6 +177,17 @@ def inputs_after(train, test, n_steps: int) -> np.ndarray | None:
 
 
 @torch.no_grad()
+def with_observation_noise(gen: np.ndarray, reference: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``gen`` (T', N) plus Gaussian noise of the recording's noise level per channel: σ̂_j =
+    `noise_level` (the MAD of the finest wavelet details) of ``reference[:, j]``, the recording's
+    observed frames in the same units. A free run is noise-free and a recording is not; at σ 0.1
+    that difference alone dominates the state-space divergence (docs/benchmarks.md, round 11)."""
+    from dsrecon.signal.deconvolution import noise_level
+
+    sigma = np.array([noise_level(reference[:, j]) for j in range(reference.shape[1])])
+    return gen + sigma * np.random.default_rng(seed).standard_normal(gen.shape)
+
+
 def generate_after(net: ConvSSMNet, train, n: int, total: int | None = None, test=None) -> np.ndarray | None:
     """The last n of ``total`` (default 1.25·n) observations generated from the last reliable
     training teacher state (driven by `inputs_after` when the data have inputs); None when there is
