@@ -147,10 +147,13 @@ def ceiling(seeds: list[int], n_fit: int, noise: float, n_gen: int) -> None:
 
 
 def parse_set(pairs: list[str]) -> dict:
-    """``--set KEY=VALUE ...`` → ConvSSM keyword arguments (int, then float, else text)."""
+    """``--set KEY=VALUE ...`` → ConvSSM keyword arguments (true/false, then int, then float, else text)."""
     extra: dict = {}
     for kv in pairs:
         k, v = kv.split("=", 1)
+        if v.lower() in ("true", "false"):
+            extra[k] = v.lower() == "true"
+            continue
         for cast in (int, float, str):
             try:
                 extra[k] = cast(v)
