@@ -176,7 +176,6 @@ def inputs_after(train, test, n_steps: int) -> np.ndarray | None:
     return seq[None].astype(np.float32)
 
 
-@torch.no_grad()
 def with_observation_noise(gen: np.ndarray, reference: np.ndarray, seed: int = 0) -> np.ndarray:
     """``gen`` (T', N) plus Gaussian noise of the recording's noise level per channel: σ̂_j =
     `noise_level` (the MAD of the finest wavelet details) of ``reference[:, j]``, the recording's
@@ -188,6 +187,7 @@ def with_observation_noise(gen: np.ndarray, reference: np.ndarray, seed: int = 0
     return gen + sigma * np.random.default_rng(seed).standard_normal(gen.shape)
 
 
+@torch.no_grad()
 def generate_after(net: ConvSSMNet, train, n: int, total: int | None = None, test=None) -> np.ndarray | None:
     """The last n of ``total`` (default 1.25·n) observations generated from the last reliable
     training teacher state (driven by `inputs_after` when the data have inputs); None when there is
