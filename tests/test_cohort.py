@@ -99,6 +99,11 @@ def test_run_state(tmp_path):
     assert run_state(run) == ABSENT
     (st / "checkpoint").mkdir()
     (st / "checkpoint" / "state.json").write_text("{}")
+    # without its teacher cache the directory was cut short (a worker killed while removing it):
+    # nothing to resume, so the next fit starts over
+    assert run_state(run) == ABSENT
+    (st / "teacher").mkdir()
+    (st / "teacher" / "index.json").write_text(json.dumps({"files": []}))
     assert run_state(run) == PARTIAL
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"status": "training"}))
@@ -111,6 +116,32 @@ def test_run_state(tmp_path):
     shutil.rmtree(st)
     (run / "config.json").write_text(json.dumps({"status": "training"}))
     assert run_state(run) == STALE
+
+
+def test_cohort_starts_over_a_subject_whose_staging_directory_was_cut_short(cli, tmp_path, monkeypatch):
+    """A worker killed while it removed a failed fit's staging directory leaves the checkpoint and
+    the run record but not the teacher cache: the rerun must fit that subject from the start
+    (removing the remains), not fail trying to resume it."""
+    from dsrecon.io.load import InputSpec, load_inputs
+    from dsrecon.io.runs import staging_path
+    from dsrecon.training.trainer import Interrupted, inject_faults
+
+    monkeypatch.setenv("DSRECON_NO_RAY", "1")
+    data = tmp_path / "data"
+    data.mkdir()
+    write_subject(data / "sub-01_task-rest_bold.tsv", seed=0)
+    out = tmp_path / "cohort"
+    s = FitSettings(epochs=2, batches_per_epoch=2, batch_size=4, hidden_dim=8, sequence_length=60, val_every=1, checkpoint_every=1)
+    with pytest.raises(Interrupted), inject_faults(stop_after_epoch=1):
+        s.model().fit(load_inputs([str(data / "sub-01_task-rest_bold.tsv")], InputSpec()), out / "sub-01")
+    st = staging_path(out / "sub-01")
+    assert run_state(out / "sub-01") == PARTIAL
+    (st / "teacher" / "index.json").unlink()  # what the killed clean-up left
+    assert run_state(out / "sub-01") == ABSENT
+    r = cli("fit-cohort", data, "-o", out, *TINY, "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["n_complete"] == 1
+    assert run_state(out / "sub-01") == COMPLETE and not st.exists()
 
 
 def test_cohort_and_sweep_on_the_process_pool(cli, tmp_path, monkeypatch):

@@ -119,8 +119,9 @@ def _table_subjects(root: Path) -> list[Subject]:
 
 def run_state(run: Path) -> str:
     """COMPLETE (model.safetensors + config.json with status complete), PARTIAL (an interrupted
-    fit's staging directory with a checkpoint to resume), STALE (something there, nothing to
-    resume) or ABSENT."""
+    fit's staging directory with a checkpoint to resume, `resumable`), STALE (something there,
+    nothing to resume) or ABSENT. A staging directory that is not whole (a worker killed while it
+    removed it) is not PARTIAL: the next fit removes it and starts the subject over."""
     cfg = run / "config.json"
     if (run / "model.safetensors").exists() and cfg.exists():
         try:
@@ -128,10 +129,9 @@ def run_state(run: Path) -> str:
                 return COMPLETE
         except (json.JSONDecodeError, OSError):
             pass
-    from dsrecon.io.runs import has_checkpoint, staging_path
+    from dsrecon.io.runs import resumable, staging_path
 
-    st = staging_path(run)
-    if has_checkpoint(st) and (st / "config.json").exists():  # an interrupted fit's staging directory
+    if resumable(staging_path(run)):  # an interrupted fit's staging directory, whole
         return PARTIAL
     if run.exists() and any(run.iterdir()):
         return STALE

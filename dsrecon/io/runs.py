@@ -81,6 +81,14 @@ def has_checkpoint(d: Path) -> bool:
     return (d / CHECKPOINT_DIR / "state.json").is_file()
 
 
+def resumable(d: Path) -> bool:
+    """A staging directory a --resume can continue: a checkpoint, the run record and the teacher
+    cache's index, each written whole (the index before the record, the record before the first
+    checkpoint). A directory missing one of them was cut short while it was being written or
+    removed (a worker killed in the middle of cleaning up), and is started over instead."""
+    return has_checkpoint(d) and (d / CONFIG_FILE).is_file() and (d / TEACHER_DIR / "index.json").is_file()
+
+
 def check_target(target: Path, *, resume: bool = False, force: bool = False) -> None:
     """Refuse an output that cannot become a run, before any work (no side effects).
 
