@@ -10,8 +10,7 @@ poorly. This script separates the two things that could be at fault:
   frames), each z-scored by its own mean and standard deviation, as the latent score z-scores the
   latent and the true trajectory (so it compares shapes, not the fitted scale);
 - ``long BOLD``: the same free run against an independent, ``--n-gen``-frame BOLD recording of the
-  same system, kernel and noise (data seed 777 000 + seed), which no user has either.
-
+  same system, kernel and noise (data seed 777 000 + seed), which no user has either;
 - ``long, fit's scale``: the long free run against the long recording in the fit's normalisation
   (the training split's mean and standard deviation for both, as validation compares them), so a
   member whose attractor has the right shape at the wrong amplitude or offset scores worse.
@@ -60,17 +59,17 @@ def long_bold(seed: int, n: int) -> np.ndarray:
 
 
 def member_scores(run: Path, member_seed: int, recording: np.ndarray, long_ref: np.ndarray, n_gen: int) -> dict:
-    """Both scores of one kept member; inf where the free run diverges or collapses to a point."""
+    """The three scores of one kept member; inf where the free run diverges or collapses to a point."""
     model = load_run(run)
     try:
-        run = model.simulate(n_gen, seed=member_seed)
-        gen = run["observed"]
+        sim = model.simulate(n_gen, seed=member_seed)
+        gen = sim["observed"]
         if not np.all(gen.std(0) > 1e-8):
             raise DsreconError("the free run is constant in a channel")
         gen = zscore(gen)
         return {"recording": float(stsp_binned(gen, zscore(recording), bins=30)),
                 "long BOLD": float(stsp_binned(gen, zscore(long_ref), bins=30)),
-                "long, fit's scale": float(stsp_binned(run["observed_normalised"], model.norm_.apply(long_ref), bins=30))}
+                "long, fit's scale": float(stsp_binned(sim["observed_normalised"], model.norm_.apply(long_ref), bins=30))}
     except DsreconError:  # a diverged free run, or one too flat to bin
         return {k: float("inf") for k in SCORES}
 

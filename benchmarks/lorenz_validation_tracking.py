@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,19 +56,16 @@ def teacher_space_validation(net, data) -> float:
     return float(stsp_binned(gen, teacher, bins=bins))
 
 
-@torch.no_grad()
-def own_scale_validation(net, data, noise: float = 0.0) -> float:
+def own_scale_validation(gen: np.ndarray | None, data, noise: float = 0.0) -> float:
     """Validation's comparison with each side z-scored by its own statistics instead of both in the
-    fit's normalisation: the same free run (`generate_after`, validation's length) against the same
-    reference (the whole recording), 30 bins. It ignores an attractor's amplitude and offset, as the
+    fit's normalisation: validation's own free run ``gen`` (`generate_after`, validation's length;
+    None if it diverged) against the same reference (the whole recording), 30 bins. It ignores an attractor's amplitude and offset, as the
     latent score does (benchmarks/ensemble_reference.py: against a long reference it ranks ensemble
     members by latent D_stsp far better than the fit's scale does). ``noise``: Gaussian noise of
     that fraction of each channel's standard deviation added to the free run first, as the
     recording has it (the benchmark's σ: known here, estimated in a real fit)."""
     trn, tst = data.train[0], data.test[0]
     full = np.concatenate([trn.x, tst.x])[np.concatenate([trn.mask, tst.mask])].astype(np.float64)
-    n, total = trainer_mod.validation_steps(trn, tst)
-    gen = trainer_mod.generate_after(net, trn, n, total=total, test=tst)
     if gen is None or not np.all(gen.std(0) > 1e-8):
         return float("inf")
     gen = gen.astype(np.float64)
@@ -81,8 +78,12 @@ def track(seed: int, epochs: int, n_fit: int, extra: dict | None = None, noise: 
     rows: list[dict] = []
     original = trainer_mod.validate
 
-    def validate(net, data, opts, seed=0):
-        v = original(net, data, opts, seed)
+    def validate(net, data, opts, seed=0, generated=None):
+        if generated is None:  # validation's free run, made once for every score below that compares it
+            trn, tst = data.train[0], data.test[0]
+            n, total = trainer_mod.validation_steps(trn, tst)
+            generated = [trainer_mod.generate_after(net, trn, n, total=total, test=tst)]
+        v = original(net, data, opts, seed, generated=generated)
         with torch.no_grad():
             _, Z = net.free_run(net.state_from_last_reliable(data.train[0].teacher), 100_000)
         lat = Z[0, -100_000:, :3].numpy().astype(np.float64)
@@ -90,9 +91,9 @@ def track(seed: int, epochs: int, n_fit: int, extra: dict | None = None, noise: 
         latent = float(stsp_binned(lorenz_bold.zscore(lat), ref, bins=30)) if ok else float("inf")
         # the trainer validates every val_every epochs and once more at the last epoch
         rows.append({"epoch": min((len(rows) + 1) * opts.val_every, epochs), "val": v["D_stsp"], "latent": latent,
-                     "teacher": teacher_space_validation(net, data), "own_scale": own_scale_validation(net, data),
-                     "own_scale_noise": own_scale_validation(net, data, noise),
-                     "match_noise": original(net, data, replace(opts, match_noise=True), seed)["D_stsp"]})
+                     "teacher": teacher_space_validation(net, data), "own_scale": own_scale_validation(generated[0], data),
+                     "own_scale_noise": own_scale_validation(generated[0], data, noise),
+                     "match_noise": original(net, data, replace(opts, match_noise=True), seed, generated=generated)["D_stsp"]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress, and what a stopped run measured
         return v
 
