@@ -134,13 +134,17 @@ def ceiling(seeds: list[int], n_fit: int, noise: float, n_gen: int) -> None:
     and, against the same latent reference, the training split's own true latent and the Wiener
     teacher signals that a fit of the recording trains on (what the teacher-space pretraining and
     the teacher term pull the latent towards). Each series is z-scored by its own statistics (a
-    model's D_pub uses its training split's)."""
+    model's D_pub uses its training split's). Then the recording's noise level as `--match-noise`
+    estimates it (`noise_level` of each z-scored channel) beside the true one."""
+    from dsrecon.signal.deconvolution import noise_level
+
     cols = ("D_pub clean truth", "D_pub noisy truth", "latent truth", "training latent", "teacher")
     print(f"{'seed':>4s} " + " ".join(f"{c:>18s}" for c in cols), flush=True)
-    rows = []
+    rows, sigmas = [], []
     for seed in seeds:
         rec = recording(seed, n_fit, noise)
         x = rec["observed"][:n_fit]
+        sigmas.append([noise_level(c) for c in zscore(x).T])
         # the training split fit keeps (Recording.split at the default test fraction)
         train, _ = Recording(x, tr=0.2, names=rec["names"], source=f"lorenz-bold-seed{seed}").split(TrainOptions().test_fraction)
         other = lambda s: simulate_system("lorenz63", n_fit, 0.01, 0.2, kernel="spm", noise=s, seed=10_000 + seed)["observed"]  # noqa: E731
@@ -153,6 +157,9 @@ def ceiling(seeds: list[int], n_fit: int, noise: float, n_gen: int) -> None:
         print(f"{seed:4d} " + " ".join(f"{v:18.3f}" for v in r), flush=True)
     m = np.mean(rows, axis=0)
     print("mean " + " ".join(f"{v:18.3f}" for v in m))
+    est = np.array(sigmas)
+    print(f"noise level of the z-scored recording: true {noise / np.sqrt(1 + noise ** 2):.4f}; estimated (noise_level, "
+          f"every seed and channel) {est.min():.4f}–{est.max():.4f}")
     print(f"command: {' '.join(sys.argv)}")
 
 
