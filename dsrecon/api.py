@@ -34,7 +34,8 @@ from dsrecon.signal.kernels import Kernel, make_kernel
 from dsrecon.training import checkpoint as ckpt
 from dsrecon.training.prepare import Normalisation, prepare
 from dsrecon.training.memory import check_fit_memory
-from dsrecon.training.trainer import LOG_COLUMNS, Interrupted, TrainOptions, Trainer
+from dsrecon.training.hooks import Interrupted
+from dsrecon.training.trainer import LOG_COLUMNS, TrainOptions, Trainer
 
 
 #: steps of the free run `ConvSSM.long_run` checks after a fit (validation's shortest run)
@@ -424,7 +425,7 @@ class ConvSSM:
         std over regions of the last quarter, in the training data's z-units (about 1 for a run on
         the data's attractor); ``settles`` is spread below 0.05, the collapse test validation uses
         (a fixed point or a tiny cycle: the model has lost the data's oscillation)."""
-        from dsrecon.training.trainer import COLLAPSE_SPREAD
+        from dsrecon.training.validation import COLLAPSE_SPREAD
 
         try:
             x = self.simulate(int(n_steps))["observed_normalised"]

@@ -26,7 +26,8 @@ from dsrecon.io.runs import ENSEMBLE_FILE, StagedRun, check_resumable, read_conf
 from dsrecon.signal.kernels import make_kernel
 from dsrecon.training.memory import check_fit_memory
 from dsrecon.training.prepare import prepare
-from dsrecon.training.trainer import Interrupted, Trainer
+from dsrecon.training.hooks import Interrupted
+from dsrecon.training.trainer import Trainer
 
 
 def member_seeds(seed: int, size: int) -> list[int]:
