@@ -68,17 +68,20 @@ class Stack:
         E, B, T, N = d.shape
         if self.fused:  # the backend's kernel over all E·B sequences, then decoder and kernel as ConvSSMNet.observe
             v = self.views(flat)
-            z0 = d[:, :, 0, : t.F]
+            z0 = t.forced_teacher(d[:, :, 0])
             if t.M > t.F:
                 z0 = torch.cat([z0, torch.einsum("ebn,ekn->ebk", d[:, :, 0], v["L_init"])], dim=-1)
             inp = batch.get("inp_t")
-            Z = t.dynamics.fused_rollout(flat[:, : self.P_dyn], z0.contiguous(), d[:, :, 1:, : t.F], alpha,
+            Z = t.dynamics.fused_rollout(flat[:, : self.P_dyn], z0.contiguous(), t.forced_teacher(d[:, :, 1:]).contiguous(), alpha,
                                          None if inp is None else inp[:, :, 1:])
             k = t.M if "decoder.B" in v else N  # the units the decoder reads (identity: the first N)
             Z = torch.cat([z0[:, :, None, :k], Z[..., :k]], dim=2)  # (E, B, T, k)
             Zf = Z[..., : t.F]
-            y = torch.einsum("ebtm,enm->ebtn", Z, v["decoder.B"]) if "decoder.B" in v else Z
-            y = t.convolve(y.reshape(E * B, T, N)).reshape(E, B, -1, N)
+            if "decoder.B" in v and t.M < N:  # B(h∗z) = h∗(Bz): convolve the M latent channels, then decode
+                y = torch.einsum("ebtm,enm->ebtn", t.convolve(Z.reshape(E * B, T, t.M)).reshape(E, B, -1, t.M), v["decoder.B"])
+            else:
+                y = torch.einsum("ebtm,enm->ebtn", Z, v["decoder.B"]) if "decoder.B" in v else Z
+                y = t.convolve(y.reshape(E * B, T, N)).reshape(E, B, -1, N)
             if "decoder.J" in v and batch["reg_t"] is not None:
                 y = y + torch.einsum("ebtr,enr->ebtn", batch["reg_t"][:, :, t.K - 1 :], v["decoder.J"])
         else:  # any backend: its own rollout, vectorised over the members
@@ -97,7 +100,7 @@ class Stack:
         m = batch["mask_t"]  # (E, B, T−K+1)
         loss = (((y - batch["x_t"]) ** 2) * m[..., None]).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2)) * N).clamp_min(1.0)
         if teacher_weight > 0:  # the teacher-space term: the latent itself held near the deconvolved data
-            dt = d[..., : t.F]
+            dt = t.forced_teacher(d)
             fin = torch.isfinite(dt)
             sq = torch.where(fin, Zf - torch.where(fin, dt, 0.0), 0.0) ** 2
             loss = loss + teacher_weight * sq.sum(dim=(1, 2, 3)) / fin.sum(dim=(1, 2, 3)).clamp_min(1)

@@ -72,6 +72,12 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
         return {"D_stsp": float("nan"), "D_H": float("nan"), "D_stsp_method": None}
     if generated is None and next(net.parameters()).device.type != "cpu":  # one sequential free run: the fused CPU path is faster
         net = copy.deepcopy(net).cpu()
+    generator = noise = None
+    if opts.generation == "stochastic" and generated is None:  # judge the model its users will run
+        from dsrecon.models.noise import estimate
+
+        noise = estimate(net, data.train)
+        generator = None if noise is None else torch.Generator().manual_seed(int(seed))
     gens, refs, dhs, spreads = [], [], [], []
     noisy = []  # the runs the state-space comparison sees (with the recording's noise under --match-noise)
     for i, (trn, tst) in enumerate(zip(data.train, data.test)):
@@ -85,7 +91,7 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
         fmask = np.concatenate([trn.mask, tst.mask])
         T = full.shape[0]
         n, total = validation_steps(trn, tst)
-        gen = generate_after(net, trn, n, total=total, test=tst) if generated is None else generated[i]
+        gen = generate_after(net, trn, n, total=total, test=tst, generator=generator, noise=noise) if generated is None else generated[i]
         if gen is None:
             return {"D_stsp": float("inf"), "D_H": float("nan"), "D_stsp_method": None, "diverged": True}
         gens.append(gen)
@@ -131,16 +137,18 @@ def with_observation_noise(gen: np.ndarray, reference: np.ndarray, seed: int = 0
 
 
 @torch.no_grad()
-def generate_after(net: ConvSSMNet, train, n: int, total: int | None = None, test=None) -> np.ndarray | None:
+def generate_after(net: ConvSSMNet, train, n: int, total: int | None = None, test=None,
+                   generator: torch.Generator | None = None, noise=None) -> np.ndarray | None:
     """The last n of ``total`` (default 1.25·n) observations generated from the last reliable
     training teacher state (driven by `inputs_after` when the data have inputs); None when there is
-    no such state or the run diverged."""
+    no such state or the run diverged. With ``generator``: the stochastic run (`ConvSSMNet.free_run`),
+    with ``noise`` (a NoiseModel) or the net's own."""
     state0 = net.state_from_last_reliable(train.teacher)
     if state0 is None:
         return None
     n_total = max(n, int(math.ceil(1.25 * n)) if total is None else int(total))
     u = inputs_after(train, test, n_total + net.K) if net.n_inputs else None
-    x, Z = net.free_run(state0, n_total, None if u is None else torch.from_numpy(u))
+    x, Z = net.free_run(state0, n_total, None if u is None else torch.from_numpy(u), generator=generator, noise=noise)
     x = x[0, n_total - n :].numpy()
     if not np.isfinite(x).all() or np.abs(Z.numpy()).max() > DIVERGENCE_BOUND:
         return None
@@ -160,7 +168,7 @@ def generate_after_members(stack: "Stack", rows: torch.Tensor, train, n: int, to
         return [None] * E
     v = stack.views(rows)
     d0 = torch.as_tensor(train.teacher[ok[-1]], dtype=torch.float32, device=rows.device)
-    z0 = d0[: t.F].expand(E, t.F)
+    z0 = t.forced_teacher(d0).expand(E, t.F)
     if t.M > t.F:
         z0 = torch.cat([z0, torch.einsum("n,ekn->ek", d0, v["L_init"])], dim=1)
     z0 = z0[:, None].contiguous()  # (E', 1, M)
