@@ -26,7 +26,7 @@ from dsrecon.io.runs import (CONFIG_FILE, LOG_FILE, MODEL_FILE, TEACHER_DIR, _pl
                              read_teacher_cache, write_teacher_cache)
 from dsrecon.io.tables import write_table
 from dsrecon.models.base import get_backend
-from dsrecon.options import (DEFAULT_ALPHA, PRESETS, ModelOptions, choose_preset, estimator_fields, model_fields, resolve_device, train_fields,
+from dsrecon.options import (DEFAULT_ALPHA, PRESET_TRAIN_OPTIONS, PRESETS, ModelOptions, choose_preset, estimator_fields, model_fields, resolve_device, train_fields,
                              typed_options, validate_options)
 from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.models.decoders import default_latent_dim, make_decoder
@@ -117,7 +117,7 @@ class ConvSSM:
         self.validate()
         check_recordings(recs)
         out = ConvSSM(**self.get_params())
-        out.apply_preset(training_frames([r.n_frames for r in recs], out.test_fraction))
+        out.apply_preset(training_frames([r.n_frames for r in recs], out.test_fraction), recs[0].n_regions)
         if out.kernel is None:
             out.kernel = "calcium" if recs[0].provenance.get("modality", "bold") == "calcium" else "spm"
         if out.sequence_length is None:
@@ -129,16 +129,18 @@ class ConvSSM:
         out.backend_options = out._backend_kwargs()
         return out
 
-    def apply_preset(self, n_train: int) -> "ConvSSM":
-        """Settle ``preset`` for a fit of ``n_train`` training samples (auto: `choose_preset`) and
-        fill the options left unset (hidden_dim, alpha, l2, teacher_weight) from it, in place."""
-        self.preset = choose_preset(self.preset, n_train)
+    def apply_preset(self, n_train: int, n_regions: int = 0) -> "ConvSSM":
+        """Settle ``preset`` for a fit of ``n_train`` training samples of ``n_regions`` regions (auto:
+        `choose_preset`) and fill the options left unset (hidden_dim and `PRESET_TRAIN_OPTIONS`)
+        from it, in place."""
+        self.preset = choose_preset(self.preset, n_train, n_regions)
         if self.alpha is None and self.alpha_end is not None:  # an annealed α starts from the fixed default
             self.alpha = DEFAULT_ALPHA
         if self.hidden_dim is None:
             self.hidden_dim = PRESETS[self.preset]["hidden_dim"]
         t = self.train_options.with_preset(self.preset)
-        self.alpha, self.l2, self.teacher_weight = t.alpha, t.l2, t.teacher_weight
+        for k in PRESET_TRAIN_OPTIONS:
+            setattr(self, k, getattr(t, k))
         self.train_options.schedule()  # --alpha-end needs a fixed α, also the preset's
         return self
 

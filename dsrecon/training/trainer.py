@@ -80,7 +80,7 @@ class Trainer:
         opts = [opts] * len(nets) if isinstance(opts, TrainOptions) else list(opts)
         # options a fit resolved are kept; any left unset take the auto preset of these data (`choose_preset`)
         n_train = training_samples(data.train)
-        opts = [o.with_preset(choose_preset("auto", n_train)) for o in opts]
+        opts = [o.with_preset(choose_preset("auto", n_train, len(data.names))) for o in opts]
         if not nets or not (len(nets) == len(opts) == len(seeds)):
             raise ValueError("nets, opts and seeds must have one entry per member")
         if any(replace(o, alpha="0") != replace(opts[0], alpha="0") for o in opts):
