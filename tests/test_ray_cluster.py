@@ -249,6 +249,16 @@ def cluster():
     pytest.skip(msg)
 
 
+def test_a_failed_cluster_start_names_its_cause_and_leaves_no_process(monkeypatch):
+    """What the fixture does with a start that fails (before its retry or its skip): the message
+    names the node and `ray start`'s own error, and the try's processes and directory are gone."""
+    monkeypatch.setattr(sys.modules[__name__], "_node_ports", lambda: ["--no-such-ray-option=1"])
+    temp, started = _private_dir(), []
+    with pytest.raises(ClusterStartFailed, match=r"`ray start` of the head node exited 2: .*no-such-ray-option"):
+        _start_cluster(temp, started)
+    assert _stop_cluster(temp, started) == [] and not os.path.exists(temp)
+
+
 def test_stopping_the_test_cluster_leaves_other_ray_processes_alone(tmp_path):
     """stop_ray_processes ends the processes below its own directory only: a process naming another
     directory (a stand-in for a user's cluster) keeps running."""
