@@ -162,7 +162,8 @@ def test_bad_table(cli, pair, tmp_path, kind, side):
     out = tmp_path / "m.json"
     r = cli("evaluate", "-g", g, "-r", r_, "-o", out, "--json")
     _one_line_error(r, bad, needle)
-    assert not out.exists() and r.out == ""
+    assert not out.exists()
+    assert json.loads(r.out) == {"error": r.err.strip().removeprefix("error: "), "exit_code": 1}  # --json: the failure as JSON
 
 
 def test_missing_file(cli, pair, tmp_path):

@@ -142,6 +142,7 @@ class Trainer:
             "format": "dsrecon-engine/1", "epoch": self.epoch, "pretrained": self.pretrained, "members": [m.state() for m in self.members],
             "opt_steps": self.opt.step_count.tolist(), "tensors": name})
         self.checkpoint_epoch = self.epoch
+        ckpt.write_live_log(self.run_dir, [m.rows for m in self.members], LOG_COLUMNS)  # a running fit can be followed
         for old in self.ckpt_dir.glob("state*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -159,7 +160,7 @@ class Trainer:
     def load_checkpoint(self) -> bool:
         if self.ckpt_dir is None or not (self.ckpt_dir / "state.json").exists():
             return False
-        for tmp in self.ckpt_dir.glob(".state*.tmp"):  # a write cut off by a kill (SIGKILL mid-save)
+        for tmp in [*self.ckpt_dir.glob(".state*.tmp"), *self.run_dir.glob(".training_log.tsv.*.tmp")]:  # a write cut off by a kill (SIGKILL mid-save)
             tmp.unlink(missing_ok=True)
         st = ckpt.read_state_json(self.ckpt_dir / "state.json")
         if st.get("format") != "dsrecon-engine/1" or len(st["members"]) != self.E:
