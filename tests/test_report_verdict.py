@@ -189,3 +189,23 @@ def test_a_94_region_report_renders_in_headless_chromium(report94, tmp_path):
     assert any(a.startswith("Functional connectivity dynamics") for a in got["loaded"])
     assert got["height"] < MAX_HEIGHT_94
     assert not got["config"] and not got["provenance"] and got["open"] == 0  # configuration and provenance stay folded away
+
+
+def test_the_demo_report_leads_with_the_latent_comparison_beside_its_yardsticks(collapsed, tmp_path):
+    import dsrecon
+    from dsrecon.cli.demo import TRUE_LAMBDA_MAX, demo_lead
+    from dsrecon.io.tables import read_table
+    from dsrecon.plots.report import build_report
+
+    latent = {"steps": 1000, "latent_D_stsp": 2.5, "latent_D_H": 0.3, "floor_D_stsp": 0.2, "floor_D_H": 0.05, "VAR1_D_stsp": 3.0,
+              "VAR1_D_H": 0.6, "VAR1_lambda_max_per_step": -0.004}
+    out = tmp_path / "r.html"
+    build_report(dsrecon.load_run(collapsed / "run"), out, data=read_table(collapsed / "x.tsv"), lyapunov_steps=500, k_max=1,
+                 lead=lambda an, card: demo_lead(latent, an))
+    text = out.read_text()
+    heads = re.findall(r"<h2>(.*?)</h2>", text)
+    assert heads[0] == "Latent attractor against the true Lorenz63" and heads[1].startswith("Scores on the test data")
+    lead = text.split("<h2>Latent attractor against the true Lorenz63</h2>", 1)[1].split("</table>", 1)[0]
+    assert "<th>VAR(1)</th><th>floor / truth</th>" in lead
+    assert re.search(r"<td>latent D_stsp</td><td class=\"num\">2\.5</td><td class=\"num\">3</td><td class=\"num\">0\.2</td>", lead)
+    assert f'<td class="num">{TRUE_LAMBDA_MAX:g}</td>' in lead
