@@ -167,3 +167,15 @@ def test_a_run_without_its_training_data_has_null_baselines_and_a_note(cli, fitt
     res, r = _json(cli, run, "--data", fitted / "test.tsv", "--no-analysis")
     assert res["baselines"] == {"VAR1": None, "floor": None} and "FC_corr" in res and res["D_stsp"] is not None
     assert any("refit" in n for n in res["notes"]) and "no baseline or floor" in r.err
+
+
+@pytest.mark.parametrize("opts,needle", [(["--fcd-window", "0"], "--fcd-window"), (["--tr", "-1"], "--tr")])
+def test_bad_window_or_tr_is_one_line(cli, tables, opts, needle):
+    r = cli("evaluate", "-g", tables / "gen.tsv", "-r", tables / "test.tsv", *opts)
+    assert r.code == 1 and len(r.err.strip().splitlines()) == 1 and needle in r.err
+
+
+def test_a_train_table_with_other_columns_names_it(cli, tables, tmp_path):
+    write_table(tmp_path / "t3.tsv", np.random.default_rng(0).standard_normal((50, 3)))
+    r = cli("evaluate", "-g", tables / "gen.tsv", "-r", tables / "test.tsv", "--train", tmp_path / "t3.tsv")
+    assert r.code == 1 and len(r.err.strip().splitlines()) == 1 and "t3.tsv" in r.err and "3 columns" in r.err
