@@ -164,3 +164,18 @@ def test_settings_follow_the_kind_unless_given_and_say_why():
     assert (gen["gmm_var"], gen["smoothing"]) == (KIND_SETTINGS["generic"]["gmm_var"], KIND_SETTINGS["generic"]["smoothing"]) == (1.0, 20.0)
     given = metric_settings("bold", "BOLD", smoothing=5.0)
     assert (given["gmm_var"], given["smoothing"]) == (0.3, 5.0) and "--smoothing" in given["chosen_by"]
+
+
+def test_metrics_where_the_data_do_not_beat_the_baseline_are_left_out_of_the_verdict():
+    # D_stsp: the floor (8) is worse than the VAR (5), so beating the VAR there says nothing
+    model = {"D_stsp": 1.0, "D_H": 0.9, "PE_n": 0.5}
+    base = {"VAR1": {"D_stsp": 5.0, "D_H": 0.5, "PE_n": 1.0}, "floor": {"D_stsp": 8.0, "D_H": 0.1, "PE_n": None}}
+    v = verdict(model, base, regime="chaotic", spread=1.0)
+    assert v["text"] == "bounded and chaotic; beats the linear baseline on prediction, loses on spectra"
+    assert v["uninformative"] == ["D_stsp"]
+
+
+def test_when_no_metric_is_informative_the_verdict_says_so():
+    base = {"VAR1": {"D_stsp": 5.0}, "floor": {"D_stsp": 5.1}}
+    assert verdict({"D_stsp": 1.0}, base, spread=1.0)["text"] == \
+        "bounded; no metric here tells it from the linear baseline (the data themselves do no better)"

@@ -226,18 +226,37 @@ def _join(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def compare_to(scores: dict, other: dict, metrics: Sequence[str] = COMPARED) -> dict[str, list[str]]:
+def informative(metric: str, var: dict, floor: dict | None) -> bool:
+    """Whether ``metric`` can tell a model from the linear baseline on this test set: the floor
+    (the data themselves) beats the VAR(1) on it. A metric without a floor value (PE_n, or no
+    floor) counts; one where the data score no better than linear noise (the GMM D_stsp of a
+    short test in many dimensions, for example) does not."""
+    if not floor:
+        return True
+    f = floor.get(metric)
+    if f is None or (isinstance(f, float) and math.isnan(f)):
+        return True
+    return better(metric, f, var.get(metric)) == 1
+
+
+def compare_to(scores: dict, other: dict, metrics: Sequence[str] = COMPARED, floor: dict | None = None) -> dict[str, list[str]]:
     """Aspects (state space, spectra, prediction, FC, FCD) where ``scores`` beat / lose to
     ``other``: an aspect is won when every metric of it that both have is better, lost when every
-    one is worse; draws and mixed aspects are in neither list."""
+    one is worse; draws and mixed aspects are in neither list. With ``floor``, metrics that are
+    not :func:`informative` are left out (listed under "uninformative")."""
     res: dict[str, list[int]] = {}
+    skipped = []
     for k in metrics:
         c = better(k, scores.get(k), other.get(k))
-        if c is not None:
-            res.setdefault(ASPECT[k], []).append(c)
+        if c is None:
+            continue
+        if not informative(k, other, floor):
+            skipped.append(k)
+            continue
+        res.setdefault(ASPECT[k], []).append(c)
     won = [a for a, cs in res.items() if all(c > 0 for c in cs)]
     lost = [a for a, cs in res.items() if all(c < 0 for c in cs)]
-    return {"won": won, "lost": lost, "compared": list(res)}
+    return {"won": won, "lost": lost, "compared": list(res), "uninformative": skipped}
 
 
 def verdict(scores: dict | None, baselines: dict | None, *, regime: str | None = None, spread: float | None = None,
@@ -249,9 +268,10 @@ def verdict(scores: dict | None, baselines: dict | None, *, regime: str | None =
        ``collapse_spread`` → "collapsed to a fixed point" (the fit's own collapse test);
     3. else its dynamics: "bounded and chaotic" / "bounded and periodic or quasi-periodic" /
        "bounded, settling on a fixed point" (from the regime of λ_max) / "bounded";
-    then, with a VAR(1) baseline, the aspects it wins and loses against it (:func:`compare_to`):
-    all lost and none won → "loses to the linear baseline"; none won or lost → "level with the
-    linear baseline". Returns {"text", "state", "won", "lost"}."""
+    then, with a VAR(1) baseline, the aspects it wins and loses against it (:func:`compare_to`,
+    counting only metrics on which the floor beats the VAR(1), :func:`informative`): all lost and
+    none won → "loses to the linear baseline"; none won or lost → "level with the linear
+    baseline". Returns {"text", "state", "won", "lost"[, "uninformative"]}."""
     if diverged:
         return {"text": "diverged: the free run leaves the bounded regime", "state": "diverged", "won": [], "lost": []}
     if spread is not None and math.isfinite(spread) and spread < collapse_spread:
@@ -261,7 +281,7 @@ def verdict(scores: dict | None, baselines: dict | None, *, regime: str | None =
              "fixed point": "bounded, settling on a fixed point"}.get(regime or "", "bounded")
     if not scores or not baselines or not baselines.get("VAR1"):
         return {"text": f"{state}; no linear baseline to compare with", "state": state, "won": [], "lost": []}
-    c = compare_to(scores, baselines["VAR1"])
+    c = compare_to(scores, baselines["VAR1"], floor=baselines.get("floor"))
     won, lost = c["won"], c["lost"]
     if lost and not won:
         tail = "loses to the linear baseline" + (" on every aspect" if len(lost) == len(c["compared"]) else f" on {_join(lost)}")
@@ -269,9 +289,11 @@ def verdict(scores: dict | None, baselines: dict | None, *, regime: str | None =
         tail = "beats the linear baseline" + (" on every aspect" if len(won) == len(c["compared"]) else f" on {_join(won)}")
     elif won:
         tail = f"beats the linear baseline on {_join(won)}, loses on {_join(lost)}"
-    else:
+    elif c["compared"]:
         tail = "level with the linear baseline"
-    return {"text": f"{state}; {tail}", "state": state, "won": won, "lost": lost}
+    else:
+        tail = "no metric here tells it from the linear baseline (the data themselves do no better)"
+    return {"text": f"{state}; {tail}", "state": state, "won": won, "lost": lost, "uninformative": c["uninformative"]}
 
 
 def spread_of(x: np.ndarray) -> float:

@@ -85,7 +85,7 @@ SCORE_NOTES = {
 
 def score_rows(card: dict[str, Any]) -> str:
     """The scores table: each metric of the model beside the VAR(1) baseline and the floor."""
-    from dsrecon.metrics.yardsticks import COMPARED, HIGHER_IS_BETTER, better
+    from dsrecon.metrics.yardsticks import COMPARED, HIGHER_IS_BETTER, better, informative
 
     e = html.escape
     base = card.get("baselines") or {}
@@ -99,6 +99,8 @@ def score_rows(card: dict[str, Any]) -> str:
         name, note = name.format(n=n), note.format(n=n)
         c = better(k, card.get(k), var.get(k)) if var else None
         mark, cls = {1: ("better", "win"), -1: ("worse", "loss"), 0: ("level", "")}.get(c, ("—", ""))
+        if c is not None and not informative(k, var, floor):
+            mark, cls = f"{mark}, uninformative", ""  # the data themselves do not beat the VAR(1) here: left out of the verdict
         out.append(f"<tr><td>{e(name)}</td><td class=\"num\">{e(_fmt(card.get(k)))}</td><td class=\"num\">{e(_fmt(var.get(k)))}</td>"
                    f"<td class=\"num\">{e(_fmt(floor.get(k)))}</td><td>{'higher' if k in HIGHER_IS_BETTER else 'lower'}</td>"
                    f"<td class=\"{cls}\">{mark}</td><td class=\"muted\">{e(note)}</td></tr>")
@@ -110,7 +112,8 @@ def score_rows(card: dict[str, Any]) -> str:
                    f'{_fmt(vi.get("spectral_radius"))}) fitted to the same training data ({e(str(info.get("training_data", "")))}), run '
                    f'freely for {vi.get("frames")} frames after {vi.get("burn_in")} burn-in frames and scored exactly as the model. '
                    'Floor: the training data\'s own last frames in place of the model (two stretches of one recording): about as good '
-                   'as a model can get. A prediction error has no floor (0 is ideal).</p>')
+                   'as a model can get. A prediction error has no floor (0 is ideal). "Uninformative": the floor does not beat the '
+                   'VAR(1) on that metric, so on this test set it cannot tell real dynamics from linear noise; the verdict leaves it out.</p>')
     for note in card.get("notes") or []:
         out.append(f'<p class="muted">{e(note)}</p>')
     ms = card.get("metric_settings") or {}
