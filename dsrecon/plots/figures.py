@@ -267,7 +267,7 @@ def fc_matrices(fc_data: np.ndarray, fc_model: np.ndarray, stem, names: list[str
     ticks = np.arange(0, N, step)
     for ax, m, t, cmap in ((axes[0], fc_data, "data", "RdBu_r"), (axes[1], fc_model, "model", "RdBu_r"),
                            (axes[2], np.clip(fc_model - fc_data, -1, 1), "model − data", "PuOr_r")):
-        im = ax.imshow(m, vmin=-1, vmax=1, cmap=cmap, interpolation="nearest")
+        im = ax.imshow(m, vmin=-1, vmax=1, cmap=cmap, interpolation="nearest" if N <= 150 else "antialiased")  # (cells under a pixel: averaged)
         ax.set_title(t)
         fs = 7 if N <= 30 else 6
         ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=fs)
