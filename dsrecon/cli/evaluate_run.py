@@ -155,7 +155,7 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
             ly = an.get("lyapunov", {})
             with_regime(card, ly.get("regime"))
             out["verdict"] = card["verdict"]
-            fixed = card["verdict_detail"]["state"] == "collapsed"
+            fixed = card["verdict_detail"]["state"] == "collapsed" or ly.get("regime") == "fixed point"
             out.update({
                 "regime": ly.get("regime"),
                 "lambda_max_per_step": ly.get("lambda_max_per_step"),

@@ -58,6 +58,9 @@ def metrics_rows(scores: dict[str, Any] | None, analysis: dict[str, Any], collap
     cd = analysis.get("correlation_dimension", {})
     if collapsed:
         rows.append(("correlation dimension (model)", None, "not reported: the free run is a fixed point, there is no attractor to measure"))
+    elif ly.get("regime") == "fixed point":
+        rows.append(("correlation dimension (model)", None, "not reported: λ_max < 0, the model's attractor is a fixed point (its "
+                     "run is still approaching it: a dimension would measure the transient)"))
     else:
         rows.append(("correlation dimension (model, latent)", cd.get("generated_latent"), "Grassberger–Procaccia"))
         rows.append(("correlation dimension (model, observed)", cd.get("generated_observed"), ""))
