@@ -270,8 +270,8 @@ class TrainOptions:
                                "finest wavelet details) to the noise-free free run before comparing state spaces, so that "
                                "noisy data are compared with noisy generated data.", panel=VALIDATION_PANEL)
     bins: int = option(30, cli=False)  # binned D_stsp: bins per dimension (capped by the data)
-    gmm_var: float = option(1.0, help="σ² of the GMM D_stsp (0.3 is typical for BOLD).", check=positive, panel=VALIDATION_PANEL)
-    smoothing: float = option(20.0, help="D_H spectral smoothing σ (bins).", check=non_negative, panel=VALIDATION_PANEL)
+    gmm_var: float = option(1.0, help="σ² of the validation's GMM D_stsp, for every kind of data (evaluate and report use 0.3 for BOLD).", check=positive, panel=VALIDATION_PANEL)
+    smoothing: float = option(20.0, help="Validation's D_H spectral smoothing σ (bins), for every kind of data (evaluate and report use 1 for BOLD).", check=non_negative, panel=VALIDATION_PANEL)
     checkpoint_every: int = option(25, help="Write a resumable checkpoint every this many epochs.", check=at_least(1),
                                    panel=VALIDATION_PANEL)
 
