@@ -9,8 +9,8 @@ Per subject: z-score with the first 75 % (900 frames, "train"), hold out the las
 Every row is fitted on train only and scored against test with the same metric code
 (`dsrecon.metrics.connectivity`, `dsrecon.metrics.spectrum`, `dsrecon.metrics.baselines`):
 
-- FC_corr, FCD_KS (30 s windows, step a sixth), D_H (smoothing 2 frequency bins; a long run's
-  spectrum is the mean of its test-length segments'), on z-scored series; the generated series
+- FC_corr, FCD_KS (30 s windows, step a sixth), D_H (BOLD's smoothing, 1 frequency bin; a long
+  run's spectrum is the mean of its test-length segments'), on z-scored series; the generated series
   is a free run of GEN frames after BURN discarded ones (stochastic where the method is);
 - bounded: the free run finite and within BOUND z-units;
 - R2_1, R2_10: n-step forecasts of every test frame from the frames up to n before it
@@ -52,14 +52,15 @@ import numpy as np
 from dsrecon._util import cpu_name
 from dsrecon.metrics.baselines import IIDGaussian, LinearVAR, r2_score
 from dsrecon.metrics.connectivity import connectivity_metrics
-from dsrecon.metrics.spectrum import power_spectra
+from dsrecon.metrics.spectrum import hellinger_spectral
+from dsrecon.metrics.yardsticks import KIND_SETTINGS
 
 TR = 0.72
 N_TRAIN = 900
 GEN = 6000  # generated frames scored (20 test-length segments)
 BURN = 1000
 BOUND = 1e3
-SMOOTHING = 2.0
+SMOOTHING = KIND_SETTINGS["bold"]["smoothing"]  # D_H smoothing σ (frequency bins), as evaluate's BOLD setting
 HORIZONS = (1, 10)
 TUNE_GRID = {  # dsrecon fit options tried on the validation split (--tuned)
     "defaults": [],
@@ -97,13 +98,9 @@ def _z(a: np.ndarray) -> np.ndarray:
 
 
 def d_h(gen: np.ndarray, ref: np.ndarray) -> float:
-    """D_H with the generated spectrum averaged over its reference-length segments (a long run's
-    spectrum, not one segment's noise), mean Hellinger over regions."""
-    T = ref.shape[0]
-    k = max(1, min(gen.shape[0] // T, 20))
-    P = np.mean([power_spectra(gen[i * T : (i + 1) * T], SMOOTHING) for i in range(k)], axis=0)
-    Q = power_spectra(ref, SMOOTHING)
-    return float(np.nanmean(np.sqrt(np.clip(1.0 - np.sum(np.sqrt(P * Q), axis=0), 0.0, 1.0))))
+    """D_H with BOLD's smoothing (what `dsrecon evaluate` uses for BOLD), the generated spectrum
+    averaged over its reference-length segments (a long run's spectrum, not one segment's noise)."""
+    return hellinger_spectral(gen, ref, smoothing=SMOOTHING, average_segments=True)
 
 
 def score(gen: np.ndarray | None, test: np.ndarray) -> dict:
