@@ -44,9 +44,12 @@ def group_inputs(inputs: list[Path], spec, subject_from_filename: bool) -> dict[
     from dsrecon.group import subject_id
     from dsrecon.io.results import bids_entities
 
+    from dsrecon.io.load import refuse_unused_queries
+
     for p in inputs:
         if not p.exists():
             raise DataError(f"{p}: file not found")
+    refuse_unused_queries([str(p) for p in inputs], spec)
     if len(inputs) == 1 and inputs[0].is_dir() and not subject_from_filename:
         subs = discover_subjects(inputs[0], participant_label=spec.participant_label or None, task=spec.task,
                                  session=spec.session or None, space=spec.space)
