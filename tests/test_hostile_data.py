@@ -185,6 +185,17 @@ def test_a_confounds_table_is_regressed_out_of_a_nifti_image_by_the_masker(home)
     assert rec.provenance["cleaning"]["detrend"] is True
 
 
+@pytest.mark.parametrize("cmd", ["fit-cohort", "fit-group"])
+def test_one_confounds_table_for_several_subjects_is_refused(home, cmd):
+    (home / "subjects").mkdir()
+    for sub in ("a", "b"):
+        shutil.copy(home / "x.tsv", home / "subjects" / f"{sub}.tsv")
+        shutil.copy(home / "x.json", home / "subjects" / f"{sub}.json")
+    _confounds(home, 300)
+    _refused(home, ["subjects", "--confounds", "conf.tsv", "-o", "out", *TINY], ["conf.tsv", "2 subjects"], cmd=(cmd,))
+    assert not (home / "out").exists()
+
+
 def test_a_confounds_file_that_does_not_exist_is_refused(home):
     _refused(home, ["x.tsv", "--confounds", "conf.tsv"], ["--confounds", "conf.tsv"], says="unknown strategy")
 

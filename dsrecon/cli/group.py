@@ -130,7 +130,11 @@ def fit_group_cmd(
         fixed += [n for n in ("features", "scheme", "feature_decay") if _given(n)]
         if fixed:
             raise DsreconError(f"--{fixed[0].replace('_', '-')}: with --from the model comes from {from_run}; leave it out")
-    subs = load_subjects(group_inputs(inputs, spec, subject_from_filename), spec)
+    from dsrecon.io.load import refuse_shared_confounds
+
+    groups = group_inputs(inputs, spec, subject_from_filename)
+    refuse_shared_confounds(len(groups), spec)
+    subs = load_subjects(groups, spec)
     t0 = time.perf_counter()
     inp = {sid: [r.source for r in recs] for sid, recs in subs.items()}
     with progress_bar(quiet) as prog:

@@ -235,6 +235,9 @@ def fit_cohort(root: str | Path, out: str | Path, settings: FitSettings, *, max_
     root, out = Path(root).resolve(), Path(out).resolve()
     subjects = discover_subjects(root, participant_label=participant_label, task=settings.task, session=settings.session,
                                  space=settings.space)
+    from dsrecon.io.load import refuse_shared_confounds
+
+    refuse_shared_confounds(len(subjects), settings.input_spec())
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     rows: dict[str, dict] = {}

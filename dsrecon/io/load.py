@@ -169,6 +169,15 @@ def refuse_unused_queries(paths: list[str], spec: InputSpec) -> None:
                         "drop the option, or give the directory")
 
 
+def refuse_shared_confounds(n_subjects: int, spec: InputSpec) -> None:
+    """A confounds table (``--confounds FILE``) holds one recording's frames: given to a cohort or a
+    group fit of several subjects it would be regressed out of every subject's data. Refused."""
+    conf = confounds_file(spec.confounds)
+    if conf is not None and n_subjects > 1:
+        raise DataError(f"{conf}: --confounds takes the confounds table of one recording; these inputs hold {n_subjects} "
+                        "subjects: regress each subject's confounds out first, or fit the subjects one by one")
+
+
 def _not_for(p: Path, kind: str, spec: InputSpec) -> None:
     """Refuse the options that do not apply to an input of ``kind`` (table, nifti, suite2p)."""
     what = {"table": "a table (its columns are the regions)", "nifti": "a NIfTI image",
