@@ -222,6 +222,17 @@ def test_a_bids_query_with_files_only_is_refused(home, opt):
     _refused(home, ["x.tsv", *opt], ["x.tsv", opt[0]], says="BIDS/fMRIPrep directory")
 
 
+@pytest.mark.parametrize("cmd", ["fit-cohort", "fit-group"])
+def test_a_bids_query_on_a_folder_of_tables_is_refused(home, cmd):
+    (home / "subjects").mkdir()
+    for sub in ("a", "b"):
+        shutil.copy(home / "x.tsv", home / "subjects" / f"{sub}.tsv")
+        shutil.copy(home / "x.json", home / "subjects" / f"{sub}.json")
+    _refused(home, ["subjects", "--task", "rest", "-o", "out", *TINY], ["subjects", "--task"], says="BIDS/fMRIPrep directory",
+             cmd=(cmd,))
+    assert not (home / "out").exists()
+
+
 def test_bids_dir_with_a_table_is_refused(home):
     (home / "raw").mkdir()
     _refused(home, ["x.tsv", "--bids-dir", "raw"], ["raw", "--bids-dir", "x.tsv"])
