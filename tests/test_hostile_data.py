@@ -257,6 +257,19 @@ def test_fit_help_says_which_inputs_each_input_option_applies_to(home):
     assert "Tables" in lines["--drop-column"] and "suite2p" in lines["--neuropil-factor"]
 
 
+def test_a_cohort_rerun_with_a_cleaning_option_refits_its_finished_subjects(home):
+    (home / "subjects").mkdir()
+    shutil.copy(home / "x.tsv", home / "subjects" / "a.tsv")
+    shutil.copy(home / "x.json", home / "subjects" / "a.json")
+    first = dsrecon("fit-cohort", "subjects", "-o", "out", "--lyapunov-steps", "0", *TINY, cwd=home)
+    assert first.code == 0, first.err
+    again = dsrecon("fit-cohort", "subjects", "-o", "out", "--lyapunov-steps", "0", "--detrend", *TINY, cwd=home)
+    assert again.code == 0, again.err
+    rec = json.loads((home / "out" / "a" / "cohort_metrics.json").read_text())
+    assert rec["refit"] and rec["refit_reason"].startswith("the input data differ")
+    assert _config(home / "out" / "a")["provenance"][0]["cleaning"]["detrend"] is True
+
+
 def test_evaluate_cleans_the_test_data_as_the_fit_cleaned_its_data(home):
     r = _main("fit", "x.tsv", "--detrend", "--high-pass", "0.01", "-o", "run", *TINY, cwd=home)
     assert r.code == 0, r.err
