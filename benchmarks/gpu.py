@@ -1,4 +1,4 @@
-"""GPU benchmark: a thousand convSSMs at once on one GPU (plrnn_cuda; docs/benchmarks.md, "GPU").
+"""GPU benchmark: a thousand convSSMs at once on one GPU (plrnn_cuda; docs/benchmarks.md#gpu).
 
 One run does, in this order:
 

@@ -1,4 +1,4 @@
-"""Quality benchmark: Lorenz63 through the SPM HRF (ALGORITHMS.md §7; fit issue).
+"""Quality benchmark: Lorenz63 through the SPM HRF (docs/method.md §7; fit issue).
 
 Setup: Lorenz63 (dt 0.01 per sample), z-scored, SPM HRF at TR 0.2 s, noise 0.01, 2 000 training
 samples (+ a held-out test segment for PE20). For each seed and variant: fit, generate 100 000
@@ -99,7 +99,8 @@ def published_protocol_dstsp(model: ConvSSM, rec: Recording, match_noise: bool =
     ``match_noise``: add the recording's observation noise, estimated from the recording itself
     (`dsrecon.training.trainer.with_observation_noise`), to the noise-free run first ("D_pub+σ̂"), as
     ``--ceiling``'s "noisy truth" adds the true noise to a true run: at σ 0.1 a noise-free run,
-    even of the true system, cannot score near the paper's 0.71 otherwise (round 7)."""
+    even of the true system, cannot score near the paper's 0.71 otherwise
+    (docs/experiments/lorenz-bold-reconstruction.md#round-7-2026-12-02-100-000-frames-the-floor-and-the-teacher-space-term)."""
     from dsrecon.errors import DivergenceError
 
     x = model.norm_.apply(rec.data)
