@@ -4,8 +4,8 @@
   names a file and a heading that exist (GitHub's anchors: lower case, spaces → '-', punctuation
   dropped);
 - every ``docs/method.md §N`` cited names a section of docs/method.md;
-- every relative markdown link in docs/ and README.md names a file of the repository (and, with an
-  anchor, a heading of it);
+- every relative markdown link in docs/, README.md and benchmarks/README.md names a file of the
+  repository (and, with an anchor, a heading of it);
 - docs/ and the README cite no file outside the repository (the method specification the project
   was built from is not part of it: docs/method.md carries its facts);
 - the lab notebook's headings are unique, its index lists every file, and the results page stays
@@ -74,7 +74,7 @@ def citing_files() -> list[Path]:
 
 
 def markdown_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    return [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted(DOCS.rglob("*.md"))]
 
 
 def rel(p: Path) -> str:
