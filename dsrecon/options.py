@@ -136,6 +136,66 @@ def fraction(flag: str, v: Any) -> str | None:
     return None
 
 
+#: the seeds every library takes (numpy's legacy seeding, torch, Python's random): 0 … 2³² − 1
+SEED_MAX = 2**32 - 1
+
+
+def seed_value(flag: str, v: Any) -> str | None:
+    if not _is_int(v) or not 0 <= v <= SEED_MAX:
+        return f"{flag} must be a whole number from 0 to {SEED_MAX}, got {v}"
+    return None
+
+
+#: the frame intervals (TR, seconds per frame) dsrecon accepts: from 1 ms (kHz sampling) to below
+#: 100 s. A TR of 100 s or more is refused as "looks like milliseconds" (BIDS and dsrecon take
+#: seconds; 720 for an HCP run's 0.72 s is the usual slip); above an hour, as out of range.
+TR_MIN, TR_MS_SLIP, TR_MAX = 1e-3, 100.0, 3600.0
+
+
+def tr_problem(tr: Any) -> str | None:
+    """Why ``tr`` (seconds per frame) cannot be a recording's TR, as the end of a sentence that
+    starts with where it came from ("--tr 720: …", "x.json: RepetitionTime …: …"); None if it can."""
+    import math
+
+    try:
+        f = float(tr) if not isinstance(tr, bool) else math.nan
+    except (TypeError, ValueError):
+        return f"TR must be a number of seconds per frame, got {tr!r}"
+    accepted = f"dsrecon accepts {TR_MIN:g} s to {TR_MS_SLIP:g} s per frame"
+    if not (math.isfinite(f) and f > 0):
+        return f"TR must be a positive number of seconds per frame, got {tr!r}"
+    if f < TR_MIN:
+        return f"TR {f:g} s is below 1 ms (TR is in seconds per frame; {accepted})"
+    if f > TR_MAX:
+        return f"TR {f:g} s is above one hour (TR is in seconds per frame; {accepted})"
+    if f >= TR_MS_SLIP:
+        return f"TR is in seconds; {f:g} s looks like milliseconds ({f / 1000:g} s?); {accepted}"
+    return None
+
+
+def tr_seconds(flag: str, v: Any) -> str | None:
+    msg = tr_problem(v)
+    return None if msg is None else f"{flag} {v:g}: {msg}" if isinstance(v, (int, float)) else f"{flag}: {msg}"
+
+
+#: calcium indicator time constants dsrecon accepts (seconds): GCaMP6s decays in about 1–2 s; a
+#: kernel of 5 decay constants longer than a minute or so cannot be sampled against a recording
+TAU_MAX = 60.0
+
+
+def tau_seconds(flag: str, v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= TAU_MAX:
+        return (f"{flag} must be in (0, {TAU_MAX:g}] seconds (a calcium indicator's time constant; the kernel lasts "
+                f"5 decay constants), got {v:g}" if isinstance(v, (int, float)) else f"{flag} must be a number of seconds, got {v}")
+    return None
+
+
+def cutoff_hz(flag: str, v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
+        return f"{flag} must be a positive frequency in Hz, got {v}"
+    return None
+
+
 def one_of(*choices: str) -> Callable[[str, Any], str | None]:
     def check(flag: str, v: Any) -> str | None:
         if str(v) not in choices:
@@ -207,8 +267,9 @@ class ModelOptions:
                                     check=positive_integer, panel=MODEL_PANEL)
     kernel: str | None = option(None, help="spm|glover|calcium|none|FILE (default spm; calcium for calcium imaging).",
                                 panel=MODEL_PANEL, config_key="kernel_name")
-    tau_decay: float = option(0.4, help="Calcium kernel decay time constant (s).", check=positive, panel=MODEL_PANEL)
-    tau_rise: float | None = option(None, help="Calcium kernel rise time constant (s); double exponential.", check=positive,
+    tau_decay: float = option(0.4, help=f"Calcium kernel decay time constant (s, at most {TAU_MAX:g}).", check=tau_seconds,
+                              panel=MODEL_PANEL)
+    tau_rise: float | None = option(None, help="Calcium kernel rise time constant (s); double exponential.", check=tau_seconds,
                                     panel=MODEL_PANEL)
     decoder: str = option("identity", help="identity|affine|regressor|pca (pca: M < N latent units forced by the teacher "
                           "signals' principal components, read out by a learned matrix).",
@@ -216,7 +277,7 @@ class ModelOptions:
                           panel=MODEL_PANEL)
     # the backend's own options (`LatentDynamics.Options`): on the CLI its flags and --backend-option KEY=VALUE
     backend_options: dict = option(factory=dict, cli=False)
-    seed: int = option(0, help="Random seed (recorded in every output).", panel=MODEL_PANEL)
+    seed: int = option(0, help=f"Random seed, 0 to {SEED_MAX} (recorded in every output).", check=seed_value, panel=MODEL_PANEL)
     device: str = option("auto", help="Compute device: auto|cpu|cuda.", panel=MODEL_PANEL)
 
 

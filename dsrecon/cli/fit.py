@@ -49,7 +49,7 @@ def fit_cmd(
     **options,
 ) -> None:
     from dsrecon.api import ConvSSM
-    from dsrecon.io.load import InputSpec, load_inputs
+    from dsrecon.io.load import InputSpec, load_inputs, refuse_unused_queries
     from dsrecon.io.runs import check_target
     from dsrecon.options import validate_options
 
@@ -59,6 +59,7 @@ def fit_cmd(
     if ensemble < 1:
         raise DsreconError(f"--ensemble must be at least 1, got {ensemble}")
     check_target(output, resume=resume, force=force)  # refuse an unusable -o before loading anything
+    refuse_unused_queries([str(p) for p in inputs], spec)
     recs = load_inputs([str(p) for p in inputs], spec)
     if model.decoder == "identity" and recs[0].regressors is not None:
         log("nuisance regressors present: use --decoder regressor to model them; the identity decoder ignores them", quiet)
