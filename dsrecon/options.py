@@ -20,16 +20,17 @@ DEFAULT_ALPHA = "0.15"
 
 #: Data-aware defaults (``--preset``): the values of the options a user leaves unset. ``auto`` (the
 #: default) takes ``long`` for fits of at least LONG_MIN_SAMPLES training samples, else ``short``
-#: (`choose_preset`). Measured on Lorenz63-BOLD (docs/benchmarks.md, rounds 7 and 8).
+#: (`choose_preset`). Measured on Lorenz63-BOLD: docs/experiments/lorenz-bold-reconstruction.md#round-7-2026-12-02-100-000-frames-the-floor-and-the-teacher-space-term
+#: and docs/experiments/lorenz-bold-reconstruction.md#round-8-2026-12-03-the-gtf-papers-settings-on-long-data-now-the-long-data-preset.
 PRESETS: dict[str, dict[str, Any]] = {
     "short": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0, "epochs": 2000,
               "generation": "deterministic"},
-    # the GTF paper's Lorenz settings (L 100, adaptive α, λ_lat 1e-5) with round 7's teacher-space term
+    # the GTF paper's Lorenz settings (L 100, adaptive α, λ_lat 1e-5) with the teacher-space term (λ 1)
     "long": {"hidden_dim": 100, "alpha": "adaptive", "l2": 1e-5, "teacher_weight": 1.0, "epochs": 2000,
              "generation": "deterministic"},
     # whole-brain recordings (WIDE_MIN_REGIONS regions or more): resting-state BOLD is noise-driven, so
     # free runs are stochastic (the fitted noise model), and the budget is one that fits such a
-    # subject in minutes (docs/benchmarks.md, "Whole-brain resting state")
+    # subject in minutes (docs/benchmarks.md#whole-brain-resting-state-hcp-94-regions)
     "wide": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0, "epochs": 150,
              "generation": "stochastic"},
 }
@@ -352,14 +353,15 @@ class TrainOptions:
 
     def pretraining(self) -> int:
         """Epochs of teacher-space pretraining: ``pretrain_epochs``, by default half of ``epochs``
-        (on Lorenz63-BOLD it halved the median latent D_stsp; docs/benchmarks.md)."""
+        (on Lorenz63-BOLD it halved the median latent D_stsp;
+        docs/experiments/lorenz-bold-reconstruction.md#round-6-2026-12-02-teacher-space-pretraining-issue-15-now-the-default)."""
         return (self.epochs or PRESETS["short"]["epochs"]) // 2 if self.pretrain_epochs is None else int(self.pretrain_epochs)
 
     def teacher_weighting(self, n_train: int) -> float:
         """λ of the teacher-space term for a fit on ``n_train`` training samples: ``teacher_weight``,
         or when unset (options not resolved by `with_preset`) the auto preset's for that length (on
         Lorenz63-BOLD it cut the mean latent D_stsp by 59 % on 75 000 samples and did not help on
-        2 000; docs/benchmarks.md, round 7)."""
+        2 000; docs/experiments/lorenz-bold-reconstruction.md#round-7-2026-12-02-100-000-frames-the-floor-and-the-teacher-space-term)."""
         if self.teacher_weight is not None:
             return float(self.teacher_weight)
         return float(PRESETS[choose_preset("auto", n_train)]["teacher_weight"])

@@ -1,4 +1,4 @@
-"""n-step prediction error PE_n (ALGORITHMS.md §6)."""
+"""n-step prediction error PE_n (docs/method.md §6)."""
 
 from __future__ import annotations
 

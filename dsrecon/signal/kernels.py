@@ -1,4 +1,4 @@
-"""Measurement kernels sampled on the recording's grid (ALGORITHMS.md §2).
+"""Measurement kernels sampled on the recording's grid (docs/method.md §2).
 
 Every function returns a 1-D float64 array of taps h_0 … h_{K−1} with h_k the response at
 t = k·TR (or k/fs). BOLD kernels are normalised to Σh = 1.
@@ -18,7 +18,7 @@ from dsrecon.errors import DataError, DsreconError
 
 #: Length of the canonical HRFs in seconds (SPM: 32 s).
 HRF_LENGTH_S = 32.0
-#: Calcium kernels are truncated after this many decay constants (ALGORITHMS.md §2).
+#: Calcium kernels are truncated after this many decay constants (docs/method.md §2).
 CALCIUM_TRUNCATE_TAU = 5.0
 KERNEL_NAMES = ("spm", "glover", "calcium", "none")
 
@@ -114,7 +114,7 @@ class Kernel:
         return convolve_valid(z, self.taps)
 
     def deconvolve(self, x: np.ndarray, **kw) -> np.ndarray:
-        """Wiener deconvolution (ALGORITHMS.md §3) of a (T, N) series; see signal.deconvolution."""
+        """Wiener deconvolution (docs/method.md §3) of a (T, N) series; see signal.deconvolution."""
         from dsrecon.signal.deconvolution import wiener_deconvolve
 
         return wiener_deconvolve(x, self.taps, **kw)

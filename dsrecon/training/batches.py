@@ -1,4 +1,4 @@
-"""Prepared training data and uniform sequence sampling across recordings (ALGORITHMS.md §4).
+"""Prepared training data and uniform sequence sampling across recordings (docs/method.md §4).
 
 Sequences never cross a recording boundary; censored frames stay on the grid and are masked out
 of the loss (and of the teacher signals).
@@ -86,7 +86,7 @@ class SequenceSampler:
                 "inputs": None if c["inputs"] is None else c["inputs"][tt].astype(np.float32, copy=False)}
 
 
-#: default latent sequence length T̃ (ALGORITHMS.md §4)
+#: default latent sequence length T̃ (docs/method.md §4)
 DEFAULT_SEQUENCE_LENGTH = 200
 
 

@@ -327,7 +327,7 @@ class Trainer:
         training on in the collapsed regime (`--restore-on-collapse`). The batch stream goes on, so
         the retried stretch sees other batches. Opt-in: on Lorenz63-BOLD one seed that had collapsed
         at epoch 425 was still collapsed at epoch 2 000 and gained from it, another recovered by itself
-        without it and lost (docs/benchmarks.md, round 5)."""
+        without it and lost (docs/experiments/lorenz-bold-reconstruction.md#round-5-2026-12-01-what-the-030-target-needs)."""
         m = self.members[e]
         with torch.no_grad():
             self.stack.flat[e] = m.best_row
