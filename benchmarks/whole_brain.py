@@ -65,7 +65,6 @@ SMOOTHING = KIND_SETTINGS["bold"]["smoothing"]  # D_H smoothing σ (frequency bi
 HORIZONS = (1, 10)
 TUNE_GRID = {  # dsrecon fit options tried on the validation split (--tuned)
     "defaults": [],
-    "pca30": ["--decoder", "pca", "--latent-dim", "30"],
     "epochs300": ["--epochs", "300"],
 }
 
@@ -444,6 +443,7 @@ def main() -> None:
     ap.add_argument("--rows", nargs="*", default=["floor", "var", "iid", "esn", "dsrecon", "ssm"],
                     help="floor var iid esn dsrecon ssm tuned")
     ap.add_argument("--tuned", action="store_true", help="also choose and score the tuned configuration")
+    ap.add_argument("--tune-subjects", nargs="*", default=None, help="subjects whose validation splits choose it (default: all)")
     ap.add_argument("--schaefer400", action="store_true", help="only the generated 400-region fit")
     ap.add_argument("--group", type=Path, default=None, metavar="DIR",
                     help="only the group model: fit-group on all subjects, scored per subject; its features table goes to DIR")
@@ -466,7 +466,7 @@ def main() -> None:
         print(table([r for r in read(a.out) if not r["row"].startswith("validation: ")]))
         return
     rows = set(a.rows) | ({"tuned"} if a.tuned else set())
-    best = tune(subs, a.seed, a.threads, a.out) if "tuned" in rows else None
+    best = tune(a.tune_subjects or subs, a.seed, a.threads, a.out) if "tuned" in rows else None
     for sid in subs:
         done = {r["row"] for r in read(a.out) if r["subject"] == sid}
         train, test = zscore_split(load_subject(sid), N_TRAIN)
