@@ -13,6 +13,18 @@ import numpy as np
 from dsrecon.errors import DataError
 
 
+def normal_fill(rng: np.random.Generator, *outs: np.ndarray) -> None:
+    """Fill float32 arrays with standard normal draws from a member's stream: one 63-bit seed from
+    ``rng``, then torch's CPU generator (about twice as fast as numpy's float32 normals for a batch
+    of whole-brain sequences, where the batch noise was a fifth of the epoch; the same numbers
+    whatever the thread count). The arrays are filled in order."""
+    import torch
+
+    g = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
+    for a in outs:
+        torch.randn(a.shape, generator=g, dtype=torch.float32, out=torch.from_numpy(a))
+
+
 @dataclass
 class Prepared:
     """One recording's training split in normalised units.

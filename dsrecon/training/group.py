@@ -33,7 +33,7 @@ from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.models.group import GroupLayout
 from dsrecon.options import TrainOptions, choose_preset
 from dsrecon.training import hooks
-from dsrecon.training.batches import SequenceSampler
+from dsrecon.training.batches import SequenceSampler, normal_fill
 from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData, training_samples
 from dsrecon.training.member import Member
@@ -182,8 +182,7 @@ class GroupTrainer(Trainer):
         if o.noise > 0:
             for b in bs:
                 nx, nd = np.empty_like(b["x"]), np.empty_like(b["teacher"])
-                m.rng.standard_normal(out=nx[0], dtype=np.float32)
-                m.rng.standard_normal(out=nd[0], dtype=np.float32)
+                normal_fill(m.rng, nx[0], nd[0])
                 nx *= np.float32(o.noise)
                 nd *= np.float32(o.noise)
                 b["x"] += nx

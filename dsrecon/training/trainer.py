@@ -32,7 +32,7 @@ from dsrecon.errors import DivergenceError, DsreconError
 from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.options import TrainOptions, choose_preset  # TrainOptions: defined with every other option; imported from here too
 from dsrecon.training import checkpoint as ckpt
-from dsrecon.training.batches import SequenceSampler
+from dsrecon.training.batches import SequenceSampler, normal_fill
 from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData, training_samples
 from dsrecon.training import hooks, validation
@@ -190,8 +190,7 @@ class Trainer:
         if o.noise > 0:
             nx, nd = np.empty_like(b["x"]), np.empty_like(b["teacher"])
             for j, e in enumerate(idx):
-                self.members[e].rng.standard_normal(out=nx[j], dtype=np.float32)
-                self.members[e].rng.standard_normal(out=nd[j], dtype=np.float32)
+                normal_fill(self.members[e].rng, nx[j], nd[j])
             nx *= np.float32(o.noise)  # x + noise·n in float32, in place
             nd *= np.float32(o.noise)
             b["x"] += nx
