@@ -24,21 +24,21 @@ DEFAULT_ALPHA = "0.15"
 #: and docs/experiments/lorenz-bold-reconstruction.md#round-8-2026-12-03-the-gtf-papers-settings-on-long-data-now-the-long-data-preset.
 PRESETS: dict[str, dict[str, Any]] = {
     "short": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0, "epochs": 2000,
-              "generation": "deterministic"},
+              "generation": "deterministic", "select_by": "stsp"},
     # the GTF paper's Lorenz settings (L 100, adaptive α, λ_lat 1e-5) with the teacher-space term (λ 1)
     "long": {"hidden_dim": 100, "alpha": "adaptive", "l2": 1e-5, "teacher_weight": 1.0, "epochs": 2000,
-             "generation": "deterministic"},
+             "generation": "deterministic", "select_by": "stsp"},
     # whole-brain recordings (WIDE_MIN_REGIONS regions or more): resting-state BOLD is noise-driven, so
     # free runs are stochastic (the fitted noise model), and the budget is one that fits such a
     # subject in minutes (docs/benchmarks.md#whole-brain-resting-state-hcp-94-regions)
     "wide": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0, "epochs": 150,
-             "generation": "stochastic"},
+             "generation": "stochastic", "select_by": "connectivity"},
 }
 LONG_MIN_SAMPLES = 15_000
 #: from this many regions the auto preset is ``wide`` (whole-brain parcellations have 68–400)
 WIDE_MIN_REGIONS = 50
 #: the options a preset fills in when they are left unset (besides the model's hidden_dim)
-PRESET_TRAIN_OPTIONS = ("alpha", "l2", "teacher_weight", "epochs", "generation")
+PRESET_TRAIN_OPTIONS = ("alpha", "l2", "teacher_weight", "epochs", "generation", "select_by")
 # (older names of the teacher-space term's rule)
 TEACHER_WEIGHT_LONG = PRESETS["long"]["teacher_weight"]
 TEACHER_WEIGHT_MIN_SAMPLES = LONG_MIN_SAMPLES
@@ -328,6 +328,10 @@ class TrainOptions:
                                     "the process and observation noise fitted to the training residuals), deterministic (the map "
                                     "alone); default: the preset's (stochastic wide, else deterministic).",
                                     check=one_of("stochastic", "deterministic"), panel=VALIDATION_PANEL)
+    select_by: str | None = option(None, help="What picks the best checkpoint at each validation: stsp (D_stsp, then D_H: the "
+                                   "attractor criterion of the published method) or connectivity (FCD_KS + 1 − FC_corr + D_H "
+                                   "against the recording: what whole-brain modelling compares); default: the preset's "
+                                   "(connectivity wide, else stsp).", check=one_of("stsp", "connectivity"), panel=VALIDATION_PANEL)
     match_noise: bool = option(False, help="Validation adds the recording's observation noise (estimated per channel from its "
                                "finest wavelet details) to the noise-free free run before comparing state spaces, so that "
                                "noisy data are compared with noisy generated data.", panel=VALIDATION_PANEL)

@@ -53,7 +53,7 @@ def test_sklearn_clone():
     m = ConvSSM(hidden_dim=7, backend_options={"pwl_units": 2}, backend="alrnn")
     c = base.clone(m)
     assert c is not m and c.get_params() == m.get_params() and c.hidden_dim == 7
-    assert c.set_params(epochs=5) is c and c.epochs == 5 and m.epochs == 2000
+    assert c.set_params(epochs=5) is c and c.epochs == 5 and m.epochs is None
     with pytest.raises(Exception, match="unexpected keyword argument 'nope'"):
         ConvSSM(nope=1)
 

@@ -17,8 +17,9 @@ def should_restore_best(v: dict, best_d_stsp: float, opts: TrainOptions) -> bool
     """With --restore-on-collapse, a validation result v calls for going back to the best model: its
     free run collapsed, and the best model was a real improvement on it (D_stsp at most half of the
     collapsed run's; inf while there is no best model). Early in training every model sits near a
-    fixed point; going back to one of those helps nothing and only changes the random path of the fit."""
-    d = v.get("D_stsp", float("nan"))
+    fixed point; going back to one of those helps nothing and only changes the random path of the fit.
+    (With --select-by connectivity the comparison is of the selection scores.)"""
+    d = v.get("selection", v.get("D_stsp", float("nan")))
     return (opts.restore_on_collapse and bool(v.get("collapsed")) and math.isfinite(best_d_stsp)
             and (not math.isfinite(d) or best_d_stsp <= 0.5 * d))
 
@@ -52,7 +53,8 @@ class Member:
     def record(self, v: dict, epoch: int, row: torch.Tensor) -> bool:
         """Book a validation result v of the model ``row`` at ``epoch``; True when the free run
         collapsed and the best model should come back (`should_restore_best`)."""
-        score = (v["D_stsp"] if math.isfinite(v["D_stsp"]) else float("inf"), v["D_H"] if math.isfinite(v["D_H"]) else float("inf"))
+        first = v.get("selection", v["D_stsp"])  # --select-by connectivity: FCD_KS + 1 − FC_corr + D_H (validate)
+        score = (first if math.isfinite(first) else float("inf"), v["D_H"] if math.isfinite(v["D_H"]) else float("inf"))
         if score < self.best_score:
             self.best_score, self.best_epoch, self.bad_validations = score, epoch, 0
             self.best_metrics = (v["D_stsp"], v["D_H"])

@@ -100,14 +100,26 @@ def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int 
         noisy.append(with_observation_noise(gen, full[fmask], seed + i) if opts.match_noise else gen)
         if T >= 8:
             dhs.append(hellinger_spectral(gen[-T:], full, smoothing=opts.smoothing))
+    conn = {}
+    if opts.select_by == "connectivity":  # the field's statistics, per recording, averaged
+        from dsrecon.metrics.connectivity import connectivity_metrics
+
+        cs = [connectivity_metrics(g, r, data.tr) for g, r in zip(gens, refs) if r.shape[0] >= 3 and r.shape[1] >= 2]
+        fcd = [c["FCD_KS"] for c in cs if np.isfinite(c["FCD_KS"])]
+        fc = [c["FC_corr"] for c in cs if np.isfinite(c["FC_corr"])]
+        if fcd and fc:
+            conn = {"FCD_KS": float(np.mean(fcd)), "FC_corr": float(np.mean(fc))}
     ref = np.concatenate(refs)
     bins = validation_bins(ref, opts.bins)
     # Validation concatenates the runs (and references) of all recordings, so a mixture keeps
     # evenly spaced points of the whole set rather than the first recording's only.
     d, method = state_space_divergence(np.concatenate(noisy), ref, method=opts.stsp, bins=bins, var=opts.gmm_var, seed=seed,
                                        gmm_points="even")
-    return {"D_stsp": float(d), "D_H": float(np.mean(dhs)) if dhs else float("nan"), "D_stsp_method": method,
-            "collapsed": max(spreads) < COLLAPSE_SPREAD}
+    out = {"D_stsp": float(d), "D_H": float(np.mean(dhs)) if dhs else float("nan"), "D_stsp_method": method,
+           "collapsed": max(spreads) < COLLAPSE_SPREAD, **conn}
+    if conn and np.isfinite(out["D_H"]):  # what picks the best checkpoint (`Member.record`)
+        out["selection"] = conn["FCD_KS"] + (1.0 - conn["FC_corr"]) + out["D_H"]
+    return out
 
 
 def inputs_after(train, test, n_steps: int) -> np.ndarray | None:
