@@ -74,6 +74,7 @@ def fit_cohort_cmd(
     from dsrecon.distributed.cohort import fit_cohort
 
     s = _settings(options)
+    check_cohort_output(directory, output)
     res = fit_cohort(directory, output, s, max_parallel=max_parallel, gpus_per_fit=gpus_per_fit, address=address,
                      lyapunov_steps=lyapunov_steps, force=force, participant_label=list(participant_label),
                      log=lambda m: log(m, quiet))
@@ -85,6 +86,36 @@ def fit_cohort_cmd(
              title=f"dsrecon fit-cohort → {output}", quiet=quiet)
     if res["n_failed"]:  # the others are kept (and skipped by a rerun); the command as a whole failed
         raise DsreconError(f"{res['n_failed']} of {res['n_subjects']} subjects failed: see {Path(res['out']) / 'failures.tsv'}")
+
+
+def check_cohort_output(directory: Path, output: Path) -> None:
+    """-o of fit-cohort: apart from the cohort directory (neither inside the other: a rerun would
+    read the outputs as subjects, or write among the inputs), and its summary files absent or
+    written by an earlier fit-cohort (the subjects' runs are checked as any run directory)."""
+    from dsrecon.cli.outputs import _within, json_is_ours, table_is_ours
+
+    if _within(output, directory):
+        raise DsreconError(f"{output}: is inside the cohort directory {directory} (a rerun would read it as a subject); "
+                           "dsrecon never writes among its inputs: choose another -o")
+    if _within(directory, output):
+        raise DsreconError(f"{directory}: the cohort directory is inside -o {output}; dsrecon never writes over its inputs: "
+                           "choose another -o")
+    out = Path(output)
+
+    def failures_ours(p: Path) -> bool:
+        try:
+            with open(p, encoding="utf-8") as f:
+                return f.readline().rstrip("\n") == "subject\terror"
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    ours = {"summary.tsv": table_is_ours, "summary.json": json_is_ours, "failures.tsv": failures_ours,
+            "summary.png": lambda p: json_is_ours(out / "summary.json")}
+    for name, check in ours.items():
+        p = out / name
+        if (p.exists() or p.is_symlink()) and not (p.is_file() and check(p)):
+            raise DsreconError(f"{p}: already exists and was not written by dsrecon (fit-cohort writes {name} in -o {output}); "
+                               "move it away or choose another -o")
 
 
 @app.command("sweep", help=SWEEP_HELP)
