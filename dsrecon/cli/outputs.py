@@ -138,7 +138,7 @@ def check_not_inputs(outputs: Iterable[Path], files: Iterable[tuple[Path, str]] 
     files, dirs = list(files), list(dirs)
     first = outs[0] if outs else None
     for o in outs:
-        if not _exists(o):
+        if not _exists(o) or o.is_dir():  # nothing to overwrite; a directory is refused as an output by check_output_files
             continue
         also = "" if o == first else f" ({option} {first} also writes it)"
         for p, what in files:
