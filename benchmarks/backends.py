@@ -49,7 +49,7 @@ from dsrecon.errors import DivergenceError  # noqa: E402
 from dsrecon.metrics.spectrum import hellinger_spectral  # noqa: E402
 from dsrecon.metrics.stsp import stsp_binned  # noqa: E402
 from dsrecon.systems import simulate_system  # noqa: E402
-from dsrecon.training.trainer import TrainOptions  # noqa: E402
+from dsrecon.options import TrainOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["linear", "plrnn", "shplrnn", "cshplrnn", "alrnn", "dendplrnn", "s4d", "s4d-real", "lru", "mamba", "chimera"]

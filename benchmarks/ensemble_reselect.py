@@ -48,7 +48,7 @@ from dsrecon.metrics.prediction import prediction_error  # noqa: E402
 from dsrecon.metrics.stsp import _bin_index, _joint_codes, bin_edges, stsp_binned, stsp_gmm  # noqa: E402
 from dsrecon.signal.deconvolution import wiener_deconvolve  # noqa: E402
 from dsrecon.training.prepare import prepare  # noqa: E402
-from dsrecon.training.trainer import DIVERGENCE_BOUND, validate, validation_bins, validation_steps  # noqa: E402
+from dsrecon.training.validation import DIVERGENCE_BOUND, validate, validation_bins, validation_steps  # noqa: E402
 
 RULES = ("val", "val_DH", "val_gmm", "teacher", "pe20", "pe100", "consensus")
 COMBOS = {"val+DH": ("val", "val_DH"), "val+teacher": ("val", "teacher"), "val+DH+teacher": ("val", "val_DH", "teacher"),

@@ -138,7 +138,7 @@ def throughput(K: int, device: str, rec, cfg: dict) -> dict:
 def free_run_times(rec, cfg: dict, device: str) -> dict:
     """One batched validation free run (the trainer's horizon) of val_members members on the training
     device and on the CPU kernel (seconds each), and the CPU cost of one member's validation metrics."""
-    from dsrecon.training import trainer as trm
+    from dsrecon.training import validation as trm
 
     tr, data = build(cfg["val_members"], device, rec, cfg, epochs=cfg["epochs"])
     tr.run_epoch()
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     from cuda_sim_checks import kernel_errors
 
     from dsrecon.models.backends import plrnn_cuda
-    from dsrecon.training import trainer as trm
+    from dsrecon.training import validation as trm
 
     cfg = SMOKE if a.smoke else FULL
     if a.smoke:  # the simulator interprets every step: short validation free runs

@@ -108,7 +108,7 @@ def published_protocol_dstsp(model: ConvSSM, rec: Recording, match_noise: bool =
     except DivergenceError:
         return float("inf")
     if match_noise:
-        from dsrecon.training.trainer import with_observation_noise
+        from dsrecon.training.validation import with_observation_noise
 
         gen = with_observation_noise(gen, x)
     return float(stsp_binned(gen, x, bins=30))

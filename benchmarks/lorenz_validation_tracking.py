@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lorenz_bold  # noqa: E402
 
 import dsrecon.training.trainer as trainer_mod  # noqa: E402
+import dsrecon.training.validation as validation_mod  # noqa: E402
 from dsrecon.metrics.stsp import stsp_binned  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def teacher_space_validation(net, data) -> float:
     the deconvolved recording (Wiener teacher of the training head and held-out tail together)
     instead of its observations with the BOLD frames."""
     from dsrecon.signal.deconvolution import wiener_deconvolve
-    from dsrecon.training.trainer import VAL_HORIZON, validation_steps
+    from dsrecon.training.validation import VAL_HORIZON, validation_steps
 
     trn, tst = data.train[0], data.test[0]
     full = np.concatenate([trn.x, tst.x]).astype(np.float64)
@@ -52,7 +53,7 @@ def teacher_space_validation(net, data) -> float:
     gen = Z[0, -n:, : full.shape[1]].numpy().astype(np.float64)
     if not np.isfinite(gen).all() or np.abs(gen).max() > 1e4:
         return float("inf")
-    bins = trainer_mod.validation_bins(teacher, 30)
+    bins = validation_mod.validation_bins(teacher, 30)
     return float(stsp_binned(gen, teacher, bins=bins))
 
 
@@ -81,8 +82,8 @@ def track(seed: int, epochs: int, n_fit: int, extra: dict | None = None, noise: 
     def validate(net, data, opts, seed=0, generated=None):
         if generated is None:  # validation's free run, made once for every score below that compares it
             trn, tst = data.train[0], data.test[0]
-            n, total = trainer_mod.validation_steps(trn, tst)
-            generated = [trainer_mod.generate_after(net, trn, n, total=total, test=tst)]
+            n, total = validation_mod.validation_steps(trn, tst)
+            generated = [validation_mod.generate_after(net, trn, n, total=total, test=tst)]
         v = original(net, data, opts, seed, generated=generated)
         with torch.no_grad():
             _, Z = net.free_run(net.state_from_last_reliable(data.train[0].teacher), 100_000)

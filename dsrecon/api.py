@@ -29,12 +29,15 @@ from dsrecon.models.base import get_backend
 from dsrecon.options import (DEFAULT_ALPHA, PRESETS, ModelOptions, choose_preset, estimator_fields, model_fields, resolve_device, train_fields,
                              typed_options, validate_options)
 from dsrecon.models.convssm import ConvSSMNet
-from dsrecon.models.decoders import make_decoder
+from dsrecon.models.decoders import default_latent_dim, make_decoder
+from dsrecon.models.noise import NoiseModel
+from dsrecon.models.noise import estimate as estimate_noise
 from dsrecon.signal.kernels import Kernel, make_kernel
 from dsrecon.training import checkpoint as ckpt
 from dsrecon.training.prepare import Normalisation, prepare
 from dsrecon.training.memory import check_fit_memory
-from dsrecon.training.trainer import LOG_COLUMNS, Interrupted, TrainOptions, Trainer
+from dsrecon.training.hooks import Interrupted
+from dsrecon.training.trainer import LOG_COLUMNS, TrainOptions, Trainer
 
 
 #: steps of the free run `ConvSSM.long_run` checks after a fit (validation's shortest run)
@@ -175,7 +178,7 @@ class ConvSSM:
 
     # ---------------------------------------------------------------- building
     def _build(self, n_obs: int, n_regressors: int, kern: Kernel, gen: torch.Generator, n_inputs: int = 0) -> ConvSSMNet:
-        M = self.latent_dim if self.latent_dim is not None else max(n_obs, 3)
+        M = self.latent_dim if self.latent_dim is not None else default_latent_dim(n_obs, self.decoder)
         if M < 1:
             raise DsreconError(f"--latent-dim must be positive, got {M}")
         cls = get_backend(self.backend)
@@ -255,13 +258,13 @@ class ConvSSM:
             _check_resumable(target, old, config)
             cache = _read_teacher_cache(run, len(recs), target)
         N = recs[0].n_regions  # refuse at once what cannot fit in memory
-        check_fit_memory([r.n_frames for r in recs], N, spec.latent_dim or max(N, 3), spec.hidden_dim, kern.K,
+        check_fit_memory([r.n_frames for r in recs], N, spec.latent_dim or default_latent_dim(N, spec.decoder), spec.hidden_dim, kern.K,
                          opts, spec.device, recs[0].source)
         data = prepare(recs, kern, opts.test_fraction, teacher_cache=cache)
         seed_everything(spec.seed)
         gen = torch.Generator().manual_seed(spec.seed)
         n_reg = 0 if recs[0].regressors is None else recs[0].regressors.shape[1]
-        net = spec._build(len(data.names), n_reg, kern, gen, len(data.input_names)).to(spec.device)
+        net = spec._build(len(data.names), n_reg, kern, gen, len(data.input_names)).fit_axes(data.train).to(spec.device)
         config.update({
             "normalisation": data.norm.to_dict(), "data": data.info, "latent_dim": net.M,
             "backend_kwargs": net.dynamics.extra_config(),
@@ -286,7 +289,8 @@ class ConvSSM:
         net = net.cpu()  # generation and analysis are sequential: they run on the CPU
         # initial state for later simulation: the last reliable teacher frame of the training data
         net.register_buffer("z_init", net.state_from_last_reliable(data.train[-1].teacher).detach()[0])
-        config.update({"status": "complete", "training": summary})
+        net.set_noise(estimate_noise(net, data.train))  # what the map and kernel leave unexplained (stochastic runs)
+        config.update({"status": "complete", "training": summary, "noise": None if net.noise is None else net.noise.summary()})
         self.net_, self.config_, self.run_dir_ = net, config, run
         self.history_ = trainer.members[0].rows
         self.data_ = data
@@ -397,7 +401,7 @@ class ConvSSM:
 
     @torch.no_grad()
     def simulate(self, n_steps: int, seed: int = 0, data: Recording | None = None, inputs: np.ndarray | None = None,
-                 start: str = "end") -> dict:
+                 start: str = "end", stochastic: bool | None = None) -> dict:
         """Free run of n_steps observations (§5). Returns {"observed": (n, N) in data units,
         "observed_normalised": (n, N), "latent": (n, M), "first_frame"} with latent row j aligned
         to observation j.
@@ -411,6 +415,9 @@ class ConvSSM:
         recording's first reliable deconvolved frame r, ``inputs`` are the recording's own design
         (row f: its frame f; zero beyond), and generated observation j is the recording's frame
         ``first_frame`` + j (r + K − 1, the first the kernel can reach from there).
+
+        ``stochastic``: add the fitted process and observation noise (`dsrecon.models.noise`),
+        drawn from ``seed``; None: the model's default (`generation_`).
         Raises DivergenceError when the run leaves the bounded regime."""
         if n_steps < 1:
             raise DsreconError(f"--steps must be positive, got {n_steps}")
@@ -419,6 +426,7 @@ class ConvSSM:
         net = self._net()
         s = self.check_inputs(inputs)
         seed_everything(seed)
+        gen = self._noise_generator(stochastic, seed)
         first = 0
         if start == "start":
             if data is None:
@@ -428,15 +436,34 @@ class ConvSSM:
             u = None
             if s is not None:  # rollout row i − 1 drives latent state i, the teacher's frame r + i
                 u = torch.as_tensor(s[r + 1 : r + n_steps + net.K - 1], dtype=torch.float32)[None]
-            x, Z = net.free_run(state0, n_steps, u)
+            x, Z = net.free_run(state0, n_steps, u, generator=gen)
         else:
-            x, Z = net.free_run(self._state0(data, net), n_steps, None if s is None else net.step_inputs(s, n_steps))
+            x, Z = net.free_run(self._state0(data, net), n_steps, None if s is None else net.step_inputs(s, n_steps), generator=gen)
         x = x[0].cpu().numpy().astype(np.float64)
         lat = Z[0, net.K - 1 :, : net.M].cpu().numpy().astype(np.float64)
         if not (np.isfinite(x).all() and np.isfinite(lat).all()) or np.abs(lat).max() > 1e4:
             bad = np.flatnonzero(~np.isfinite(lat).all(1) | (np.abs(lat).max(1) > 1e4))
             raise DivergenceError(f"the free run diverged (non-finite or exploding states from step {int(bad[0]) if bad.size else '?'}); nothing was written")
-        return {"observed": self.norm_.invert(x), "observed_normalised": x, "latent": lat, "first_frame": first}
+        return {"observed": self.norm_.invert(x), "observed_normalised": x, "latent": lat, "first_frame": first,
+                "stochastic": gen is not None}
+
+    @property
+    def generation_(self) -> str:
+        """How this fitted model's free runs are made by default: "stochastic" (the fitted noise added)
+        or "deterministic" (the map alone): the fit's ``generation`` option, deterministic without a
+        noise model (runs of older dsrecon versions)."""
+        g = (self.config_.get("train_options") or {}).get("generation") or "deterministic"
+        return "stochastic" if g == "stochastic" and self._net().noise is not None else "deterministic"
+
+    def _noise_generator(self, stochastic: bool | None, seed: int) -> torch.Generator | None:
+        """The generator of a stochastic free run (None: deterministic); ``stochastic`` None: `generation`."""
+        if stochastic is None:
+            stochastic = self.generation_ == "stochastic"
+        if not stochastic:
+            return None
+        if self._net().noise is None:
+            raise DsreconError("this model has no noise model (fitted by an older dsrecon): it generates deterministic runs only")
+        return torch.Generator().manual_seed(int(seed))
 
     def long_run(self, n_steps: int = LONG_RUN_STEPS) -> dict:
         """Where the fitted model's free run ends up: an ``n_steps`` run from the end of the training
@@ -444,7 +471,7 @@ class ConvSSM:
         std over regions of the last quarter, in the training data's z-units (about 1 for a run on
         the data's attractor); ``settles`` is spread below 0.05, the collapse test validation uses
         (a fixed point or a tiny cycle: the model has lost the data's oscillation)."""
-        from dsrecon.training.trainer import COLLAPSE_SPREAD
+        from dsrecon.training.validation import COLLAPSE_SPREAD
 
         try:
             x = self.simulate(int(n_steps))["observed_normalised"]
@@ -455,7 +482,8 @@ class ConvSSM:
 
     # ---------------------------------------------------------------- scoring
     def score(self, test: Recording, *, n_pe: int | None = None, stsp: str = "auto", bins: int = 30, gmm_var: float = 1.0,
-              smoothing: float = 20.0, seed: int = 0, gmm_points: str = "first", inputs: np.ndarray | None = None) -> dict:
+              smoothing: float = 20.0, seed: int = 0, gmm_points: str = "first", inputs: np.ndarray | None = None,
+              stochastic: bool | None = None) -> dict:
         """§6 protocol on a test recording: generate 1.25·T, drop 0.25·T, D_stsp and D_H; plus PE_n.
 
         ``gmm_points`` (first|even): which ≤ 10 000 rows the mixture D_stsp keeps (metrics.stsp).
@@ -486,7 +514,7 @@ class ConvSSM:
         if s is not None:  # the test design on the last T generated frames (the ones compared), zero before
             u = net.step_inputs(np.concatenate([np.zeros((n_total - T, s.shape[1])), s]), n_total)
         with torch.no_grad():
-            gen, Z = net.free_run(net.z_init[None].clone(), n_total, u)
+            gen, Z = net.free_run(net.z_init[None].clone(), n_total, u, generator=self._noise_generator(stochastic, seed))
         gen = gen[0, n_total - T :].cpu().numpy().astype(np.float64)
         diverged = not np.isfinite(gen).all() or np.abs(Z.cpu().numpy()).max() > 1e4
         if diverged:
@@ -500,7 +528,8 @@ class ConvSSM:
         teacher = wiener_deconvolve(x, self.kernel_.taps)
         pe = prediction_error(net, x.astype(np.float32), teacher.astype(np.float32), n_pe, test.mask, inputs=s)
         out = {"D_stsp": float(d_stsp), "D_stsp_method": method, "D_H": float(d_h), f"PE{n_pe}": pe, "PE_n": pe, "n": n_pe,
-               "n_test": T, "n_generated": n_total, "diverged": bool(diverged), "seed": seed}
+               "n_test": T, "n_generated": n_total, "diverged": bool(diverged), "seed": seed,
+               "generation": "stochastic" if (self.generation_ == "stochastic" if stochastic is None else stochastic) else "deterministic"}
         if s is not None:
             out["inputs"] = list(self.input_names)
             out["generated_test_period"] = gen  # normalised units, aligned with the test frames
@@ -634,6 +663,8 @@ def load_run(path: str | Path):
     if "z_init" not in state:
         raise DataError(f"{run / MODEL_FILE}: no 'z_init' tensor (not the weights of a dsrecon model)")
     net.register_buffer("z_init", state["z_init"].clone())
+    if "noise.process_chol" in state and "noise.obs_chol" in state:  # a model with its noise model (stochastic runs)
+        net.set_noise(NoiseModel(net.F, net.N))
     want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in state.items()}
     missing = [k for k in want if k not in have]

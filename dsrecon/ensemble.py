@@ -27,7 +27,10 @@ from dsrecon.io.runs import (ENSEMBLE_FILE, StagedRun, check_resumable, read_con
 from dsrecon.signal.kernels import make_kernel
 from dsrecon.training.memory import check_fit_memory
 from dsrecon.training.prepare import prepare
-from dsrecon.training.trainer import Interrupted, Trainer
+from dsrecon.models.decoders import default_latent_dim
+from dsrecon.models.noise import estimate as estimate_noise
+from dsrecon.training.hooks import Interrupted
+from dsrecon.training.trainer import Trainer
 
 
 def member_seeds(seed: int, size: int) -> list[int]:
@@ -112,14 +115,15 @@ def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed
                                f"α {old['alphas']}; resume with its options, or start over with --force")
         cache = read_teacher_cache(st.dir, len(recs), run)
     N = recs[0].n_regions  # refuse at once what cannot fit in memory (E times the batch of one fit)
-    check_fit_memory([r.n_frames for r in recs], N, m0.latent_dim or max(N, 3), m0.hidden_dim, kern.K, m0.train_options,
+    check_fit_memory([r.n_frames for r in recs], N, m0.latent_dim or default_latent_dim(N, m0.decoder), m0.hidden_dim, kern.K, m0.train_options,
                      m0.device, recs[0].source, members=size)
     data = prepare(recs, kern, m0.train_options.test_fraction, teacher_cache=cache)
     n_reg = 0 if recs[0].regressors is None else recs[0].regressors.shape[1]
     nets = []
     for m in models:  # exactly what ConvSSM.fit does before training, member by member
         seed_everything(m.seed)
-        nets.append(m._build(len(data.names), n_reg, kern, torch.Generator().manual_seed(m.seed), len(data.input_names)).to(m.device))
+        nets.append(m._build(len(data.names), n_reg, kern, torch.Generator().manual_seed(m.seed), len(data.input_names))
+                    .fit_axes(data.train).to(m.device))
     trainer = Trainer(nets, data, [m.train_options for m in models], seeds, st.dir, progress, log)
     if st.fresh:
         write_teacher_cache(st.dir, data, recs)
@@ -141,9 +145,11 @@ def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed
             continue
         net = net.cpu()
         net.register_buffer("z_init", net.state_from_last_reliable(data.train[-1].teacher).detach()[0])
+        net.set_noise(estimate_noise(net, data.train))
         config = m._config(recs, kern, data_hash, inputs)
         config.update({"normalisation": data.norm.to_dict(), "data": data.info, "latent_dim": net.M,
                        "backend_kwargs": net.dynamics.extra_config(), "status": "complete", "training": summ,
+                       "noise": None if net.noise is None else net.noise.summary(),
                        "ensemble": {"size": size, "member": k, "seeds": seeds, "alphas": al, "directory": str(run),
                                     "engine": trainer.stack.engine if trainer.stack.fused else f"vmap ({trainer.device})"}})
         m.net_, m.config_, m.run_dir_, m.history_ = net, config, run / name, trainer.members[k].rows

@@ -142,7 +142,7 @@ class GroupConvSSM:
         """Subject ``subject`` as a fitted `dsrecon.ConvSSM` (simulate, score, analysis)."""
         from dsrecon.api import ConvSSM
         from dsrecon.signal.kernels import Kernel
-        from dsrecon.training.trainer import Stack
+        from dsrecon.training.stack import Stack
 
         i = self._index(subject)
         cfg = self.subject_config(subject)
@@ -158,7 +158,7 @@ class GroupConvSSM:
         """(GroupLayout, a template net) of this model's architecture."""
         from dsrecon.models.group import GroupLayout
         from dsrecon.signal.kernels import Kernel
-        from dsrecon.training.trainer import Stack
+        from dsrecon.training.stack import Stack
 
         cfg = self.config_
         sub0 = cfg["subjects"][0]
@@ -232,7 +232,8 @@ class GroupConvSSM:
         from dsrecon.training.batches import DEFAULT_SEQUENCE_LENGTH, default_sequence_length
         from dsrecon.training.group import GroupTrainer
         from dsrecon.training.prepare import prepare
-        from dsrecon.training.trainer import Interrupted, Stack
+        from dsrecon.training.hooks import Interrupted
+        from dsrecon.training.stack import Stack
         from dsrecon.api import ConvSSM
 
         ids = list(subs)

@@ -194,7 +194,9 @@ class ModelOptions:
     tau_decay: float = option(0.4, help="Calcium kernel decay time constant (s).", check=positive, panel=MODEL_PANEL)
     tau_rise: float | None = option(None, help="Calcium kernel rise time constant (s); double exponential.", check=positive,
                                     panel=MODEL_PANEL)
-    decoder: str = option("identity", help="identity|affine|regressor.", check=one_of("identity", "affine", "regressor"),
+    decoder: str = option("identity", help="identity|affine|regressor|pca (pca: M < N latent units forced by the teacher "
+                          "signals' principal components, read out by a learned matrix).",
+                          check=one_of("identity", "affine", "regressor", "pca"),
                           panel=MODEL_PANEL)
     # the backend's own options (`LatentDynamics.Options`): on the CLI its flags and --backend-option KEY=VALUE
     backend_options: dict = option(factory=dict, cli=False)
@@ -244,6 +246,10 @@ class TrainOptions:
                                     panel=VALIDATION_PANEL)
     stsp: str = option("auto", help="Validation D_stsp: auto|binned|gmm.", check=one_of("auto", "binned", "gmm"),
                        panel=VALIDATION_PANEL)
+    generation: str | None = option(None, help="How free runs are made (validation, simulate, evaluate): stochastic (the map plus "
+                                    "the process and observation noise fitted to the training residuals), deterministic (the map "
+                                    "alone); default: the preset's (stochastic for whole-brain data, else deterministic).",
+                                    check=one_of("stochastic", "deterministic"), panel=VALIDATION_PANEL)
     match_noise: bool = option(False, help="Validation adds the recording's observation noise (estimated per channel from its "
                                "finest wavelet details) to the noise-free free run before comparing state spaces, so that "
                                "noisy data are compared with noisy generated data.", panel=VALIDATION_PANEL)

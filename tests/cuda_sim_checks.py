@@ -51,7 +51,7 @@ def kernel_errors(full: bool = False, seed: int = 0) -> dict:
     from dsrecon.models.convssm import ConvSSMNet
     from dsrecon.models.decoders import AffineDecoder, IdentityDecoder
     from dsrecon.signal.kernels import spm_hrf
-    from dsrecon.training.trainer import Stack
+    from dsrecon.training.stack import Stack
 
     dev = _device()
     g = torch.Generator().manual_seed(seed)
@@ -118,11 +118,12 @@ def trainer_errors(seed: int = 3) -> dict:
     from dsrecon import ConvSSM, Recording
     from dsrecon.ensemble import fit_ensemble
     from dsrecon.systems import simulate_system
-    from dsrecon.training import trainer
+    from dsrecon.training import validation
+    from dsrecon.training.stack import Stack
 
     sim = os.environ.get("DSRECON_CUDA_SIMULATOR") == "1"
-    trainer.VAL_MIN_STEPS, trainer.VAL_HORIZON = 300, 400  # short validation free runs (the simulator interprets them)
-    trainer.VAL_DEVICE = None  # the ensemble validates on the device (the CPU kernel's batched runs: below)
+    validation.VAL_MIN_STEPS, validation.VAL_HORIZON = 300, 400  # short validation free runs (the simulator interprets them)
+    validation.VAL_DEVICE = None  # the ensemble validates on the device (the CPU kernel's batched runs: below)
     out = simulate_system("lorenz63", 260, 0.01, 2.0, kernel="spm", noise=0.01, seed=0)
     rec = Recording(out["observed"], tr=2.0, names=out["names"])
     opts = dict(hidden_dim=8, latent_dim=4, epochs=2, batches_per_epoch=2, batch_size=3, sequence_length=30, val_every=1,
@@ -157,11 +158,11 @@ def trainer_errors(seed: int = 3) -> dict:
         nets = [single.net_ for single in singles]
         tr = _train_split(rec, opts)
         n, total = 300, 400
-        cpu_runs = [trainer.generate_after(net, tr, n, total=total) for net in nets]
+        cpu_runs = [validation.generate_after(net, tr, n, total=total) for net in nets]
         if sim:
             os.environ["DSRECON_CUDA_SIMULATOR"] = "1"
-        stack = trainer.Stack([net.to(_device()) for net in nets])
-        dev_runs = trainer.generate_after_members(stack, stack.flat, tr, n, total)
+        stack = Stack([net.to(_device()) for net in nets])
+        dev_runs = validation.generate_after_members(stack, stack.flat, tr, n, total)
         res["free_run_rel_err"] = max(_rel(torch.from_numpy(a), torch.from_numpy(b)) for a, b in zip(dev_runs, cpu_runs))
         res["free_run_spread"] = [float(b.std(0).max()) for b in cpu_runs]
         # two minutes of training leave fixed points; the same comparison with moving free runs:
@@ -172,16 +173,16 @@ def trainer_errors(seed: int = 3) -> dict:
         if sim:
             os.environ["DSRECON_CUDA_SIMULATOR"] = "0"
         cpu_nets = [copy.deepcopy(net).cpu() for net in nets]
-        cpu_runs = [trainer.generate_after(net, tr, n, total=total) for net in cpu_nets]
-        cpu_val = [trainer.validate(net, data, singles[0].train_options, seed=k) for k, net in enumerate(cpu_nets)]
-        batched_cpu = trainer.generate_after_members(trainer.Stack(nets), trainer.Stack(nets).flat, tr, n, total, device="cpu")
+        cpu_runs = [validation.generate_after(net, tr, n, total=total) for net in cpu_nets]
+        cpu_val = [validation.validate(net, data, singles[0].train_options, seed=k) for k, net in enumerate(cpu_nets)]
+        batched_cpu = validation.generate_after_members(Stack(nets), Stack(nets).flat, tr, n, total, device="cpu")
         if sim:
             os.environ["DSRECON_CUDA_SIMULATOR"] = "1"
-        stack = trainer.Stack(nets)
-        dev_runs = trainer.generate_after_members(stack, stack.flat, tr, n, total)
-        gens = list(zip(*[trainer.generate_after_members(stack, stack.flat, t_, *trainer.validation_steps(t_, te))
+        stack = Stack(nets)
+        dev_runs = validation.generate_after_members(stack, stack.flat, tr, n, total)
+        gens = list(zip(*[validation.generate_after_members(stack, stack.flat, t_, *validation.validation_steps(t_, te))
                           for t_, te in zip(data.train, data.test)]))  # per member: one run per recording
-        dev_val = [trainer.validate(net, data, singles[0].train_options, seed=k, generated=list(gens[k])) for k, net in enumerate(nets)]
+        dev_val = [validation.validate(net, data, singles[0].train_options, seed=k, generated=list(gens[k])) for k, net in enumerate(nets)]
         res["moving"] = {"spread": [float(b.std(0).max()) for b in cpu_runs],
                          "free_run_rel_err": max(_rel(torch.from_numpy(a), torch.from_numpy(b)) for a, b in zip(dev_runs, cpu_runs)),
                          "batched_cpu_rel_err": max(_rel(torch.from_numpy(a), torch.from_numpy(b)) for a, b in zip(batched_cpu, cpu_runs)),

@@ -33,10 +33,10 @@ def test_registry_has_every_backend():
 def test_backend_fits_and_free_runs_10000_finite_steps(name, lorenz, monkeypatch):
     # validation's free run is shortened (50 000 → 4 000 steps): a stepped SSM backend spends
     # ~20 s of this test in it, and validation's length is tested in test_fit.py
-    from dsrecon.training import trainer
+    from dsrecon.training import validation
 
-    monkeypatch.setattr(trainer, "VAL_MIN_STEPS", 2_000)
-    monkeypatch.setattr(trainer, "VAL_HORIZON", 4_000)
+    monkeypatch.setattr(validation, "VAL_MIN_STEPS", 2_000)
+    monkeypatch.setattr(validation, "VAL_HORIZON", 4_000)
     model = ConvSSM(backend=name, epochs=2, batches_per_epoch=2, batch_size=4, hidden_dim=8, val_every=2, sequence_length=80,
                     backend_options=SMALL.get(name, {}), seed=0).fit(lorenz)
     assert model.config["training"]["epochs_run"] == 2

@@ -124,7 +124,7 @@ def test_cohort_starts_over_a_subject_whose_staging_directory_was_cut_short(cli,
     (removing the remains), not fail trying to resume it."""
     from dsrecon.io.load import InputSpec, load_inputs
     from dsrecon.io.runs import staging_path
-    from dsrecon.training.trainer import Interrupted, inject_faults
+    from dsrecon.training.hooks import Interrupted, inject_faults
 
     monkeypatch.setenv("DSRECON_NO_RAY", "1")
     data = tmp_path / "data"
@@ -150,7 +150,7 @@ def test_cohort_and_sweep_on_the_process_pool(cli, tmp_path, monkeypatch):
     evaluation; a rerun skips the finished subjects and completes the failed one."""
     from dsrecon.api import load_run
     from dsrecon.io.load import InputSpec, load_inputs
-    from dsrecon.training.trainer import Interrupted, inject_faults
+    from dsrecon.training.hooks import Interrupted, inject_faults
 
     monkeypatch.setenv("DSRECON_NO_RAY", "1")
     data = tmp_path / "data"

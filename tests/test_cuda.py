@@ -153,7 +153,7 @@ def test_benchmark_batched_lambda_max_equals_the_qr_method():
     from dsrecon.models.backends.plrnn import ClippedSHPLRNN, SHPLRNN
     from dsrecon.models.convssm import ConvSSMNet
     from dsrecon.models.decoders import IdentityDecoder
-    from dsrecon.training.trainer import Stack
+    from dsrecon.training.stack import Stack
 
     spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
     bench = importlib.util.module_from_spec(spec)

@@ -19,7 +19,7 @@ from dsrecon import ConvSSM, Recording
 from dsrecon.ensemble import fit_ensemble
 from dsrecon.systems import simulate_system
 from dsrecon.training.batches import Prepared, SequenceSampler
-from dsrecon.training.trainer import StackedRAdam, clip_rows_
+from dsrecon.training.stack import StackedRAdam, clip_rows_
 
 torch.set_num_threads(1)
 

@@ -11,7 +11,7 @@ from dsrecon.errors import DataError, DivergenceError, DsreconError
 from dsrecon.io.tables import write_table
 from dsrecon.systems import simulate_system
 from dsrecon.training.batches import Prepared, SequenceSampler
-from dsrecon.training.trainer import Interrupted, inject_faults
+from dsrecon.training.hooks import Interrupted, inject_faults
 
 TINY = dict(hidden_dim=8, epochs=4, batches_per_epoch=3, batch_size=4, val_every=2, checkpoint_every=2)
 
@@ -214,7 +214,8 @@ def test_validation_judges_the_end_of_a_long_free_run():
     steps after the data; validation must score it as the fixed point it ends on."""
     from dsrecon.signal.kernels import make_kernel
     from dsrecon.training.prepare import prepare
-    from dsrecon.training.trainer import VAL_HORIZON, TrainOptions, generate_after, validate
+    from dsrecon.options import TrainOptions
+    from dsrecon.training.validation import VAL_HORIZON, generate_after, validate
 
     t = np.arange(1200)
     x = np.stack([np.cos(2 * np.pi * t / 50), np.sin(2 * np.pi * t / 50)], 1)
@@ -241,7 +242,8 @@ def test_validation_flags_a_collapsed_free_run():
     """The decaying rotation ends on its fixed point (spread ≈ 0): collapsed; the sustained one is not."""
     from dsrecon.signal.kernels import make_kernel
     from dsrecon.training.prepare import prepare
-    from dsrecon.training.trainer import TrainOptions, validate
+    from dsrecon.options import TrainOptions
+    from dsrecon.training.validation import validate
 
     t = np.arange(1200)
     x = np.stack([np.cos(2 * np.pi * t / 50), np.sin(2 * np.pi * t / 50)], 1)
@@ -254,7 +256,7 @@ def test_validation_flags_a_collapsed_free_run():
 def test_observation_noise_matches_the_recordings_level_per_channel():
     """with_observation_noise adds N(0, σ̂_j²) with σ̂_j the recording's noise level (wavelet MAD):
     on a smooth signal with known noise 0.1 and 0.3 the added noise has those stds, reproducibly."""
-    from dsrecon.training.trainer import with_observation_noise
+    from dsrecon.training.validation import with_observation_noise
 
     rng = np.random.default_rng(1)
     t = np.arange(20_000)
@@ -275,7 +277,8 @@ def test_match_noise_compares_noisy_data_with_a_noisy_free_run():
 
     from dsrecon.signal.kernels import make_kernel
     from dsrecon.training.prepare import prepare
-    from dsrecon.training.trainer import TrainOptions, validate
+    from dsrecon.options import TrainOptions
+    from dsrecon.training.validation import validate
 
     t = np.arange(4000)
     x = np.stack([np.cos(2 * np.pi * t / 50), np.sin(2 * np.pi * t / 50)], 1)
@@ -306,7 +309,7 @@ def test_collapse_restores_the_best_model_with_fresh_optimiser(tmp_path, monkeyp
     back and clears the optimiser moments; the checkpoint written at that epoch holds the best state."""
     import dsrecon.training.trainer as trainer_mod
     from dsrecon.training import checkpoint as ckpt
-    from dsrecon.training.trainer import Stack
+    from dsrecon.training.stack import Stack
 
     calls = []
 

@@ -15,7 +15,8 @@ import dsrecon.models.group as MG
 from dsrecon.models.group import GroupLayout, init_features
 from dsrecon.systems import simulate_system
 from dsrecon.training import checkpoint as ckpt
-from dsrecon.training.trainer import Interrupted, Stack, inject_faults
+from dsrecon.training.hooks import Interrupted, inject_faults
+from dsrecon.training.stack import Stack
 
 TINY = dict(hidden_dim=8, epochs=4, batches_per_epoch=3, batch_size=4, val_every=2, checkpoint_every=2, sequence_length=60)
 

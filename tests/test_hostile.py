@@ -1059,7 +1059,7 @@ def test_fit_cohort_with_a_failed_subject_exits_1_and_keeps_the_rest(tmp_path):
 def test_resume_refusal_names_the_option_and_both_values(tmp_path):
     from dsrecon.api import ConvSSM
     from dsrecon.io.load import InputSpec, load_inputs
-    from dsrecon.training.trainer import Interrupted, inject_faults
+    from dsrecon.training.hooks import Interrupted, inject_faults
 
     (tmp_path / "data").mkdir()
     (tmp_path / "runs").mkdir()

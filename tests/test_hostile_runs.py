@@ -13,7 +13,7 @@ temporary is left. Sections:
 
 Faults inside one command (a kill between two renames, a full disk) are injected with the test-only
 hooks `dsrecon.io.runs.inject_commit_faults`, `dsrecon._util.inject_write_faults` and
-`dsrecon.training.trainer.inject_faults`, in a subprocess that runs the CLI's ``main`` (`hooked`).
+`dsrecon.training.hooks.inject_faults`, in a subprocess that runs the CLI's ``main`` (`hooked`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ if "commit" in spec:
             subprocess.run(["chattr", "+i", spec["chattr"]], check=True)
     stack.enter_context(inject_commit_faults(spec["commit"], action))
 if "stop_after_epoch" in spec:
-    from dsrecon.training.trainer import inject_faults
+    from dsrecon.training.hooks import inject_faults
     stack.enter_context(inject_faults(stop_after_epoch=spec["stop_after_epoch"]))
 if "enospc" in spec:
     from dsrecon._util import inject_write_faults

@@ -15,7 +15,8 @@ from dsrecon import ConvSSM, Recording
 from dsrecon.ensemble import fit_ensemble
 from dsrecon.errors import DsreconError
 from dsrecon.systems import simulate_system
-from dsrecon.training.trainer import Interrupted, Trainer, inject_faults
+from dsrecon.training.hooks import Interrupted, inject_faults
+from dsrecon.training.trainer import Trainer
 
 OPTS = dict(hidden_dim=8, latent_dim=3, epochs=4, batches_per_epoch=3, batch_size=4, val_every=2, checkpoint_every=1,
             pretrain_epochs=3)

@@ -119,6 +119,18 @@ class LatentDynamics(nn.Module):
                 z = force(z, teacher[:, t], alpha_t[t])
         return torch.stack(outs, dim=1)
 
+    def noisy_rollout(self, state0: torch.Tensor, T: int, noise: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Free run with additive process noise (reference path: repeated `step`): z_t = F(z_{t−1}) + η_t
+        on the first ``noise.shape[-1]`` latent units. state0: (B, S); noise: (B, T, F); inputs:
+        (B, T, S_in) or None. Returns the states (B, T, S), noise included (the next step's input)."""
+        F = noise.shape[-1]
+        z, outs = state0, []
+        for t in range(T):
+            z = self.step(z, None if inputs is None else inputs[:, t])
+            z = torch.cat([z[:, :F] + noise[:, t], z[:, F:]], dim=1)
+            outs.append(z)
+        return torch.stack(outs, dim=1) if outs else state0.new_zeros(state0.shape[0], 0, state0.shape[1])
+
     def generate(self, state0: torch.Tensor, T: int, inputs: torch.Tensor | None = None) -> torch.Tensor:
         """Free run of T steps from state0 → (B, T, S), driven by inputs (B, T, K) when given."""
         with torch.no_grad():

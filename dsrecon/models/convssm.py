@@ -9,6 +9,7 @@ from torch import nn
 
 from dsrecon.models.base import LatentDynamics
 from dsrecon.models.decoders import Decoder
+from dsrecon.models.noise import NoiseModel
 
 #: sequences up to this length are convolved by a Toeplitz matmul, longer ones by conv1d
 TOEPLITZ_MAX_T = 1024
@@ -17,8 +18,9 @@ TOEPLITZ_MAX_T = 1024
 class ConvSSMNet(nn.Module):
     """x̂_t = B Σ_k h_k z_{t−k} (+ J r_t), z_t = F(z_{t−1}).
 
-    The first F = min(N, M) latent units are teacher-forced by the N deconvolved regions; the
-    M − F others start from L_init · d̂_0.
+    The first F = min(N, M) latent units are teacher-forced by the N deconvolved regions (the first F
+    of them, or for the pca decoder their F principal components); the M − F others start from
+    L_init · d̂_0.
     """
 
     def __init__(self, dynamics: LatentDynamics, decoder: Decoder, taps: torch.Tensor, n_obs: int):
@@ -30,6 +32,13 @@ class ConvSSMNet(nn.Module):
         self.F = min(self.N, self.M)
         self.register_buffer("taps", torch.as_tensor(taps, dtype=torch.float32).flip(0).reshape(1, 1, -1).clone())
         self.L_init = nn.Parameter(torch.zeros(max(self.M - self.F, 0), self.N))
+        #: the noise model (`dsrecon.models.noise`), estimated after fitting; None: deterministic only
+        self.noise: NoiseModel | None = None
+
+    def set_noise(self, noise: NoiseModel | None) -> "ConvSSMNet":
+        """Attach (or remove) the noise model of stochastic free runs."""
+        self.noise = None if noise is None else noise.to(self.taps.device)
+        return self
 
     @property
     def K(self) -> int:
@@ -51,9 +60,22 @@ class ConvSSMNet(nn.Module):
             cache[key] = H
         return H
 
+    def fit_axes(self, parts) -> "ConvSSMNet":
+        """Fix what the decoder takes from the training data before training (the pca decoder's
+        principal axes, from the teacher signals of the prepared splits ``parts``); returns self."""
+        if hasattr(self.decoder, "set_axes"):
+            self.decoder.set_axes([p.teacher for p in parts])
+        return self
+
+    def forced_teacher(self, d: torch.Tensor) -> torch.Tensor:
+        """The teacher of the F forced latent units from teacher signals d (..., N) → (..., F): the
+        first F regions, or their principal components (P d) for the pca decoder."""
+        P = getattr(self.decoder, "P", None)
+        return d[..., : self.F] if P is None else d @ P.T.to(d.dtype)
+
     def init_state(self, d0: torch.Tensor) -> torch.Tensor:
         """Initial state from a teacher frame d0 (B, N) → (B, S)."""
-        z = d0[:, : self.F]
+        z = self.forced_teacher(d0)
         if self.M > self.F:
             z = torch.cat([z, d0 @ self.L_init.T], dim=1)
         return self.dynamics.init_state(z)
@@ -75,7 +97,10 @@ class ConvSSMNet(nn.Module):
 
     def observe(self, Z: torch.Tensor, regressors: torch.Tensor | None = None) -> torch.Tensor:
         """Latent states (B, T, ≥M) → observations (B, T−K+1, N) (causal valid convolution)."""
-        y = self.convolve(self.decoder.latent_to_obs(Z[..., : self.M]))
+        if self.M < self.N:  # B(h∗z) = h∗(Bz): fewer channels to convolve
+            y = self.decoder.latent_to_obs(self.convolve(Z[..., : self.M]))
+        else:
+            y = self.convolve(self.decoder.latent_to_obs(Z[..., : self.M]))
         reg = self.decoder.regress(regressors)
         return y if reg is None else y + reg
 
@@ -99,7 +124,7 @@ class ConvSSMNet(nn.Module):
         inputs (B, T̃, K): the external inputs of the same frames (row 0, the initial frame's, unused)."""
         T = d.shape[1]
         z0 = self.init_state(d[:, 0])
-        Z = self.dynamics.rollout(z0, T - 1, d[:, 1:, : self.F], alpha, None if inputs is None else inputs[:, 1:])
+        Z = self.dynamics.rollout(z0, T - 1, self.forced_teacher(d[:, 1:]), alpha, None if inputs is None else inputs[:, 1:])
         Z = torch.cat([z0[:, None], Z], dim=1)
         reg = None if regressors is None else regressors[:, self.K - 1 :]
         return self.observe(Z, reg), Z
@@ -128,11 +153,17 @@ class ConvSSMNet(nn.Module):
         return self.dynamics.n_inputs
 
     @torch.no_grad()
-    def free_run(self, state0: torch.Tensor, n_obs_steps: int, inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def free_run(self, state0: torch.Tensor, n_obs_steps: int, inputs: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None, noise: NoiseModel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Free run giving n_obs_steps observations: T + K − 1 latent states (B, ·, S), then observe.
 
         inputs (B, L, K): the inputs of the steps after state0 (row j drives latent state j + 1);
-        zero beyond the L given (without inputs: the autonomous system)."""
+        zero beyond the L given (without inputs: the autonomous system). With a ``generator`` the
+        run is stochastic (`dsrecon.models.noise`: process noise on every step, observation noise on
+        every observation, drawn from it) with ``noise`` or the model's own noise model."""
+        noise = self.noise if noise is None else noise
+        if generator is not None and noise is None:
+            raise ValueError("a stochastic free run needs the model's noise model (estimated by fit)")
         n_lat = n_obs_steps + self.K - 1
         u = None
         if inputs is not None and n_lat > 1:
@@ -140,6 +171,13 @@ class ConvSSMNet(nn.Module):
             u = inputs.new_zeros(state0.shape[0], n_lat - 1, inputs.shape[-1])
             k = min(n_lat - 1, inputs.shape[1])
             u[:, :k] = inputs[:, :k]
-        Z = self.dynamics.rollout(state0, n_lat - 1, None, 0.0, u)
+        if generator is None:
+            Z = self.dynamics.rollout(state0, n_lat - 1, None, 0.0, u)
+        else:
+            eta = noise.process((state0.shape[0], n_lat - 1), generator).to(state0)
+            Z = self.dynamics.noisy_rollout(state0, n_lat - 1, eta, u)
         Z = torch.cat([state0[:, None], Z], dim=1)
-        return self.observe(Z), Z
+        x = self.observe(Z)
+        if generator is not None:
+            x = x + noise.observation(tuple(x.shape[:2]), generator).to(x)
+        return x, Z

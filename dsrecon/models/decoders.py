@@ -13,7 +13,7 @@ from torch import nn
 
 from dsrecon.errors import DsreconError
 
-DECODERS = ("identity", "affine", "regressor")
+DECODERS = ("identity", "affine", "regressor", "pca")
 
 
 class Decoder(nn.Module):
@@ -82,6 +82,48 @@ class RegressorDecoder(AffineDecoder):
         return None if r is None else r @ self.J.T
 
 
+class PCADecoder(AffineDecoder):
+    """x̂ = B z for M < N latent units that stand for the top M principal components of the teacher
+    signals: the forced teacher of the latent units is P d̂ (P (M, N): the principal axes of the
+    training split's deconvolved signals, orthonormal rows), and B starts at Pᵀ, the read-out that
+    maps the components back to the regions. A whole-brain recording (N 100–400) then trains M-unit
+    dynamics instead of N-unit ones; B is learned, P is fixed once from the data (`set_axes`)."""
+
+    kind = "pca"
+
+    def __init__(self, latent_dim: int, n_obs: int, n_regressors: int = 0, generator: torch.Generator | None = None):
+        if latent_dim > n_obs:
+            raise DsreconError(f"--decoder pca: --latent-dim {latent_dim} is larger than the number of regions ({n_obs}); "
+                               "the principal components are at most N")
+        super().__init__(latent_dim, n_obs, n_regressors, generator)
+        self.register_buffer("P", torch.zeros(latent_dim, n_obs))
+
+    @torch.no_grad()
+    def set_axes(self, teacher: torch.Tensor | list) -> "PCADecoder":
+        """Fix P from the teacher signals (T, N) (or a list of them; NaN rows skipped) and start B at Pᵀ."""
+        import numpy as np
+
+        parts = [np.asarray(t, dtype=np.float64) for t in (teacher if isinstance(teacher, list) else [teacher])]
+        X = np.concatenate([p[np.isfinite(p).all(axis=1)] for p in parts])
+        if X.shape[0] < 2:
+            raise DsreconError("--decoder pca: no reliable teacher frames to find the principal components")
+        _, _, Vt = np.linalg.svd(X - X.mean(axis=0), full_matrices=False)
+        axes = Vt[: self.M]
+        axes *= np.sign(axes[np.arange(self.M), np.abs(axes).argmax(axis=1)])[:, None]  # a reproducible sign
+        self.P.copy_(torch.as_tensor(axes, dtype=self.P.dtype))
+        self.B.copy_(self.P.T)
+        return self
+
+
+#: latent units of the pca decoder when --latent-dim is not given (at most N)
+PCA_DEFAULT_LATENT_DIM = 20
+
+
+def default_latent_dim(n_obs: int, decoder: str) -> int:
+    """M when --latent-dim is not given: N (at least 3), or for the pca decoder min(N, PCA_DEFAULT_LATENT_DIM)."""
+    return min(n_obs, PCA_DEFAULT_LATENT_DIM) if decoder == "pca" else max(n_obs, 3)
+
+
 def make_decoder(kind: str, latent_dim: int, n_obs: int, n_regressors: int = 0, generator: torch.Generator | None = None) -> Decoder:
     if kind == "identity":
         return IdentityDecoder(latent_dim, n_obs, n_regressors)
@@ -89,4 +131,6 @@ def make_decoder(kind: str, latent_dim: int, n_obs: int, n_regressors: int = 0, 
         return AffineDecoder(latent_dim, n_obs, n_regressors, generator)
     if kind == "regressor":
         return RegressorDecoder(latent_dim, n_obs, n_regressors, generator)
+    if kind == "pca":
+        return PCADecoder(latent_dim, n_obs, n_regressors, generator)
     raise DsreconError(f"--decoder: unknown decoder '{kind}' (choose {', '.join(DECODERS)})")

@@ -30,13 +30,15 @@ import torch
 
 from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.models.group import GroupLayout
-from dsrecon.options import choose_preset
-from dsrecon.training import trainer as _engine
+from dsrecon.options import TrainOptions, choose_preset
+from dsrecon.training import hooks
 from dsrecon.training.batches import SequenceSampler
 from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData, training_samples
-from dsrecon.training.trainer import (Member, Stack, StackedRAdam, Trainer, TrainOptions, clip_rows_, kernel_free, teacher_space,
-                                      validate)
+from dsrecon.training.member import Member
+from dsrecon.training.stack import Stack, StackedRAdam, clip_rows_
+from dsrecon.training.trainer import Trainer, kernel_free, teacher_space
+from dsrecon.training.validation import validate
 
 
 class _Row:
@@ -230,7 +232,7 @@ class GroupTrainer(Trainer):
         for _ in range(o.batches_per_epoch):
             bs = self._draw_group(flat)
             loss = self.group_loss(flat, bs, weights() if adaptive else alpha)
-            if _engine._HOOKS.nan_at_batch is not None:
+            if hooks.current().nan_at_batch is not None:
                 loss = loss * torch.as_tensor(self._poison(np.array([0])), dtype=loss.dtype, device=loss.device)
             lv = float(loss.detach().cpu().numpy().astype(np.float64)[0])
             bad |= not math.isfinite(lv)

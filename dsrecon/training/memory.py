@@ -52,7 +52,7 @@ class MemoryEstimate:
 
 def validation_steps(n_frames: int) -> int:
     """Length of the validation free run for a recording of ``n_frames`` frames (trainer.validate)."""
-    from dsrecon.training.trainer import VAL_HORIZON, VAL_MIN_STEPS
+    from dsrecon.training.validation import VAL_HORIZON, VAL_MIN_STEPS
 
     n = max(int(n_frames), VAL_MIN_STEPS)
     return max(VAL_HORIZON, int(math.ceil(1.25 * n)))

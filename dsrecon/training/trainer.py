@@ -20,8 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,405 +35,14 @@ from dsrecon.training import checkpoint as ckpt
 from dsrecon.training.batches import SequenceSampler
 from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData, training_samples
+from dsrecon.training import hooks, validation
+from dsrecon.training.hooks import Interrupted, inject_faults  # noqa: F401 (the engine's interrupt; tests import it from here)
+from dsrecon.training.member import Member
+from dsrecon.training.stack import Stack, StackedRAdam, clip_rows_
+from dsrecon.training.validation import generate_after_members, validate, validation_steps
 
 LOG_COLUMNS = ["epoch", "loss", "alpha", "lr", "seconds", "val_D_stsp", "val_D_H"]
-#: states beyond this magnitude (in z-scored units) count as a diverged free run
-DIVERGENCE_BOUND = 1e4
 MAX_DIVERGENCE_RETRIES = 3
-#: validation compares at least this many generated steps with the data ...
-VAL_MIN_STEPS = 10_000
-#: ... taken from the end of a free run this long: a model whose chaos is only a transient (it
-#: settles on a fixed point after 10-20 thousand steps) must not pass as a reconstruction
-VAL_HORIZON = 50_000
-#: where the cuda engine makes the validation free runs of all its members (one batched run):
-#: "cpu", the numba CPU kernel parallel over the members, or None, the training device (the CUDA
-#: kernel, one GPU thread per member). A free run is one long sequential recurrence per member
-#: (50 000 steps of ~600 dependent flops at M 3, L 50): a GPU thread is latency-bound there (an
-#: estimate of ~25 s per run, against ~15 ms on a CPU core), and a thousand of them keep only a few
-#: warps busy, so the CPU is expected to win at every ensemble size. Not measured yet:
-#: benchmarks/gpu.py times both and uses the faster.
-VAL_DEVICE: str | None = "cpu"
-#: a validation free run whose spread is below this fraction of the data's (every region) has
-#: collapsed onto a fixed point or a tiny cycle
-COLLAPSE_SPREAD = 0.05
-
-
-def should_restore_best(v: dict, best_d_stsp: float, opts: TrainOptions) -> bool:
-    """With --restore-on-collapse, a validation result v calls for going back to the best model: its
-    free run collapsed, and the best model was a real improvement on it (D_stsp at most half of the
-    collapsed run's; inf while there is no best model). Early in training every model sits near a
-    fixed point; going back to one of those helps nothing and only changes the random path of the fit."""
-    d = v.get("D_stsp", float("nan"))
-    return (opts.restore_on_collapse and bool(v.get("collapsed")) and math.isfinite(best_d_stsp)
-            and (not math.isfinite(d) or best_d_stsp <= 0.5 * d))
-
-
-class Interrupted(KeyboardInterrupt):
-    """Raised by the stop_after_epoch testing hook, as if the process had been killed after a
-    checkpoint (a KeyboardInterrupt, so the run's staging directory is kept for --resume, as after
-    a kill)."""
-
-
-@dataclass
-class FaultHooks:
-    """Faults a test injects into training (never set by a user; not options, not recorded):
-    stop after this epoch as if killed; poison the loss of this batch (-1: every batch)."""
-
-    stop_after_epoch: int | None = None
-    nan_at_batch: int | None = None
-
-
-_HOOKS = FaultHooks()
-
-
-@contextmanager
-def inject_faults(**faults):
-    """``with inject_faults(stop_after_epoch=5): model.fit(...)`` (tests only)."""
-    global _HOOKS
-    old, _HOOKS = _HOOKS, FaultHooks(**faults)
-    try:
-        yield _HOOKS
-    finally:
-        _HOOKS = old
-
-
-def validation_steps(train, test) -> tuple[int, int]:
-    """(n, total) of a validation free run on one recording: its last n of total observations are compared."""
-    n = max(train.x.shape[0] + test.x.shape[0], VAL_MIN_STEPS)
-    return n, max(VAL_HORIZON, math.ceil(1.25 * n))
-
-
-def validation_bins(reference: np.ndarray, max_bins: int) -> int:
-    """Bins per dimension of validation's binned D_stsp against a (T, N) reference.
-
-    Binned D_stsp needs a few reference points per occupied cell to tell models apart: with a
-    couple of thousand frames and 30^N cells it mostly measures sampling noise, so validation caps
-    the bins at (T/2)^(1/N) (10 for 2 000 frames of 3 regions), at least 5; reported scores use --bins."""
-    return max(5, min(int(max_bins), int((reference.shape[0] / 2) ** (1.0 / reference.shape[1]))))
-
-
-def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int = 0,
-             generated: list[np.ndarray | None] | None = None) -> dict:
-    """Free-run the model past the training split and compare with the observed recording.
-
-    Used to pick the best model and to stop early; the held-out tail is what makes this a check of
-    generalisation in time (the model never trained on it). Final scores follow §6 (`ConvSSM.score`).
-    ``generated``: the free runs (`generate_after`, one per recording), when they were made
-    elsewhere (all members at once on the device: `generate_after_members`).
-    """
-    from dsrecon.metrics.spectrum import hellinger_spectral
-    from dsrecon.metrics.stsp import state_space_divergence
-
-    if not data.test:
-        return {"D_stsp": float("nan"), "D_H": float("nan"), "D_stsp_method": None}
-    if generated is None and next(net.parameters()).device.type != "cpu":  # one sequential free run: the fused CPU path is faster
-        net = copy.deepcopy(net).cpu()
-    gens, refs, dhs, spreads = [], [], [], []
-    noisy = []  # the runs the state-space comparison sees (with the recording's noise under --match-noise)
-    for i, (trn, tst) in enumerate(zip(data.train, data.test)):
-        # Reference: all observed frames of the recording (training head + held-out tail), as the
-        # published convSSM code validates; a 25 % tail alone covers too little of an attractor.
-        # Generated: the end of a long free run past the training data. Its length estimates the
-        # model's invariant distribution well (a run as short as the data leaves most occupied cells
-        # empty); taking it from the end of a VAL_HORIZON-step run judges the long-term behaviour,
-        # so transient chaos that later collapses onto a fixed point scores as the collapse.
-        full = np.concatenate([trn.x, tst.x])
-        fmask = np.concatenate([trn.mask, tst.mask])
-        T = full.shape[0]
-        n, total = validation_steps(trn, tst)
-        gen = generate_after(net, trn, n, total=total, test=tst) if generated is None else generated[i]
-        if gen is None:
-            return {"D_stsp": float("inf"), "D_H": float("nan"), "D_stsp_method": None, "diverged": True}
-        gens.append(gen)
-        refs.append(full[fmask])
-        spreads.append(float(np.max(gen.std(0) / np.maximum(full[fmask].std(0), 1e-12))))
-        noisy.append(with_observation_noise(gen, full[fmask], seed + i) if opts.match_noise else gen)
-        if T >= 8:
-            dhs.append(hellinger_spectral(gen[-T:], full, smoothing=opts.smoothing))
-    ref = np.concatenate(refs)
-    bins = validation_bins(ref, opts.bins)
-    # Validation concatenates the runs (and references) of all recordings, so a mixture keeps
-    # evenly spaced points of the whole set rather than the first recording's only.
-    d, method = state_space_divergence(np.concatenate(noisy), ref, method=opts.stsp, bins=bins, var=opts.gmm_var, seed=seed,
-                                       gmm_points="even")
-    return {"D_stsp": float(d), "D_H": float(np.mean(dhs)) if dhs else float("nan"), "D_stsp_method": method,
-            "collapsed": max(spreads) < COLLAPSE_SPREAD}
-
-
-def inputs_after(train, test, n_steps: int) -> np.ndarray | None:
-    """The external inputs of a free run started at the last reliable training teacher frame:
-    the rest of the training split's, then the held-out tail's, then the whole recording's design
-    repeated (a driven system is judged under the same design it was recorded with); (1, n_steps, K)."""
-    if train.inputs is None:
-        return None
-    ok = np.flatnonzero(np.isfinite(train.teacher).all(axis=1))
-    start = int(ok[-1]) + 1 if ok.size else train.inputs.shape[0]
-    whole = train.inputs if test is None or test.inputs is None else np.concatenate([train.inputs, test.inputs])
-    head = whole[start:]
-    reps = int(math.ceil(max(n_steps - head.shape[0], 0) / max(whole.shape[0], 1)))
-    seq = np.concatenate([head] + [whole] * reps)[:n_steps]
-    return seq[None].astype(np.float32)
-
-
-def with_observation_noise(gen: np.ndarray, reference: np.ndarray, seed: int = 0) -> np.ndarray:
-    """``gen`` (T', N) plus Gaussian noise of the recording's noise level per channel: σ̂_j =
-    `noise_level` (the MAD of the finest wavelet details) of ``reference[:, j]``, the recording's
-    observed frames in the same units. A free run is noise-free and a recording is not; at σ 0.1
-    that difference alone dominates the state-space divergence (docs/benchmarks.md, round 11)."""
-    from dsrecon.signal.deconvolution import noise_level
-
-    sigma = np.array([noise_level(reference[:, j]) for j in range(reference.shape[1])])
-    return gen + sigma * np.random.default_rng(seed).standard_normal(gen.shape)
-
-
-@torch.no_grad()
-def generate_after(net: ConvSSMNet, train, n: int, total: int | None = None, test=None) -> np.ndarray | None:
-    """The last n of ``total`` (default 1.25·n) observations generated from the last reliable
-    training teacher state (driven by `inputs_after` when the data have inputs); None when there is
-    no such state or the run diverged."""
-    state0 = net.state_from_last_reliable(train.teacher)
-    if state0 is None:
-        return None
-    n_total = max(n, int(math.ceil(1.25 * n)) if total is None else int(total))
-    u = inputs_after(train, test, n_total + net.K) if net.n_inputs else None
-    x, Z = net.free_run(state0, n_total, None if u is None else torch.from_numpy(u))
-    x = x[0, n_total - n :].numpy()
-    if not np.isfinite(x).all() or np.abs(Z.numpy()).max() > DIVERGENCE_BOUND:
-        return None
-    return x
-
-
-@torch.no_grad()
-def generate_after_members(stack: "Stack", rows: torch.Tensor, train, n: int, total: int,
-                           device: str | torch.device | None = None) -> list[np.ndarray | None]:
-    """`generate_after` for the members ``rows`` (E', P) of a fused stack at once: one batched free
-    run of E' sequences on ``device`` (default: the rows'; the CUDA kernel there, or the numba CPU
-    kernel over the members), decoded and convolved there."""
-    t, E = stack.template, rows.shape[0]
-    rows = rows if device is None else rows.to(device)
-    ok = np.flatnonzero(np.isfinite(train.teacher).all(axis=1))
-    if ok.size == 0:
-        return [None] * E
-    v = stack.views(rows)
-    d0 = torch.as_tensor(train.teacher[ok[-1]], dtype=torch.float32, device=rows.device)
-    z0 = d0[: t.F].expand(E, t.F)
-    if t.M > t.F:
-        z0 = torch.cat([z0, torch.einsum("n,ekn->ek", d0, v["L_init"])], dim=1)
-    z0 = z0[:, None].contiguous()  # (E', 1, M)
-    n_lat = total + t.K - 1
-    Z = t.dynamics.fused_rollout(rows[:, : stack.P_dyn], z0, z0.new_zeros(E, 1, n_lat - 1, 0), z0.new_zeros(E, n_lat - 1))
-    Z = torch.cat([z0[:, :, None], Z], dim=2)[:, 0]  # (E', n_lat, M)
-    y = torch.einsum("etm,enm->etn", Z, v["decoder.B"]) if "decoder.B" in v else Z[..., : t.N]
-    if y.device == t.taps.device:
-        y = t.convolve(y)
-    elif t.K > 1:  # ConvSSMNet.convolve's conv1d, with the taps on this device
-        y = torch.nn.functional.conv1d(y.transpose(1, 2).reshape(E * t.N, 1, -1), t.taps.to(y)).reshape(E, t.N, -1).transpose(1, 2)
-    x = y[:, total - n :]
-    bad = (~torch.isfinite(x).all(dim=2).all(dim=1) | (Z.abs().amax(dim=(1, 2)) > DIVERGENCE_BOUND)).cpu().numpy()
-    x = x.cpu().numpy()
-    return [None if bad[j] else x[j] for j in range(E)]
-
-
-# ----------------------------------------------------------------------------- E members as one matrix
-class Stack:
-    """E ConvSSMNets of one architecture as one (E, P) parameter matrix ``flat``.
-
-    Row layout: the dynamics block in the backend's `packed_layout()` (what its fused kernel
-    reads), then the rest of the net (L_init, decoder) in declaration order."""
-
-    def __init__(self, nets: list[ConvSSMNet]):
-        t = self.template = nets[0]
-        dyn = [(f"dynamics.{n}", shp) for n, shp in t.dynamics.packed_layout()]
-        assert sorted(n for n, _ in dyn) == sorted(n for n, _ in t.named_parameters() if n.startswith("dynamics."))
-        rest = [(n, tuple(p.shape)) for n, p in t.named_parameters() if not n.startswith("dynamics.")]
-        self.layout: dict[str, tuple[int, tuple[int, ...]]] = {}
-        o = 0
-        for n, shp in dyn + rest:
-            self.layout[n] = (o, shp)
-            o += math.prod(shp)
-        self.P, self.P_dyn = o, sum(math.prod(shp) for _, shp in dyn)
-        self.device = next(t.parameters()).device
-        self.flat = torch.stack([self.row_of(n) for n in nets]).to(self.device)
-        l2 = {f"dynamics.{n}" for n in t.dynamics.l2_parameters} | {f"decoder.{n}" for n in t.decoder.l2_parameters}
-        self.l2_mask = torch.zeros(self.P, dtype=torch.bool, device=self.device)
-        for n in l2:
-            o, shp = self.layout[n]
-            self.l2_mask[o : o + math.prod(shp)] = True
-        self.fused = t.dynamics.has_fused(self.flat)
-        #: what trains the rows: "cuda" (plrnn_cuda's kernels), "fused" (the numba CPU kernels) or "vmap"
-        self.engine = t.dynamics.fused_engine(self.flat) if self.fused else "vmap"
-
-    def row_of(self, net: ConvSSMNet) -> torch.Tensor:
-        params = dict(net.named_parameters())
-        return torch.cat([params[n].detach().reshape(-1).to(torch.float32) for n in self.layout])
-
-    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{name: (E', *shape)} views of the rows of ``flat`` (E', P)."""
-        return {n: flat[:, o : o + math.prod(shp)].reshape(flat.shape[0], *shp) for n, (o, shp) in self.layout.items()}
-
-    def load_into(self, net: ConvSSMNet, row: torch.Tensor) -> ConvSSMNet:
-        """Copy one row (P,) into an ordinary ConvSSMNet of this architecture."""
-        params = dict(net.named_parameters())
-        with torch.no_grad():
-            for n, v in self.views(row[None]).items():
-                params[n].copy_(v[0])
-        return net
-
-    def losses(self, flat: torch.Tensor, batch: dict, alpha: torch.Tensor, l2: float, teacher_weight: float = 0.0) -> torch.Tensor:
-        """Per-member GTF loss (E',) of rows ``flat`` (E', P) on their batches (E', B, …); alpha (E', T−1).
-        teacher_weight λ adds λ·MSE(pre-forcing latent, teacher) over the forced units (finite teacher entries)."""
-        t = self.template
-        d = batch["teacher_t"]  # (E, B, T, N)
-        E, B, T, N = d.shape
-        if self.fused:  # the backend's kernel over all E·B sequences, then decoder and kernel as ConvSSMNet.observe
-            v = self.views(flat)
-            z0 = d[:, :, 0, : t.F]
-            if t.M > t.F:
-                z0 = torch.cat([z0, torch.einsum("ebn,ekn->ebk", d[:, :, 0], v["L_init"])], dim=-1)
-            inp = batch.get("inp_t")
-            Z = t.dynamics.fused_rollout(flat[:, : self.P_dyn], z0.contiguous(), d[:, :, 1:, : t.F], alpha,
-                                         None if inp is None else inp[:, :, 1:])
-            k = t.M if "decoder.B" in v else N  # the units the decoder reads (identity: the first N)
-            Z = torch.cat([z0[:, :, None, :k], Z[..., :k]], dim=2)  # (E, B, T, k)
-            Zf = Z[..., : t.F]
-            y = torch.einsum("ebtm,enm->ebtn", Z, v["decoder.B"]) if "decoder.B" in v else Z
-            y = t.convolve(y.reshape(E * B, T, N)).reshape(E, B, -1, N)
-            if "decoder.J" in v and batch["reg_t"] is not None:
-                y = y + torch.einsum("ebtr,enr->ebtn", batch["reg_t"][:, :, t.K - 1 :], v["decoder.J"])
-        else:  # any backend: its own rollout, vectorised over the members
-            reg, inp = batch["reg_t"], batch.get("inp_t")
-            if inp is None:
-                one = lambda p, d, a, r=None: torch.func.functional_call(t, p, (d, a, r))  # noqa: E731
-                args = (self.views(flat), d, alpha) + (() if reg is None else (reg,))
-            elif reg is None:
-                one = lambda p, d, a, u: torch.func.functional_call(t, p, (d, a, None, u))  # noqa: E731
-                args = (self.views(flat), d, alpha, inp)
-            else:
-                one = lambda p, d, a, r, u: torch.func.functional_call(t, p, (d, a, r, u))  # noqa: E731
-                args = (self.views(flat), d, alpha, reg, inp)
-            y, Zs = torch.func.vmap(one)(*args)
-            Zf = Zs[..., : t.F]
-        m = batch["mask_t"]  # (E, B, T−K+1)
-        loss = (((y - batch["x_t"]) ** 2) * m[..., None]).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2)) * N).clamp_min(1.0)
-        if teacher_weight > 0:  # the teacher-space term: the latent itself held near the deconvolved data
-            dt = d[..., : t.F]
-            fin = torch.isfinite(dt)
-            sq = torch.where(fin, Zf - torch.where(fin, dt, 0.0), 0.0) ** 2
-            loss = loss + teacher_weight * sq.sum(dim=(1, 2, 3)) / fin.sum(dim=(1, 2, 3)).clamp_min(1)
-        if l2 > 0:
-            loss = loss + l2 * ((flat**2) * self.l2_mask).sum(1)
-        return loss
-
-
-class StackedRAdam:
-    """torch.optim.RAdam (β 0.9/0.999, ε 1e-8, no weight decay) over the rows of an (E, P) matrix,
-    with a learning rate and a step count per row: row e follows exactly the trajectory an
-    independent RAdam on member e's parameters would (elementwise arithmetic)."""
-
-    BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
-
-    def __init__(self, E: int, P: int, device: torch.device):
-        self.m = torch.zeros(E, P, device=device)
-        self.v = torch.zeros(E, P, device=device)
-        self.step_count = np.zeros(E, dtype=np.int64)
-
-    @torch.no_grad()
-    def step(self, flat: torch.Tensor, grad: torch.Tensor, lr: np.ndarray, m: torch.Tensor, v: torch.Tensor, steps: np.ndarray) -> None:
-        """One step of rows ``flat`` with moments m, v and step counts ``steps`` (updated in place)."""
-        b1, b2 = self.BETA1, self.BETA2
-        steps += 1
-        t = steps.astype(np.float64)
-        m.lerp_(grad, 1 - b1)
-        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        bc1, bc2 = 1 - b1**t, 1 - b2**t
-        rho_inf = 2 / (1 - b2) - 1
-        rho_t = rho_inf - 2 * t * (b2**t) / bc2
-        adaptive = rho_t > 5.0
-        rect = np.sqrt(np.where(adaptive, (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 1.0))
-        col = lambda a: torch.as_tensor(a, dtype=flat.dtype, device=flat.device)[:, None]  # noqa: E731
-        if adaptive.all():
-            flat.sub_(m * col(lr / bc1) * (col(np.sqrt(bc2) * rect) / (v.sqrt() + self.EPS)))
-        elif not adaptive.any():
-            flat.sub_(m * col(lr / bc1))
-        else:
-            ad = torch.as_tensor(adaptive, device=flat.device)[:, None]
-            flat.sub_(m * col(lr / bc1) * torch.where(ad, col(np.sqrt(bc2) * rect) / (v.sqrt() + self.EPS), torch.ones_like(v)))
-
-    def reset(self, e: int) -> None:
-        """Fresh moments for row e, as a new torch optimiser would have."""
-        self.m[e].zero_()
-        self.v[e].zero_()
-        self.step_count[e] = 0
-
-
-def clip_rows_(grad: torch.Tensor, max_norm: float) -> None:
-    """Per-row (per-member) `clip_grad_norm_`: scale row e by min(1, max_norm / (‖g_e‖ + 1e-6))."""
-    norms = torch.linalg.vector_norm(grad, dim=1)
-    grad.mul_(torch.clamp(max_norm / (norms + 1e-6), max=1.0)[:, None])
-
-
-# ----------------------------------------------------------------------------- one member's bookkeeping
-class Member:
-    """What is a member's own: its seed and options, α schedule, batch/noise stream, learning-rate
-    scale, best model, patience, divergence retries, collapse restores and training log."""
-
-    #: fields saved in the checkpoint as they are
-    SCALARS = ("lr_scale", "divergences", "batches_done", "best_epoch", "bad_validations", "stopped_early", "failed",
-               "collapse_restores", "epochs_run")
-
-    def __init__(self, seed: int, opts: TrainOptions):
-        self.seed, self.opts = int(seed), opts
-        self.alpha = opts.schedule()
-        self.rng = np.random.default_rng(self.seed)
-        self.lr_scale, self.divergences, self.batches_done = 1.0, 0, 0
-        self.rows: list[dict] = []
-        self.best_row: torch.Tensor | None = None
-        self.best_score = (float("inf"), float("inf"))
-        self.best_metrics = (float("nan"), float("nan"))
-        self.best_epoch = self.bad_validations = self.collapse_restores = self.epochs_run = 0
-        self.stopped_early = False
-        self.failed: str | None = None
-        self.nan_fired = False
-
-    @property
-    def active(self) -> bool:
-        return not self.stopped_early and self.failed is None
-
-    def record(self, v: dict, epoch: int, row: torch.Tensor) -> bool:
-        """Book a validation result v of the model ``row`` at ``epoch``; True when the free run
-        collapsed and the best model should come back (`should_restore_best`)."""
-        score = (v["D_stsp"] if math.isfinite(v["D_stsp"]) else float("inf"), v["D_H"] if math.isfinite(v["D_H"]) else float("inf"))
-        if score < self.best_score:
-            self.best_score, self.best_epoch, self.bad_validations = score, epoch, 0
-            self.best_metrics = (v["D_stsp"], v["D_H"])
-            self.best_row = row.detach().clone()
-            return False
-        self.bad_validations += 1
-        return should_restore_best(v, self.best_score[0], self.opts)
-
-    def state(self) -> dict:
-        return {**{k: getattr(self, k) for k in self.SCALARS}, "seed": self.seed, "rows": self.rows,
-                "best_score": list(self.best_score), "best_metrics": list(self.best_metrics), "alpha": self.alpha.state(),
-                "rng": ckpt.rng_state_to_json(self.rng), "has_best": self.best_row is not None}
-
-    def load(self, st: dict, best_row: torch.Tensor | None) -> None:
-        filled = lambda vals, fill: tuple(fill if x is None else x for x in vals)  # noqa: E731 (JSON writes inf/nan as null)
-        for k in self.SCALARS:
-            setattr(self, k, st[k])
-        self.rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in st["rows"]]
-        self.best_score, self.best_metrics = filled(st["best_score"], float("inf")), filled(st["best_metrics"], float("nan"))
-        self.alpha.load(st["alpha"])
-        self.rng = ckpt.rng_from_json(st["rng"])
-        self.best_row = best_row
-
-    def summary(self) -> dict:
-        # (a best model exists once a validation was recorded; its epoch is 0 when it is the starting point)
-        has = self.best_row is not None
-        return {"epochs_run": self.epochs_run, "best_epoch": self.best_epoch if has else self.epochs_run,
-                "best_val_D_stsp": self.best_metrics[0] if has else None, "best_val_D_H": self.best_metrics[1] if has else None,
-                "stopped_early": self.stopped_early, "final_loss": self.rows[-1]["loss"] if self.rows else None,
-                "divergence_restarts": self.divergences, "final_alpha": self.alpha.value, "collapse_restores": self.collapse_restores,
-                "failed": self.failed}
 
 
 def kernel_free(net: ConvSSMNet) -> ConvSSMNet:
@@ -629,7 +237,7 @@ class Trainer:
             check_interrupt()  # a Ctrl-C whose exception numba swallowed stops the fit here
             batch = next(batches)
             losses = self.stack.losses(flat, batch, alphas() if adaptive else alpha, o.l2, self.teacher_weight)
-            if _HOOKS.nan_at_batch is not None:
+            if hooks.current().nan_at_batch is not None:
                 losses = losses * torch.as_tensor(self._poison(idx), dtype=losses.dtype, device=losses.device)
             lv = losses.detach().cpu().numpy().astype(np.float64)
             bad |= ~np.isfinite(lv)
@@ -658,7 +266,7 @@ class Trainer:
     def _poison(self, idx: np.ndarray) -> np.ndarray:
         """The nan_at_batch testing hook: NaN for a member whose loss is to be poisoned (a one-off
         fault fires once; -1 poisons every batch), else 1."""
-        nb, out = _HOOKS.nan_at_batch, np.ones(idx.size)
+        nb, out = hooks.current().nan_at_batch, np.ones(idx.size)
         for j, e in enumerate(idx):
             m = self.members[e]
             if nb is not None and (nb == -1 or (nb == m.batches_done and not m.nan_fired)):
@@ -808,7 +416,8 @@ class Trainer:
             self.progress(self.epoch, total, self._status(idx, losses))
             if self.epoch % o.checkpoint_every == 0 or do_val or early:
                 self.save_checkpoint()
-            if _HOOKS.stop_after_epoch is not None and self.epoch >= _HOOKS.stop_after_epoch and not self.stopped_early:
+            stop = hooks.current().stop_after_epoch
+            if stop is not None and self.epoch >= stop and not self.stopped_early:
                 raise Interrupted(self.epoch)  # like a kill: whatever is not checkpointed is lost
         for e, m in enumerate(self.members):
             self.member_net(e, m.best_row)  # the best state (or the last one) into the member's net
@@ -818,7 +427,7 @@ class Trainer:
         """The validation free runs of the members idx, all members at once on the device: for each
         member, one run per recording (as `validate` would make them one by one)."""
         rows = self.stack.flat[torch.as_tensor(idx, device=self.device)]
-        per_rec = [generate_after_members(self.stack, rows, trn, *validation_steps(trn, tst), device=VAL_DEVICE)
+        per_rec = [generate_after_members(self.stack, rows, trn, *validation_steps(trn, tst), device=validation.VAL_DEVICE)
                    for trn, tst in zip(self.data.train, self.data.test)]
         return [[runs[j] for runs in per_rec] for j in range(idx.size)]
 

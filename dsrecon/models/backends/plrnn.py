@@ -60,6 +60,17 @@ class _Fused(LatentDynamics):
         return super().rollout(state0, T, teacher, alpha, inputs)
 
 
+    def noisy_rollout(self, state0, T, noise, inputs=None):
+        # the numba kernel adds a per-step term U to every step (the input term C s_t): the noise rides on it
+        if self.has_fused(state0) and plrnn_fused.fused_available(noise) and (inputs is None or plrnn_fused.fused_available(inputs)):
+            B, F = state0.shape[0], noise.shape[-1]
+            add = noise.new_zeros(B, T, self.M)
+            add[..., :F] = noise
+            return plrnn_fused.rollout(self, self.pack()[None], state0[None], state0.new_zeros(1, B, T, 0), state0.new_zeros(1, T),
+                                       None if inputs is None else inputs[None], additive=add[None])[0]
+        return super().noisy_rollout(state0, T, noise, inputs)
+
+
 @register("shplrnn")
 class SHPLRNN(_Fused):
     """Shallow PLRNN: z' = A⊙z + W1·relu(W2 z + h2) + h1."""

@@ -257,11 +257,13 @@ class _Rollout(torch.autograd.Function):
         return gpar.sum(1).to(pdt), dz0, (gU.to(udt) if has_u else None), None, None, None
 
 
-def rollout(dynamics, dyn: torch.Tensor, z0: torch.Tensor, teacher, alpha, inputs: torch.Tensor | None = None) -> torch.Tensor:
+def rollout(dynamics, dyn: torch.Tensor, z0: torch.Tensor, teacher, alpha, inputs: torch.Tensor | None = None,
+            additive: torch.Tensor | None = None) -> torch.Tensor:
     """Teacher-forced rollout of E members of ``dynamics``' architecture (shapes in the module docstring);
     differentiable with respect to dyn and z0. inputs (E, B, T, K): the input term U = C s_t is
     formed here from the rows' C (so its gradient reaches C through autograd) and added to every
-    step in the kernel, which returns ∂loss/∂U (the state gradient of each step)."""
+    step in the kernel, which returns ∂loss/∂U (the state gradient of each step). additive (E, B, T, M):
+    a term added to every step besides it (a stochastic free run's process noise)."""
     np_dt = np.float32 if z0.dtype == torch.float32 else np.float64
     as_np = lambda a: np.ascontiguousarray(a if isinstance(a, np.ndarray) else a.detach().cpu().numpy(), dtype=np_dt)  # noqa: E731
     U = None
@@ -270,4 +272,6 @@ def rollout(dynamics, dyn: torch.Tensor, z0: torch.Tensor, teacher, alpha, input
             raise ValueError("inputs given to a model without an input term (fitted without inputs)")
         C = dynamics.unpack(dyn)["C"]  # (E, M, K)
         U = torch.einsum("ebtk,emk->ebtm", inputs.to(C.dtype), C).to(z0.dtype)
+    if additive is not None:  # (E, B, T, M) added to every step as the input term is (process noise)
+        U = additive.to(z0.dtype) if U is None else U + additive.to(z0.dtype)
     return _Rollout.apply(dyn, z0, U, dynamics, as_np(teacher), as_np(alpha))
