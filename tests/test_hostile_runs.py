@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from hostile_util import ENV, TINY, Proc, dsrecon, leftovers, lorenz_table, popen, snapshot, user_files
@@ -54,9 +55,10 @@ if "commit" in spec:
         def action():
             subprocess.run(["chattr", "+i", spec["chattr"]], check=True)
     stack.enter_context(inject_commit_faults(spec["commit"], action))
-if "stop_after_epoch" in spec:
+training = {k: spec[k] for k in ("stop_after_epoch", "stop_after_pretrain_epoch") if k in spec}
+if training:
     from dsrecon.training.hooks import inject_faults
-    stack.enter_context(inject_faults(stop_after_epoch=spec["stop_after_epoch"]))
+    stack.enter_context(inject_faults(**training))
 if "enospc" in spec:
     from dsrecon._util import inject_write_faults
     stack.enter_context(inject_write_faults(**{spec["enospc"]: errno.ENOSPC}))
@@ -610,3 +612,26 @@ def test_a_full_disk_during_a_simulation_names_the_file(work):
     r = hooked({"enospc": "gen_latent.tsv"}, "simulate", "model", "run", "--steps", "20", "-o", "gen.tsv", "--quiet", cwd=work)
     _contract(r, names="gen_latent.tsv", before=before, dirs=[work], says="No space left on device")
     assert not (work / "gen.tsv").exists()
+
+
+# ================================================================================================
+# 6. Pretraining checkpoints like the rest of the fit
+# ================================================================================================
+PRETRAINED = [*TINY, "--pretrain-epochs", "4"]
+
+
+def test_a_fit_interrupted_while_pretraining_resumes_bit_identically(tmp_path, fitted):
+    _copy_table(fitted / "x.tsv", tmp_path / "x.tsv")
+    r = dsrecon("fit", "x.tsv", "-o", "full", *PRETRAINED, cwd=tmp_path)
+    assert r.code == 0, r.err
+    r = hooked({"stop_after_pretrain_epoch": 2}, "fit", "x.tsv", "-o", "run", *PRETRAINED, cwd=tmp_path)
+    assert r.code == 130, r.err
+    st = tmp_path / ".run.staging" / "checkpoint"
+    assert json.loads((st / "state.json").read_text())["pretrained"] is False
+    assert json.loads((st / "pretrain" / "checkpoint" / "state.json").read_text())["epoch"] == 2
+    r = dsrecon("fit", "x.tsv", "-o", "run", "--resume", *PRETRAINED, cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert _same_weights(tmp_path / "run", tmp_path / "full")
+    logs = [pd.read_csv(tmp_path / d / "training_log.tsv", sep="\t").drop(columns="seconds") for d in ("run", "full")]
+    pd.testing.assert_frame_equal(*logs)  # every epoch's loss, α, lr and validation (not its wall time)
+    assert not (tmp_path / "run" / "checkpoint" / "pretrain").exists() and not leftovers(tmp_path)

@@ -241,10 +241,14 @@ def _known(rel: str, p: Path) -> bool:
             return True
         return not is_dir and (name == "index.json" or bool(_TEACHER_TABLE.search(name))) and (
             len(parts) == 2 or (len(parts) == 3 and parts[1].startswith("sub-")))
-    if parts[0] == CHECKPOINT_DIR:
-        if len(parts) == 2 and name == "pretrain" and is_dir:
-            return True
-        inner = parts[2:] if len(parts) > 2 and parts[1] == "pretrain" else parts[1:]
+    if parts[0] == CHECKPOINT_DIR:  # checkpoint/ and the pretraining engine's checkpoint/pretrain/checkpoint/
+        inner = parts[1:]
+        if inner[:1] == ["pretrain"]:
+            if len(inner) <= 2:
+                return is_dir and inner[1:] in ([], [CHECKPOINT_DIR])
+            if inner[1] != CHECKPOINT_DIR:
+                return False
+            inner = inner[2:]
         return len(inner) == 1 and not is_dir and (name == "state.json" or bool(_STATE_TENSORS.match(name)))
     return False
 
