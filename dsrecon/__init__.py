@@ -3,12 +3,14 @@
 Public API: ConvSSM (fit / simulate / score), GroupConvSSM (many subjects), load_run, Recording, read_table, load_inputs.
 """
 
-from dsrecon.io.recording import Recording
-
 __all__ = ["ConvSSM", "GroupConvSSM", "load_run", "Recording", "read_table", "load_inputs", "__version__"]
 
 
-def __getattr__(name: str):  # lazy: keep `import dsrecon` light (torch loads on first use)
+def __getattr__(name: str):  # lazy: `import dsrecon` imports nothing (the CLI's signal handlers come first)
+    if name == "Recording":
+        from dsrecon.io.recording import Recording
+
+        return Recording
     if name in ("ConvSSM", "load_run"):
         from dsrecon import api
 

@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import random
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -16,48 +15,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back for a few statements that must not be cut in half (creating a
-    temporary file and remembering its name; a rename; a clean-up). They are delivered on exit."""
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-#: the signal (SIGINT/SIGTERM) the CLI received during this command, kept in case its exception
-#: was swallowed: numba's compiler and ctypes callbacks catch what a signal handler raises inside
-#: them, and the command would then run on as if Ctrl-C had never been pressed
-_PENDING: list[int] = []
-
-
-def note_interrupt(signum: int) -> None:
-    _PENDING[:] = [int(signum)]
-
-
-def clear_interrupt() -> None:
-    _PENDING.clear()
-
-
-def interrupt_pending() -> int | None:
-    """The signal number noted during this command (SIGINT/SIGTERM), or None."""
-    return _PENDING[0] if _PENDING else None
-
-
-def check_interrupt() -> None:
-    """Raise again the interrupt of a signal received earlier (no-op when none). Long loops (the
-    training batches, Lyapunov chunks) call this, so Ctrl-C is never lost."""
-    if _PENDING:
-        from dsrecon.errors import Terminated
-
-        raise Terminated() if _PENDING[0] == signal.SIGTERM else KeyboardInterrupt()
+# (re-exported: the interrupt state lives in a module the CLI imports before anything heavy)
+from dsrecon._interrupt import check_interrupt, clear_interrupt, interrupt_pending, note_interrupt, signals_deferred  # noqa: F401
 
 
 def _hold_for_tests() -> None:

@@ -26,7 +26,7 @@ from dsrecon.io.runs import (CONFIG_FILE, LOG_FILE, MODEL_FILE, TEACHER_DIR, _pl
                              read_teacher_cache, write_teacher_cache)
 from dsrecon.io.tables import write_table
 from dsrecon.models.base import get_backend
-from dsrecon.options import (DEFAULT_ALPHA, PRESETS, ModelOptions, choose_preset, estimator_fields, model_fields, resolve_device, train_fields,
+from dsrecon.options import (DEFAULT_ALPHA, PRESET_TRAIN_OPTIONS, PRESETS, ModelOptions, choose_preset, estimator_fields, model_fields, resolve_device, train_fields,
                              typed_options, validate_options)
 from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.models.decoders import default_latent_dim, make_decoder
@@ -117,7 +117,7 @@ class ConvSSM:
         self.validate()
         check_recordings(recs)
         out = ConvSSM(**self.get_params())
-        out.apply_preset(training_frames([r.n_frames for r in recs], out.test_fraction))
+        out.apply_preset(training_frames([r.n_frames for r in recs], out.test_fraction), recs[0].n_regions)
         if out.kernel is None:
             out.kernel = "calcium" if recs[0].provenance.get("modality", "bold") == "calcium" else "spm"
         if out.sequence_length is None:
@@ -129,16 +129,18 @@ class ConvSSM:
         out.backend_options = out._backend_kwargs()
         return out
 
-    def apply_preset(self, n_train: int) -> "ConvSSM":
-        """Settle ``preset`` for a fit of ``n_train`` training samples (auto: `choose_preset`) and
-        fill the options left unset (hidden_dim, alpha, l2, teacher_weight) from it, in place."""
-        self.preset = choose_preset(self.preset, n_train)
+    def apply_preset(self, n_train: int, n_regions: int = 0) -> "ConvSSM":
+        """Settle ``preset`` for a fit of ``n_train`` training samples of ``n_regions`` regions (auto:
+        `choose_preset`) and fill the options left unset (hidden_dim and `PRESET_TRAIN_OPTIONS`)
+        from it, in place."""
+        self.preset = choose_preset(self.preset, n_train, n_regions)
         if self.alpha is None and self.alpha_end is not None:  # an annealed α starts from the fixed default
             self.alpha = DEFAULT_ALPHA
         if self.hidden_dim is None:
             self.hidden_dim = PRESETS[self.preset]["hidden_dim"]
         t = self.train_options.with_preset(self.preset)
-        self.alpha, self.l2, self.teacher_weight = t.alpha, t.l2, t.teacher_weight
+        for k in PRESET_TRAIN_OPTIONS:
+            setattr(self, k, getattr(t, k))
         self.train_options.schedule()  # --alpha-end needs a fixed α, also the preset's
         return self
 
@@ -269,7 +271,14 @@ class ConvSSM:
             "normalisation": data.norm.to_dict(), "data": data.info, "latent_dim": net.M,
             "backend_kwargs": net.dynamics.extra_config(),
         })
-        trainer = Trainer([net], data, opts, [spec.seed], run, progress, log)
+        messages: list[str] = []  # the fit's own notes and warnings, kept in config.json for the report
+
+        def keep(msg: str) -> None:
+            messages.append(str(msg))
+            if log is not None:
+                log(msg)
+
+        trainer = Trainer([net], data, opts, [spec.seed], run, progress, keep)
         if run is not None:
             if fresh:
                 _write_teacher_cache(run, data, recs)
@@ -290,7 +299,8 @@ class ConvSSM:
         # initial state for later simulation: the last reliable teacher frame of the training data
         net.register_buffer("z_init", net.state_from_last_reliable(data.train[-1].teacher).detach()[0])
         net.set_noise(estimate_noise(net, data.train))  # what the map and kernel leave unexplained (stochastic runs)
-        config.update({"status": "complete", "training": summary, "noise": None if net.noise is None else net.noise.summary()})
+        config.update({"status": "complete", "training": summary, "fit_messages": messages,
+                       "noise": None if net.noise is None else net.noise.summary()})
         self.net_, self.config_, self.run_dir_ = net, config, run
         self.history_ = trainer.members[0].rows
         self.data_ = data
@@ -483,12 +493,16 @@ class ConvSSM:
     # ---------------------------------------------------------------- scoring
     def score(self, test: Recording, *, n_pe: int | None = None, stsp: str = "auto", bins: int = 30, gmm_var: float = 1.0,
               smoothing: float = 20.0, seed: int = 0, gmm_points: str = "first", inputs: np.ndarray | None = None,
-              stochastic: bool | None = None) -> dict:
-        """§6 protocol on a test recording: generate 1.25·T, drop 0.25·T, D_stsp and D_H; plus PE_n.
+              fcd_window_s: float = 30.0, keep_series: bool = False, stochastic: bool | None = None) -> dict:
+        """§6 protocol on a test recording: generate 1.25·T, drop 0.25·T, D_stsp and D_H; FC_corr,
+        FC_rmse and FCD_KS (windows of ``fcd_window_s`` seconds, metrics.connectivity); plus PE_n.
+        ``stochastic``: the free run with the fitted noise (None: the model's `generation_`).
 
         ``gmm_points`` (first|even): which ≤ 10 000 rows the mixture D_stsp keeps (metrics.stsp).
         A model fitted with inputs needs the test design: ``test.inputs`` or ``inputs`` (T, K); it
-        drives PE_n and the last T frames of the free run (returned as ``generated_test_period``)."""
+        drives PE_n and the last T frames of the free run (returned as ``generated_test_period``).
+        ``keep_series``: also return the scored free run and the test data, both normalised
+        (``generated_test_period``, ``test_normalised``)."""
         if inputs is not None:
             test = _with_input_arrays([test], [inputs], self.input_names or None)[0]
         from dsrecon.metrics.prediction import prediction_error
@@ -517,22 +531,29 @@ class ConvSSM:
             gen, Z = net.free_run(net.z_init[None].clone(), n_total, u, generator=self._noise_generator(stochastic, seed))
         gen = gen[0, n_total - T :].cpu().numpy().astype(np.float64)
         diverged = not np.isfinite(gen).all() or np.abs(Z.cpu().numpy()).max() > 1e4
+        from dsrecon.metrics.yardsticks import connectivity
+
+        conn = {"FC_corr": float("nan"), "FC_rmse": float("nan"), "FCD_KS": float("nan")}
         if diverged:
             d_stsp, method, d_h = float("inf"), stsp, float("nan")
         else:
             d_stsp, method = state_space_divergence(gen[test.mask], x[test.mask], method=stsp, bins=bins, var=gmm_var, seed=seed,
                                                      gmm_points=gmm_points)
             d_h = hellinger_spectral(gen, x, smoothing=smoothing)
+            conn = connectivity(gen[test.mask], x[test.mask], self.tr, fcd_window_s)
         if n_pe is None:
             n_pe = 20 if self.tr < 0.5 else 10
         teacher = wiener_deconvolve(x, self.kernel_.taps)
         pe = prediction_error(net, x.astype(np.float32), teacher.astype(np.float32), n_pe, test.mask, inputs=s)
         out = {"D_stsp": float(d_stsp), "D_stsp_method": method, "D_H": float(d_h), f"PE{n_pe}": pe, "PE_n": pe, "n": n_pe,
-               "n_test": T, "n_generated": n_total, "diverged": bool(diverged), "seed": seed,
+               **conn, "FCD_window_s": float(fcd_window_s), "n_test": T, "n_generated": n_total, "diverged": bool(diverged), "seed": seed,
                "generation": "stochastic" if (self.generation_ == "stochastic" if stochastic is None else stochastic) else "deterministic"}
         if s is not None:
             out["inputs"] = list(self.input_names)
+        if s is not None or keep_series:
             out["generated_test_period"] = gen  # normalised units, aligned with the test frames
+        if keep_series:
+            out["test_normalised"] = x
         return out
 
 

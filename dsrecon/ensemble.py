@@ -22,7 +22,7 @@ from dsrecon._util import array_hash, seed_everything, versions
 from dsrecon.api import ConvSSM, _interrupted, _write_dataset_description
 from dsrecon.errors import DataError, DsreconError
 from dsrecon.io.recording import Recording
-from dsrecon.io.runs import (ENSEMBLE_FILE, StagedRun, check_resumable, read_config, read_staged_config, read_teacher_cache,
+from dsrecon.io.runs import (ENSEMBLE_FILE, LOG_FILE, StagedRun, check_resumable, read_config, read_staged_config, read_teacher_cache,
                              resume_checkpoint, write_config, write_teacher_cache)
 from dsrecon.signal.kernels import make_kernel
 from dsrecon.training.memory import check_fit_memory
@@ -178,6 +178,7 @@ def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed
         pass
     except OSError:  # filesystems without symlinks: ensemble.json's best_run names it
         pass
+    (st.dir / LOG_FILE).unlink(missing_ok=True)  # the live log of the fit (each member's run has its own)
     st.commit()
 
 

@@ -19,6 +19,15 @@ class DivergenceError(DsreconError):
     """Training or generation produced non-finite or exploding states."""
 
 
+class UserInterrupt(KeyboardInterrupt):
+    """Ctrl-C (SIGINT), raised by the CLI's signal handler.
+
+    A subclass, not KeyboardInterrupt itself: CPython remembers a plain KeyboardInterrupt that
+    escapes code run by ``exec()`` of a string (numba compiles through it; dataclasses and
+    namedtuples are made by it) even when it is caught later, and a ``python -m`` process then
+    ends by SIGINT at exit (status -2) instead of with the 130 the CLI returned."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised by the CLI's signal handler so that clean-up code runs as for Ctrl-C."""
 

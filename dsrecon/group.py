@@ -150,6 +150,7 @@ class GroupConvSSM:
         net = m._build(cfg["n_regions"], len(cfg.get("regressor_names", [])), Kernel.from_dict(cfg["kernel"]), torch.Generator().manual_seed(0))
         Stack([net]).load_into(net, self.generated_rows()[i])
         net.register_buffer("z_init", self.z_init_[self.subjects_[i]].detach().cpu().clone())
+        net.set_noise(getattr(self, "noise_", {}).get(self.subjects_[i]))
         net.eval()
         m.net_, m.config_, m.run_dir_ = net, cfg, self.run_dir_
         return m
@@ -212,6 +213,9 @@ class GroupConvSSM:
 
     def _run(self, subs, run_dir, source, resume, overwrite, progress, log, inputs) -> "GroupConvSSM":
         self.validate()
+        if self.base.decoder == "pca":  # its principal axes are the data's: one subject's are not another's
+            raise DsreconError("--decoder pca is not available for a group fit (each subject's principal axes differ); "
+                               "use identity or affine")
         _check_regions(subs)
         if run_dir is None:
             return self._fit(subs, None, True, progress, log, inputs, None, source)
@@ -357,10 +361,15 @@ class GroupConvSSM:
         self.features_ = feats.detach().cpu().numpy().astype(np.float64)
         self.subjects_ = ids
         trainer.member_net(0, best.to(trainer.device))
-        self.z_init_ = {}
+        self.z_init_, self.noise_ = {}, {}
+        from dsrecon.models.noise import estimate as estimate_noise
+
         for sid, net in zip(ids, trainer.nets):
             net.cpu()
             self.z_init_[sid] = net.state_from_last_reliable(datas[sid].train[-1].teacher).detach()[0]
+            nm = estimate_noise(net, datas[sid].train)  # each subject's own residuals (stochastic runs)
+            if nm is not None:
+                self.noise_[sid] = nm
         summary["training_seconds"] = time.perf_counter() - t0
         summary["updates"] = int(m.batches_done)
         config.update({"status": "complete", "training": summary})
@@ -385,6 +394,8 @@ class GroupConvSSM:
         run.mkdir(parents=True, exist_ok=True)
         tensors = {"group": self.g_, "features": torch.as_tensor(self.features_, dtype=torch.float32)}
         tensors.update({f"z_init.{s}": z for s, z in self.z_init_.items()})
+        for sid, nm in getattr(self, "noise_", {}).items():
+            tensors.update({f"noise.{sid}.process_chol": nm.process_chol, f"noise.{sid}.obs_chol": nm.obs_chol})
         ckpt.save_tensors(run / MODEL_FILE, tensors, metadata={"format": GROUP_FORMAT})
         write_features(run, self.subjects_, self.features_, self.config_)
         if rows is not None:
@@ -430,7 +441,9 @@ def group_preset(preset: str, subs: Mapping[str, list], test_fraction: float) ->
     from dsrecon.options import choose_preset
     from dsrecon.training.prepare import training_frames
 
-    return choose_preset(preset, int(np.median([training_frames([r.n_frames for r in recs], test_fraction) for recs in subs.values()])))
+    n_regions = next(iter(subs.values()))[0].n_regions if subs else 0
+    return choose_preset(preset, int(np.median([training_frames([r.n_frames for r in recs], test_fraction) for recs in subs.values()])),
+                         n_regions)
 
 
 def run_feature_decay(cfg: dict) -> float:
@@ -478,6 +491,16 @@ def load_group_run(run: Path, cfg: dict) -> GroupConvSSM:
     g.g_ = state["group"].clone()
     g.features_ = state["features"].numpy().astype(np.float64)
     g.z_init_ = {s: state[f"z_init.{s}"].clone() for s in g.subjects_}
+    from dsrecon.models.noise import NoiseModel
+
+    g.noise_ = {}
+    for s in g.subjects_:
+        p, o = state.get(f"noise.{s}.process_chol"), state.get(f"noise.{s}.obs_chol")
+        if p is not None and o is not None:
+            nm = NoiseModel(p.shape[0], o.shape[0])
+            nm.process_chol.copy_(p)
+            nm.obs_chol.copy_(o)
+            g.noise_[s] = nm
     g.run_dir_ = run
     return g
 

@@ -22,21 +22,35 @@ DEFAULT_ALPHA = "0.15"
 #: default) takes ``long`` for fits of at least LONG_MIN_SAMPLES training samples, else ``short``
 #: (`choose_preset`). Measured on Lorenz63-BOLD (docs/benchmarks.md, rounds 7 and 8).
 PRESETS: dict[str, dict[str, Any]] = {
-    "short": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0},
+    "short": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0, "epochs": 2000,
+              "generation": "deterministic"},
     # the GTF paper's Lorenz settings (L 100, adaptive α, λ_lat 1e-5) with round 7's teacher-space term
-    "long": {"hidden_dim": 100, "alpha": "adaptive", "l2": 1e-5, "teacher_weight": 1.0},
+    "long": {"hidden_dim": 100, "alpha": "adaptive", "l2": 1e-5, "teacher_weight": 1.0, "epochs": 2000,
+             "generation": "deterministic"},
+    # whole-brain recordings (WIDE_MIN_REGIONS regions or more): resting-state BOLD is noise-driven, so
+    # free runs are stochastic (the fitted noise model), and the budget is one that fits such a
+    # subject in minutes (docs/benchmarks.md, "Whole-brain resting state")
+    "wide": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0, "epochs": 150,
+             "generation": "stochastic"},
 }
 LONG_MIN_SAMPLES = 15_000
+#: from this many regions the auto preset is ``wide`` (whole-brain parcellations have 68–400)
+WIDE_MIN_REGIONS = 50
+#: the options a preset fills in when they are left unset (besides the model's hidden_dim)
+PRESET_TRAIN_OPTIONS = ("alpha", "l2", "teacher_weight", "epochs", "generation")
 # (older names of the teacher-space term's rule)
 TEACHER_WEIGHT_LONG = PRESETS["long"]["teacher_weight"]
 TEACHER_WEIGHT_MIN_SAMPLES = LONG_MIN_SAMPLES
 
 
-def choose_preset(preset: str, n_train: int) -> str:
-    """The preset a fit of ``n_train`` training samples uses: ``preset`` itself, or for ``auto``
-    ``long`` from LONG_MIN_SAMPLES samples on and ``short`` below."""
+def choose_preset(preset: str, n_train: int, n_regions: int = 0) -> str:
+    """The preset a fit of ``n_train`` training samples of ``n_regions`` regions uses: ``preset``
+    itself, or for ``auto`` ``wide`` from WIDE_MIN_REGIONS regions on, else ``long`` from
+    LONG_MIN_SAMPLES samples on and ``short`` below."""
     if preset != "auto":
         return preset
+    if n_regions >= WIDE_MIN_REGIONS:
+        return "wide"
     return "long" if n_train >= LONG_MIN_SAMPLES else "short"
 
 #: help panels of `dsrecon fit --help`
@@ -182,10 +196,11 @@ class ModelOptions:
     backend: str = option("cshplrnn", help="Latent dynamics (see `dsrecon backends`).", panel=MODEL_PANEL)
     latent_dim: int | None = option(None, short="-M", help="Latent dimension M (default N, at least 3).", check=positive_integer,
                                     panel=MODEL_PANEL, config_key="latent_dim_requested")
-    preset: str = option("auto", help="Data-aware defaults of --hidden-dim, --alpha, --l2 and --teacher-weight where they are "
-                         f"not given: short|long, or auto (long from {LONG_MIN_SAMPLES:,} training samples; config.json records "
-                         "the choice).",
-                         check=one_of("auto", "short", "long"), panel=MODEL_PANEL)
+    preset: str = option("auto", help="Data-aware defaults of --hidden-dim, --alpha, --l2, --teacher-weight, --epochs and "
+                         "--generation where they are not given: short|long|wide, or auto (wide from "
+                         f"{WIDE_MIN_REGIONS} regions, else long from {LONG_MIN_SAMPLES:,} training samples; config.json "
+                         "records the choice).",
+                         check=one_of("auto", "short", "long", "wide"), panel=MODEL_PANEL)
     hidden_dim: int | None = option(None, short="-L", help="Hidden width L of the shPLRNN and the SSM blocks (default: the "
                                     f"preset's, {PRESETS['short']['hidden_dim']} short / {PRESETS['long']['hidden_dim']} long).",
                                     check=positive_integer, panel=MODEL_PANEL)
@@ -208,7 +223,8 @@ class ModelOptions:
 class TrainOptions:
     """How the model is trained (GTF, RAdam schedule, validation, early stopping, checkpoints)."""
 
-    epochs: int = option(2000, help="Maximum number of epochs.", check=at_least(1))
+    epochs: int | None = option(None, help="Maximum number of epochs (default: the preset's, "
+                                f"{PRESETS['short']['epochs']} short/long, {PRESETS['wide']['epochs']} wide).", check=at_least(1))
     batches_per_epoch: int = option(50, help="RAdam steps per epoch.", check=at_least(1))
     batch_size: int = option(16, help="Sequences per batch.", check=at_least(1))
     # None: 200 (at least K+39), capped by the shortest training split; resolved by fit
@@ -248,14 +264,14 @@ class TrainOptions:
                        panel=VALIDATION_PANEL)
     generation: str | None = option(None, help="How free runs are made (validation, simulate, evaluate): stochastic (the map plus "
                                     "the process and observation noise fitted to the training residuals), deterministic (the map "
-                                    "alone); default: the preset's (stochastic for whole-brain data, else deterministic).",
+                                    "alone); default: the preset's (stochastic wide, else deterministic).",
                                     check=one_of("stochastic", "deterministic"), panel=VALIDATION_PANEL)
     match_noise: bool = option(False, help="Validation adds the recording's observation noise (estimated per channel from its "
                                "finest wavelet details) to the noise-free free run before comparing state spaces, so that "
                                "noisy data are compared with noisy generated data.", panel=VALIDATION_PANEL)
     bins: int = option(30, cli=False)  # binned D_stsp: bins per dimension (capped by the data)
-    gmm_var: float = option(1.0, help="σ² of the GMM D_stsp (0.3 is typical for BOLD).", check=positive, panel=VALIDATION_PANEL)
-    smoothing: float = option(20.0, help="D_H spectral smoothing σ (bins).", check=non_negative, panel=VALIDATION_PANEL)
+    gmm_var: float = option(1.0, help="σ² of the validation's GMM D_stsp, for every kind of data (evaluate and report use 0.3 for BOLD).", check=positive, panel=VALIDATION_PANEL)
+    smoothing: float = option(20.0, help="Validation's D_H spectral smoothing σ (bins), for every kind of data (evaluate and report use 1 for BOLD).", check=non_negative, panel=VALIDATION_PANEL)
     checkpoint_every: int = option(25, help="Write a resumable checkpoint every this many epochs.", check=at_least(1),
                                    panel=VALIDATION_PANEL)
 
@@ -271,12 +287,12 @@ class TrainOptions:
             if self.alpha_end is not None:
                 raise DsreconError("--alpha-end anneals a fixed --alpha; it does not combine with --alpha adaptive")
             return AlphaSchedule("adaptive")
-        return AlphaSchedule("fixed", alpha=a, end=self.alpha_end, epochs=self.epochs)
+        return AlphaSchedule("fixed", alpha=a, end=self.alpha_end, epochs=self.epochs or PRESETS["short"]["epochs"])
 
     def pretraining(self) -> int:
         """Epochs of teacher-space pretraining: ``pretrain_epochs``, by default half of ``epochs``
         (on Lorenz63-BOLD it halved the median latent D_stsp; docs/benchmarks.md)."""
-        return self.epochs // 2 if self.pretrain_epochs is None else int(self.pretrain_epochs)
+        return (self.epochs or PRESETS["short"]["epochs"]) // 2 if self.pretrain_epochs is None else int(self.pretrain_epochs)
 
     def teacher_weighting(self, n_train: int) -> float:
         """λ of the teacher-space term for a fit on ``n_train`` training samples: ``teacher_weight``,
@@ -288,9 +304,9 @@ class TrainOptions:
         return float(PRESETS[choose_preset("auto", n_train)]["teacher_weight"])
 
     def with_preset(self, preset: str) -> "TrainOptions":
-        """These options with the unset ones (alpha, l2, teacher_weight) taken from ``preset``."""
+        """These options with the unset ones (PRESET_TRAIN_OPTIONS) taken from ``preset``."""
         p = PRESETS[preset]
-        return dataclasses.replace(self, **{k: p[k] for k in ("alpha", "l2", "teacher_weight") if getattr(self, k) is None})
+        return dataclasses.replace(self, **{k: p[k] for k in PRESET_TRAIN_OPTIONS if getattr(self, k) is None})
 
     def public(self) -> dict:
         """The options a run records."""

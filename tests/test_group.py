@@ -108,7 +108,7 @@ def test_one_subject_zero_features_equals_a_single_fit(cli, tmp_path, pretrain):
     assert isinstance(group, GroupConvSSM) and group.subjects == ["01"]
     sub = group.subject("01")
     a, b = single.net_.state_dict(), sub.net_.state_dict()
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys()  # the noise model too (each subject's own residuals)
     for k in a:
         assert torch.equal(a[k], b[k]), k
     la = np.genfromtxt(tmp_path / "single" / "training_log.tsv", names=True, delimiter="\t")

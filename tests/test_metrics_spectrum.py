@@ -143,3 +143,19 @@ def test_errors():
         power_spectra(x, smoothing=-1)
     with pytest.raises(DataError, match="at least 2 time points"):
         hellinger_spectral(x[:1], x[:1])
+
+
+def test_segment_averaged_spectrum_of_a_long_run():
+    """average_segments: the mean of the reference-length segments' spectra (by hand for two segments);
+    without it only the first segment counts."""
+    import numpy as np
+
+    from dsrecon.metrics.spectrum import hellinger_per_dim, power_spectra
+
+    rng = np.random.default_rng(0)
+    ref, gen = rng.standard_normal((64, 2)), rng.standard_normal((128, 2))
+    p = (power_spectra(gen[:64], 1.0) + power_spectra(gen[64:], 1.0)) / 2
+    q = power_spectra(ref, 1.0)
+    want = np.sqrt(np.clip(1 - np.sum(np.sqrt(p * q), axis=0), 0, None))
+    np.testing.assert_allclose(hellinger_per_dim(gen, ref, 1.0, average_segments=True), want)
+    np.testing.assert_allclose(hellinger_per_dim(gen, ref, 1.0), hellinger_per_dim(gen[:64], ref, 1.0))

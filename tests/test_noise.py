@@ -145,3 +145,24 @@ def test_pca_decoder_fits_and_reloads(tmp_path):
     assert back.net_.M == 2 and back.config["decoder"] == "pca"
     torch.testing.assert_close(back.net_.decoder.P, m.net_.decoder.P)
     assert np.isfinite(back.simulate(200)["observed"]).all()
+
+
+def test_observation_noise_completes_the_data_covariance():
+    """A map without memory (A = 0, W1 = 0): the process-noise run's covariance is Σ_η, the data's is
+    Σ_η + Σ_ε, so the moment-matched observation noise is Σ_ε; and the model's covariance is the data's."""
+    net = _net()
+    with torch.no_grad():
+        net.dynamics.W1.zero_()
+        net.dynamics.A.zero_()
+        net.dynamics.h1.zero_()
+    rng = np.random.default_rng(5)
+    Sp = np.array([[1.0, 0.3, 0, 0], [0.3, 1.0, 0, 0], [0, 0, 0.5, 0], [0, 0, 0, 1.0]])
+    So = np.diag([0.25, 0.5, 0.1, 0.3])
+    T = 40000
+    z = rng.multivariate_normal(np.zeros(4), Sp, size=T)
+    x = z + rng.multivariate_normal(np.zeros(4), So, size=T)
+    nm = estimate(net, [Prepared(x.astype(np.float32), np.ones(T, bool), z.astype(np.float32), None)])
+    obs = (nm.obs_chol @ nm.obs_chol.T).numpy()
+    np.testing.assert_allclose(obs, So, atol=0.05)
+    run, _ = net.set_noise(nm).free_run(torch.zeros(1, 4), 20000, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(np.cov(run[0].numpy().T), np.cov(x.T), atol=0.06)

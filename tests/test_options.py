@@ -34,7 +34,7 @@ def test_cohort_and_sweep_accept_every_fit_option(cli, command):
 def test_get_params_lists_every_fit_option_with_the_cli_defaults(cli):
     params = ConvSSM().get_params()
     assert list(params) == [f.name for f in estimator_fields()]
-    assert params["epochs"] == 2000 and params["device"] == "auto" and params["preset"] == "auto"
+    assert params["epochs"] is None and params["device"] == "auto" and params["preset"] == "auto"  # epochs: the preset's
     assert params["alpha"] is None and params["hidden_dim"] is None and params["l2"] is None  # the preset's (resolved by fit)
     assert params["kernel"] is None and params["sequence_length"] is None and params["latent_dim"] is None
     # every CLI option of the model and the training is a parameter, with the CLI's default

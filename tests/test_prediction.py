@@ -50,3 +50,29 @@ def test_pe_skips_frames_without_teacher_history_or_valid_target():
     pe = prediction_error(identity_net(1, [1.0]), x, d, 1, mask)
     ts = [t for t in range(5, 19) if t + 1 != 10]
     assert np.isclose(pe, np.mean([(x[t, 0] - x[t + 1, 0]) ** 2 for t in ts]))
+
+
+def test_causal_forecast_uses_only_the_past():
+    """Changing frames after t = j − n leaves the forecast of frame j unchanged; changing frames up
+    to t changes it (the deconvolution of the past is the forecast's only input)."""
+    import torch
+
+    from dsrecon.metrics.prediction import causal_forecast
+    from dsrecon.models.base import get_backend
+    from dsrecon.models.convssm import ConvSSMNet
+    from dsrecon.models.decoders import make_decoder
+    from dsrecon.signal.kernels import make_kernel
+
+    gen = torch.Generator().manual_seed(0)
+    taps = make_kernel("spm", 2.0).taps
+    net = ConvSSMNet(get_backend("cshplrnn")(3, hidden_dim=8, generator=gen), make_decoder("identity", 3, 3), torch.tensor(taps), 3)
+    x = np.random.default_rng(0).standard_normal((120, 3))
+    j, n = 100, 5
+    a = causal_forecast(net, taps, x, n, np.array([j]))
+    y = x.copy()
+    y[j - n + 1 :] += 5.0  # the future of t
+    np.testing.assert_array_equal(causal_forecast(net, taps, y, n, np.array([j])), a)
+    y = x.copy()
+    y[: j - n + 1] += 0.5  # the past of t
+    assert not np.allclose(causal_forecast(net, taps, y, n, np.array([j])), a)
+    assert np.isnan(causal_forecast(net, taps, x, n, np.array([n + 3]))).all()  # too little history

@@ -50,3 +50,23 @@ def test_a_group_takes_its_median_subjects_preset():
     assert group_preset("auto", {"01": short, "02": short, "03": long_}, 0.25) == "short"
     assert group_preset("auto", {"01": short, "02": long_, "03": long_}, 0.25) == "long"
     assert group_preset("short", {"01": long_}, 0.25) == "short"
+
+
+def _wide(n_frames: int = 400, n_regions: int = 60) -> Recording:
+    x = np.random.default_rng(0).standard_normal((n_frames, n_regions))
+    return Recording(data=x, tr=0.72, names=[f"r{i}" for i in range(n_regions)], source="wide.tsv")
+
+
+def test_whole_brain_data_take_the_wide_preset():
+    from dsrecon.options import WIDE_MIN_REGIONS
+
+    assert choose_preset("auto", 10**6, WIDE_MIN_REGIONS) == "wide"
+    assert choose_preset("auto", 500, WIDE_MIN_REGIONS - 1) == "short"
+    assert choose_preset("short", 500, 400) == "short"  # an explicit preset wins
+    r = ConvSSM().resolved([_wide()])
+    p = PRESETS["wide"]
+    assert r.preset == "wide" and (r.epochs, r.generation, r.hidden_dim) == (p["epochs"], "stochastic", p["hidden_dim"])
+    mine = ConvSSM(epochs=7, generation="deterministic").resolved([_wide()])
+    assert (mine.epochs, mine.generation) == (7, "deterministic")
+    short = ConvSSM().resolved([_rec(600)])
+    assert (short.epochs, short.generation) == (PRESETS["short"]["epochs"], "deterministic")

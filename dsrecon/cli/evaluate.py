@@ -20,11 +20,12 @@ from dsrecon.cli.main import app
 from dsrecon.errors import DataError, DsreconError
 from dsrecon.io.tables import read_array
 from dsrecon.metrics import attractor_metrics
-from dsrecon.metrics.spectrum import DEFAULT_SMOOTHING
-from dsrecon.metrics.stsp import DEFAULT_BINS, DEFAULT_GMM_POINTS, DEFAULT_GMM_VAR
+from dsrecon.metrics.connectivity import DEFAULT_FCD_WINDOW_S
+from dsrecon.metrics.stsp import DEFAULT_BINS, DEFAULT_GMM_POINTS
 
-#: The keys `--json` always prints (plus "seed" and "versions").
-RESULT_KEYS = ("D_stsp", "D_stsp_method", "D_H", "n_generated", "n_reference")
+#: The keys `--json` always prints (plus "seed" and "versions"; "baselines": {"VAR1", "floor"}, each
+#: with the same metric keys or null, "metric_settings", "tr", "notes").
+RESULT_KEYS = ("D_stsp", "D_stsp_method", "D_H", "FC_corr", "FC_rmse", "FCD_KS", "n_generated", "n_reference")
 
 
 class StspMethod(str, Enum):
@@ -38,13 +39,17 @@ class GmmPoints(str, Enum):
     even = "even"
 
 
-def _check_options(bins: int, gmm_var: float, smoothing: float) -> None:
+def _check_options(bins: int, gmm_var: float | None, smoothing: float | None, fcd_window: float = 30.0, tr: float | None = None) -> None:
     if bins < 1:
         raise DsreconError(f"--bins must be a positive integer, got {bins}")
-    if not gmm_var > 0 or not np.isfinite(gmm_var):
+    if gmm_var is not None and (not gmm_var > 0 or not np.isfinite(gmm_var)):
         raise DsreconError(f"--gmm-var must be a positive number (σ² of each mixture component), got {gmm_var}")
-    if not smoothing >= 0 or not np.isfinite(smoothing):
+    if smoothing is not None and (not smoothing >= 0 or not np.isfinite(smoothing)):
         raise DsreconError(f"--smoothing must be >= 0 frequency bins, got {smoothing}")
+    if not fcd_window > 0 or not np.isfinite(fcd_window):
+        raise DsreconError(f"--fcd-window must be a positive number of seconds, got {fcd_window}")
+    if tr is not None and (not tr > 0 or not np.isfinite(tr)):
+        raise DsreconError(f"--tr must be a positive number of seconds, got {tr}")
 
 
 def _evaluate_target(target: list[str], **kwargs: Any) -> None:
@@ -59,21 +64,32 @@ def evaluate_tables(
     *,
     stsp: str = "auto",
     bins: int = DEFAULT_BINS,
-    gmm_var: float = DEFAULT_GMM_VAR,
-    smoothing: float = DEFAULT_SMOOTHING,
+    gmm_var: float | None = None,
+    smoothing: float | None = None,
     seed: int = 0,
     quiet: bool = True,
     gmm_points: str = DEFAULT_GMM_POINTS,
+    train: Path | None = None,
+    tr: float | None = None,
+    fcd_window_s: float = DEFAULT_FCD_WINDOW_S,
 ) -> dict[str, Any]:
-    """Read two (time, regions) tables and return the metrics record (RESULT_KEYS + seed, versions)."""
+    """Read two (time, regions) tables and return the metrics record (RESULT_KEYS + seed, versions):
+    D_stsp, D_H, FC_corr, FC_rmse, FCD_KS, each beside the VAR(1) baseline and the floor when
+    ``train`` (the table the generated series' model was fitted on) is given (else null, with a
+    note). ``gmm_var`` / ``smoothing`` None: by the data kind the sidecars name (metric_settings)."""
     g, _ = read_array(generated)
     r, _ = read_array(reference)
     if g.shape[1] != r.shape[1]:
         raise DataError(f"{generated} has {g.shape[1]} columns but {reference} has {r.shape[1]}; they must match")
+    from dsrecon.cli.evaluate_tables import table_context, table_yardsticks
+
+    ctx = table_context(generated, reference, train, g, tr, gmm_var, smoothing)
+    gmm_var, smoothing = ctx["settings"]["gmm_var"], ctx["settings"]["smoothing"]
     try:
         res = attractor_metrics(g, r, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, gmm_points=gmm_points)
     except DataError as e:  # e.g. a constant reference column: say which file
         raise DataError(f"{reference}: {e}") from None
+    res.update(table_yardsticks(g, r, ctx, res, stsp=stsp, bins=bins, seed=seed, gmm_points=gmm_points, fcd_window_s=fcd_window_s))
     # notes only once the numbers exist, so that an error stays the only line on stderr
     if g.shape[0] != r.shape[0]:
         t = min(g.shape[0], r.shape[0])
@@ -82,6 +98,8 @@ def evaluate_tables(
         log("D_stsp is undefined: no generated point lies inside the binned range of the reference", quiet)
     if not np.isfinite(res["D_H"]):
         log("D_H is undefined: a column is constant in the generated or the reference table", quiet)
+    for note in res.get("notes", []):
+        log(note, quiet)
     return {**res, "seed": seed, "versions": versions()}
 
 
@@ -95,10 +113,18 @@ def evaluate_cmd(
     inputs_table: Optional[Path] = typer.Option(None, "--inputs", help="RUN form: the test data's input table (one row per frame)."),
     stsp: StspMethod = typer.Option(StspMethod.auto, "--stsp", help="D_stsp estimator: auto (binned if N < 6, else gmm), binned, gmm."),
     bins: int = typer.Option(DEFAULT_BINS, "--bins", help="Bins per dimension for the binned D_stsp."),
-    gmm_var: float = typer.Option(DEFAULT_GMM_VAR, "--gmm-var", help="σ² of each Gaussian of the GMM D_stsp (data units²; 0.3 for BOLD)."),
+    gmm_var: Optional[float] = typer.Option(None, "--gmm-var", show_default=False,
+                                            help="σ² of each Gaussian of the GMM D_stsp (data units²). Default by the data's kind: "
+                                                 "0.3 for BOLD, 1.0 otherwise (the choice is recorded in metric_settings)."),
     gmm_points: GmmPoints = typer.Option(GmmPoints(DEFAULT_GMM_POINTS), "--gmm-points",
                                          help="Which ≤ 10 000 rows of each series the GMM D_stsp keeps: first (the published definition) or even (evenly spaced in time)."),
-    smoothing: float = typer.Option(DEFAULT_SMOOTHING, "--smoothing", help="Gaussian σ in frequency bins for D_H (1 for short BOLD series)."),
+    smoothing: Optional[float] = typer.Option(None, "--smoothing", show_default=False,
+                                              help="Gaussian σ in frequency bins for D_H. Default by the data's kind: 1 for BOLD, "
+                                                   "20 otherwise (recorded in metric_settings)."),
+    train: Optional[Path] = typer.Option(None, "--train", help="Two-table form: the table the generated series' model was fitted on; "
+                                         "adds the VAR(1) baseline and the floor beside every metric."),
+    tr: Optional[float] = typer.Option(None, "--tr", help="Two-table form: seconds per row, when no sidecar gives RepetitionTime (for FCD)."),
+    fcd_window: float = typer.Option(DEFAULT_FCD_WINDOW_S, "--fcd-window", help="FCD sliding-window length in seconds (moved by a sixth of it)."),
     seed: int = SeedOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -126,14 +152,17 @@ def evaluate_cmd(
 
       dsrecon evaluate group --subject 01            (one subject of a group run; --all: every subject)
 
-    Lower is better for both; identical inputs give 0. See docs/metrics.md.
+    Every metric stands beside the linear VAR(1) baseline and the floor (the training data scored
+    in place of the model; --train for two tables). FC_corr: higher is better; the others: lower
+    is better, identical inputs give 0. See docs/metrics.md.
     """
-    _check_options(bins, gmm_var, smoothing)
+    _check_options(bins, gmm_var, smoothing, fcd_window, tr)
     if output is not None:  # before any work: the metrics file is none of the inputs, can be written and is not a user's file
         from dsrecon.cli.outputs import check_not_inputs, check_output_files, json_is_ours, run_inputs, table_inputs
 
         files = table_inputs(data, "the test data given with --data") + table_inputs(inputs_table, "the input table given with --inputs")
         files += table_inputs(generated, "the table given with --generated") + table_inputs(reference, "the table given with --reference")
+        files += table_inputs(train, "the table given with --train")
         files += [(events, "the events file given with --events")] if events is not None else []
         dirs = []
         if target and target[0] != "system":
@@ -148,11 +177,14 @@ def evaluate_cmd(
     if target:
         if generated is not None or reference is not None:
             raise DsreconError("give either a run (TARGET) or --generated/--reference, not both")
+        if train is not None or tr is not None:
+            raise DsreconError("--train and --tr go with two tables (--generated/--reference); a run knows its training data and TR")
         _evaluate_target(
             list(target), data=data, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing, gmm_points=points,
             seed=seed, as_json=as_json, quiet=quiet, output=output,
             lyapunov_steps=lyapunov_steps if (analysis or target[0] == "system") else None, device=device,
             subject=subject, all_subjects=all_subjects, events=events, inputs_table=inputs_table, params=param,
+            fcd_window_s=fcd_window,
         )
         return
     if subject is not None or all_subjects:
@@ -165,13 +197,17 @@ def evaluate_cmd(
         missing = "--generated" if generated is None else "--reference"
         raise DsreconError(f"{missing} is required (dsrecon evaluate --generated G.tsv --reference R.tsv)")
     res = evaluate_tables(generated, reference, stsp=method, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, quiet=quiet,
-                          gmm_points=points)
+                          gmm_points=points, train=train, tr=tr, fcd_window_s=fcd_window)
     if output is not None:
-        record = {**res, "generated": str(generated), "reference": str(reference),
-                  "options": {"stsp": method, "bins": bins, "gmm_var": gmm_var, "gmm_points": points, "smoothing": smoothing}}
+        ms = res["metric_settings"]
+        record = {**res, "generated": str(generated), "reference": str(reference), "train": None if train is None else str(train),
+                  "options": {"stsp": method, "bins": bins, "gmm_var": ms["gmm_var"], "gmm_points": points, "smoothing": ms["smoothing"],
+                              "fcd_window_s": fcd_window}}
         write_json_atomic(output, record)
         log(f"wrote {output}", quiet)
     if as_json:
         emit(res, True)
     else:
-        emit({k: res[k] for k in (*RESULT_KEYS, "seed")}, False, title="Attractor metrics (lower is better)", quiet=quiet)
+        from dsrecon.cli.evaluate_run import print_scorecard
+
+        print_scorecard({k: v for k, v in res.items() if k not in ("versions", "notes")}, "Attractor and connectivity metrics", quiet)

@@ -10,7 +10,7 @@ from dsrecon.cli.common import emit, err_console, log
 from dsrecon.errors import DataError, DsreconError
 
 
-def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: int, gmm_var: float, smoothing: float,
+def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: int, gmm_var: float | None, smoothing: float | None,
                     seed: int, as_json: bool, quiet: bool, output: Path | None, gmm_points: str = "first", **extra: Any) -> None:
     if target[0] == "system":
         if len(target) != 2:
@@ -25,26 +25,68 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
         if len(target) != 1:
             raise DsreconError(f"expected one run directory, got {len(target)} arguments: {' '.join(target)}")
         kw = dict(stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, quiet=quiet, gmm_points=gmm_points,
-                  lyapunov_steps=extra.get("lyapunov_steps"), device=extra.get("device") or "cpu")
+                  lyapunov_steps=extra.get("lyapunov_steps"), device=extra.get("device") or "cpu",
+                  fcd_window_s=float(extra.get("fcd_window_s") or 30.0))
         if extra.get("all_subjects"):
             from dsrecon.cli.group import evaluate_all
 
             return evaluate_all(Path(target[0]), data, subject=extra.get("subject"), as_json=as_json, output=output, **kw)
         res = evaluate_run(Path(target[0]), data, subject=extra.get("subject"), events=extra.get("events"),
                            inputs_table=extra.get("inputs_table"), **kw)
-        title = f"dsrecon evaluate {target[0]}{'' if extra.get('subject') is None else ' --subject ' + str(extra['subject'])} (lower is better)"
+        title = f"dsrecon evaluate {target[0]}{'' if extra.get('subject') is None else ' --subject ' + str(extra['subject'])}"
     res = {**res, "seed": seed, "versions": versions()}
     if output is not None:
         write_json_atomic(output, res)
         log(f"wrote {output}", quiet)
-    emit(res, as_json, title=title, quiet=quiet)
+    if as_json or target[0] == "system":
+        emit(res, as_json, title=title, quiet=quiet)
+    else:
+        print_scorecard(res, title, quiet)
 
 
-def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var: float, smoothing: float, seed: int, quiet: bool,
-                 lyapunov_steps: int | None = None, device: str = "cpu", gmm_points: str = "first", subject: str | None = None,
-                 model=None, events: Path | None = None, inputs_table: Path | None = None) -> dict:
+def print_scorecard(res: dict, title: str, quiet: bool) -> None:
+    """The human-readable result: the verdict, each metric beside its VAR(1) baseline and floor,
+    then the other scalars (the JSON has them all)."""
+    from rich.table import Table
+
+    from dsrecon.cli.common import out_console
+    from dsrecon.metrics.yardsticks import COMPARED, HIGHER_IS_BETTER
+
+    if quiet:
+        return
+    if res.get("verdict"):
+        out_console.print(f"verdict: {res['verdict']}", markup=False, highlight=False)
+    for w in res.get("warnings") or []:
+        out_console.print(f"warning: {w}", markup=False, highlight=False)
+    base = res.get("baselines") or {}
+    var, floor = base.get("VAR1") or {}, base.get("floor") or {}
+    t = Table(title=title, header_style="bold")
+    for c, j in (("metric", "left"), ("model", "right"), ("VAR(1)", "right"), ("floor", "right"), ("better", "left")):
+        t.add_column(c, justify=j)
+    fmt = lambda v: "—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    shown = set()
+    for k in COMPARED:
+        if k not in res:
+            continue
+        name = f"PE{res['n_pe']}" if k == "PE_n" and "n_pe" in res else k
+        t.add_row(name, fmt(res[k]), fmt(var.get(k)), fmt(floor.get(k)), "higher" if k in HIGHER_IS_BETTER else "lower")
+        shown.update({k, name})
+    out_console.print(t)
+    rest = {k: v for k, v in res.items() if k not in shown and k not in ("verdict", "warnings", "notes", "versions")
+            and not isinstance(v, (dict, list))}
+    emit(rest, False, title="details", quiet=quiet)
+    if not base.get("VAR1"):
+        for n in res.get("notes") or []:
+            log(n, quiet)
+
+
+def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var: float | None, smoothing: float | None, seed: int,
+                 quiet: bool, lyapunov_steps: int | None = None, device: str = "cpu", gmm_points: str = "first", subject: str | None = None,
+                 model=None, events: Path | None = None, inputs_table: Path | None = None, fcd_window_s: float = 30.0) -> dict:
     """§6 protocol: generate 1.25·T, drop 0.25·T, compare with the test data; PE_n from its teacher.
-    A group run's subject: ``subject`` (or a loaded ``model``, e.g. one subject of a group)."""
+    Every comparison metric beside the VAR(1) baseline and the floor (`dsrecon.evaluation`), the
+    metric settings of the run's data kind unless ``gmm_var`` / ``smoothing`` are given, the
+    fit's warnings and the verdict. A group run's subject: ``subject`` (or a loaded ``model``)."""
     from dsrecon.api import load_run
     from dsrecon.group import select_subject
     from dsrecon.io.load import InputSpec, load_inputs
@@ -94,10 +136,11 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
     if test.n_regions != len(model.names):
         raise DataError(f"{source}: {test.n_regions} columns, the model was fitted on {len(model.names)} regions")
     log(f"evaluating {run} on {source} ({test.n_frames} frames)", quiet)
-    res = model.score(test, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, gmm_points=gmm_points)
-    out = {"D_stsp": res["D_stsp"], "D_stsp_method": res["D_stsp_method"], "D_H": res["D_H"], f"PE{res['n']}": res["PE_n"],
-           "PE_n": res["PE_n"], "n_pe": res["n"], "n_test": res["n_test"], "n_generated": res["n_generated"],
-           "diverged": res["diverged"], "run": str(run), "data": source}
+    from dsrecon.evaluation import model_scorecard, public, with_regime
+
+    card = model_scorecard(model, test, stsp=stsp, bins=bins, gmm_var=gmm_var, smoothing=smoothing, seed=seed, gmm_points=gmm_points,
+                           fcd_window_s=fcd_window_s, log=lambda m: log(m, quiet))
+    out = {**public(card), "run": str(run), "data": source}
     if model.config.get("subject") is not None:
         out["subject"] = model.config["subject"]
     if lyapunov_steps:
@@ -110,12 +153,16 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
             model.to("cpu")
             an = analyze_model(model, lyapunov_steps=int(lyapunov_steps), seed=seed)
             ly = an.get("lyapunov", {})
+            with_regime(card, ly.get("regime"))
+            out["verdict"] = card["verdict"]
+            fixed = card["verdict_detail"]["state"] == "collapsed" or ly.get("regime") == "fixed point"
             out.update({
                 "regime": ly.get("regime"),
                 "lambda_max_per_step": ly.get("lambda_max_per_step"),
                 "lambda_max_per_second": ly.get("lambda_max_per_second"),
                 "kaplan_yorke_dimension": ly.get("kaplan_yorke_dimension"),
-                "correlation_dimension": (an.get("correlation_dimension") or {}).get("generated_latent"),
+                # a fixed point has no attractor to measure: no correlation dimension (docs/metrics.md)
+                "correlation_dimension": None if fixed else (an.get("correlation_dimension") or {}).get("generated_latent"),
                 **fixed_point_counts((an.get("fixed_points") or {}).get("n_by_period", {})),
                 "analysis": an,
             })

@@ -191,8 +191,9 @@ def evaluate_all(run: Path, data: Path | None, *, subject: str | None, as_json: 
     for sid in g.subjects:
         r = evaluate_run(run, None, model=g.subject(sid), quiet=quiet, seed=seed, **kw)
         rows.append({"subject": sid, "D_stsp": r["D_stsp"], "D_H": r["D_H"], f"PE{r['n_pe']}": r["PE_n"], "PE_n": r["PE_n"], "n_pe": r["n_pe"],
+                     "FC_corr": r["FC_corr"], "FC_rmse": r["FC_rmse"], "FCD_KS": r["FCD_KS"], "baselines": r["baselines"],
                      "lambda_max_per_second": r.get("lambda_max_per_second"), "regime": r.get("regime"), "diverged": r["diverged"],
-                     "data": r["data"]})
+                     "verdict": r.get("verdict"), "data": r["data"]})
     res = {"run": str(run), "subjects": rows, "seed": seed, "versions": versions()}
     if output is not None:
         write_json_atomic(output, res)

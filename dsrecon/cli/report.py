@@ -103,6 +103,7 @@ def report_cmd(
     ly = an.get("lyapunov", {})
     summary = {
         "report": str(out),
+        "verdict": res["verdict"],
         "lambda_max_per_second": ly.get("lambda_max_per_second"),
         "kaplan_yorke_dimension": ly.get("kaplan_yorke_dimension"),
         "regime": ly.get("regime"),
@@ -110,5 +111,8 @@ def report_cmd(
         "seed": seed,
     }
     if res["scores"]:
-        summary.update(D_stsp=res["scores"].get("D_stsp"), D_H=res["scores"].get("D_H"))
+        sc = res["scores"]
+        summary.update({k: sc.get(k) for k in ("D_stsp", "D_H", "PE_n", "FC_corr", "FC_rmse", "FCD_KS")})
+        summary["baselines"] = sc.get("baselines")
+    summary["warnings"] = res.get("warnings") or []
     emit(summary, as_json, title=f"dsrecon report {run}", quiet=quiet)

@@ -28,6 +28,7 @@ from dsrecon.distributed.cohort import evaluate_fitted, write_tsv
 from dsrecon.distributed.executor import init_ray, limit_threads, one_line, ray_available, run_jobs
 from dsrecon.distributed.settings import FitSettings
 from dsrecon.errors import DsreconError
+from dsrecon.options import PRESETS
 
 _BEST = re.compile(r"best D_stsp (\S+)@(\d+)")
 
@@ -210,7 +211,7 @@ def _sweep_ray(paths, base, grid, seed_values, trials_dir, asha, asha_grace, max
         if asha:
             from ray.tune.schedulers import ASHAScheduler
 
-            max_t = n_validations(base.epochs, base.val_every)
+            max_t = n_validations(base.epochs or PRESETS["short"]["epochs"], base.val_every)  # (unset: the preset decides per subject)
             sched = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(asha_grace, max_t), reduction_factor=2)
         tuner = tune.Tuner(
             trainable, param_space=space,

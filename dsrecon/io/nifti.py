@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import os
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,15 @@ from dsrecon.errors import DataError
 TR_RTOL = 1e-3
 
 _TIME_UNIT_SCALE = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+
+
+#: what reading a truncated or damaged image's voxels raises (nibabel reads them lazily, when a
+#: masker first touches the data): gzip's EOFError and zlib.error, a short read's OSError
+_TRUNCATED = (EOFError, zlib.error, OSError)
+
+
+def _unreadable(path: Path, e: BaseException) -> DataError:
+    return DataError(f"{path}: cannot read the image's voxels: truncated or damaged file ({e.__class__.__name__}: {e})")
 
 
 def is_nifti_path(path: str | os.PathLike) -> bool:
@@ -132,7 +142,10 @@ def load_atlas(path: str | os.PathLike):
     """Load an integer label image (3D). DataError if its voxels are not whole numbers."""
     p = Path(path)
     img = load_image(p, ndim=3, what="atlas")
-    data = np.asarray(img.dataobj)
+    try:
+        data = np.asarray(img.dataobj)
+    except _TRUNCATED as e:
+        raise _unreadable(p, e) from None
     if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
         raise DataError(f"{p}: atlas is not a label image (dtype {data.dtype})")
     if np.issubdtype(data.dtype, np.floating):
@@ -225,6 +238,8 @@ def extract_atlas_signals(
         raise DataError(f"{atlas_path}: atlas does not overlap the image {img_path.name}") from None
     except ValueError as e:
         raise DataError(f"{atlas_path}: cannot apply atlas to {img_path.name}: {e}") from None
+    except _TRUNCATED as e:
+        raise _unreadable(img_path, e) from None
     kept = [int(v) for k, v in masker.region_ids_.items() if k != "background"]
     if data.ndim != 2 or data.shape[1] == 0 or not kept:
         raise DataError(f"{atlas_path}: atlas does not overlap the image {img_path.name} (no label has a voxel on its grid)")
@@ -256,7 +271,11 @@ def extract_pca_signals(
     cleaning = cleaning or {}
     _check_filters(img_path, cleaning, t_r)
     mask = load_image(mask_path, ndim=3, what="mask")
-    if not np.asarray(mask.dataobj).any():
+    try:
+        empty = not np.asarray(mask.dataobj).any()
+    except _TRUNCATED as e:
+        raise _unreadable(mask_path, e) from None
+    if empty:
         raise DataError(f"{mask_path}: mask is empty (all voxels are 0)")
     masker = NiftiMasker(mask_img=mask, **_clean_kwargs(cleaning, t_r))
     try:
@@ -267,6 +286,8 @@ def extract_pca_signals(
         raise DataError(f"{mask_path}: mask does not overlap the image {img_path.name}") from None
     except ValueError as e:
         raise DataError(f"{mask_path}: cannot apply mask to {img_path.name}: {e}") from None
+    except _TRUNCATED as e:
+        raise _unreadable(img_path, e) from None
     T, V = vox.shape
     if V == 0:
         raise DataError(f"{mask_path}: mask does not overlap the image {img_path.name}")

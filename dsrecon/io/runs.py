@@ -803,15 +803,25 @@ def _teacher_dir(run: Path, subject: str | None) -> Path:
     return Path(run) / TEACHER_DIR / ("" if subject is None else f"sub-{subject}")
 
 
+def _train_name(teacher_name: str) -> str:
+    """The training split's table beside a teacher table: ``…_desc-teacher_…`` → ``…_desc-train_…``."""
+    return teacher_name.replace("_desc-teacher", "_desc-train", 1)
+
+
 def write_teacher_cache(run: Path, data, recs, subject: str | None = None) -> None:
-    """teacher/ (a group run: teacher/sub-ID/): one table per recording (the normalised teacher of
-    its training split) + index.json."""
+    """teacher/ (a group run: teacher/sub-ID/): per recording the normalised teacher of its training
+    split and the normalised training split itself (``…_desc-train_timeseries.tsv``, NaN at censored
+    frames: what `evaluate` and `report` fit the linear baseline to and score as the floor), plus
+    index.json ({"files": teachers, "train_files": training splits})."""
     from dsrecon._util import write_json_atomic
     from dsrecon.io.results import tsv_sidecar
     from dsrecon.io.tables import write_table
 
+    import numpy as np
+
     d = _teacher_dir(run, subject)
     files: list[str] = []
+    train_files: list[str] = []
     taken: set[str] = set()
     scale = "training statistics" if subject is None else "the subject's training statistics"
     for i, (p, r) in enumerate(zip(data.train, recs)):
@@ -821,7 +831,31 @@ def write_teacher_cache(run: Path, data, recs, subject: str | None = None) -> No
                            Source=r.source)
         write_table(d / name, p.teacher, data.names, sidecar=side)
         files.append(name)
-    write_json_atomic(d / "index.json", {"files": files, **({} if subject is None else {"subject": subject})})
+        x = np.where(p.mask[:, None], p.x, np.nan)
+        side = tsv_sidecar(r, units=f"normalised (z-scored with {scale})", columns=data.names,
+                           Description="the training split (the frames the model was fitted on), normalised; NaN = censored frame",
+                           Source=r.source)
+        write_table(d / _train_name(name), x, data.names, sidecar=side)
+        train_files.append(_train_name(name))
+    write_json_atomic(d / "index.json", {"files": files, "train_files": train_files, **({} if subject is None else {"subject": subject})})
+
+
+def read_training_split(run: Path, subject: str | None = None) -> list | None:
+    """The normalised training splits a run keeps in its teacher cache (float64 arrays, NaN at
+    censored frames), or None when the run has none (written before they were kept)."""
+    import numpy as np
+
+    from dsrecon.io.tables import read_array
+
+    d = _teacher_dir(run, subject)
+    try:
+        idx = json.loads((d / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    names = idx.get("train_files") if isinstance(idx, dict) else None
+    if not names:
+        return None
+    return [read_array(d / f, allow_nan=True)[0].astype(np.float64) for f in names]
 
 
 def read_teacher_cache(run: Path, n: int, target: Path | None = None, subject: str | None = None) -> list:

@@ -66,6 +66,8 @@ def fc_matrix(x: np.ndarray) -> np.ndarray:
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 2:  # e.g. a constant (collapsed) generated series: every correlation is NaN
+        return float("nan")
     a, b = a[ok] - a[ok].mean(), b[ok] - b[ok].mean()
     den = math.sqrt(float((a**2).sum()) * float((b**2).sum()))
     return float((a * b).sum() / den) if den > 0 else float("nan")

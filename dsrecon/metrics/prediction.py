@@ -36,3 +36,40 @@ def prediction_error(net, x: np.ndarray, teacher: np.ndarray, n: int, mask: np.n
     seq = torch.cat([lat_teacher[idx], Z], dim=1)[:, -K:]
     xhat = net.observe(seq)[:, -1].cpu().numpy()  # (B, N): prediction of x_{t+n}
     return float(np.mean((xhat - x[ts + n]) ** 2))
+
+
+@torch.no_grad()
+def causal_forecast(net, taps: np.ndarray, x: np.ndarray, n: int, targets: np.ndarray) -> np.ndarray:
+    """n-step forecasts that use only the past: x̂_j for each target frame j from the frames up to j − n.
+
+    PE_n starts from the teacher at t, a Wiener deconvolution of the whole series, which has seen
+    frames after t; a forecast must not. Here, for each target j with t = j − n: deconvolve
+    x[: t + 1] alone, take the last K reliable teacher frames r − K + 1 … r (r ≤ t: the end of a
+    deconvolution is unreliable, `wiener_deconvolve`), iterate the model's mean map from frame r to
+    j (no noise), convolve and decode. x: (T, N) normalised observations; targets: frame indices
+    (each ≥ n); returns (len(targets), N), NaN where the history is too short.
+    """
+    from dsrecon.signal.deconvolution import wiener_deconvolve
+
+    x = np.asarray(x, dtype=np.float64)
+    targets = np.asarray(targets, dtype=int)
+    K = net.K
+    out = np.full((targets.size, x.shape[1]), np.nan)
+    cache: dict[int, np.ndarray | None] = {}
+    for i, j in enumerate(targets):
+        t = int(j) - n
+        if t not in cache:
+            cache[t] = wiener_deconvolve(x[: t + 1], taps) if t + 1 >= max(2 * K, 8) else None
+        d = cache[t]
+        if d is None:
+            continue
+        ok = np.flatnonzero(np.isfinite(d).all(axis=1))
+        if ok.size == 0 or ok[-1] - K + 1 < 0 or not np.isfinite(d[ok[-1] - K + 1 : ok[-1] + 1]).all():
+            continue
+        r = int(ok[-1])
+        lat = net.init_state(torch.as_tensor(d[r - K + 1 : r + 1], dtype=torch.float32, device=net.taps.device))  # (K, S)
+        steps = int(j) - r
+        Z = net.dynamics.rollout(lat[-1:], steps) if steps > 0 else lat[:0][None]  # (1, steps, S): frames r+1 … j
+        seq = torch.cat([lat[None], Z], dim=1)[:, -K:]
+        out[i] = net.observe(seq)[0, -1].cpu().numpy()
+    return out

@@ -52,29 +52,40 @@ def power_spectra(x: np.ndarray, smoothing: float = DEFAULT_SMOOTHING) -> np.nda
     return out
 
 
-def hellinger_per_dim(generated: np.ndarray, reference: np.ndarray, smoothing: float = DEFAULT_SMOOTHING) -> np.ndarray:
+#: a long generated series' spectrum averages at most this many reference-length segments
+MAX_SEGMENTS = 20
+
+
+def hellinger_per_dim(generated: np.ndarray, reference: np.ndarray, smoothing: float = DEFAULT_SMOOTHING,
+                      average_segments: bool = False) -> np.ndarray:
     """Hellinger distance between the power spectra of each dimension, shape (N,).
 
     generated, reference: (T, N) on the same sampling grid. If the lengths differ both are cut
     to their first min(T_gen, T_ref) rows (spectra must share frequency bins). A dimension that
     is constant (or non-finite) in either series gets NaN.
+
+    ``average_segments``: a generated series longer than the reference contributes the mean of the
+    spectra of its consecutive reference-length segments (at most MAX_SEGMENTS; Welch's method
+    without overlap): a long free run's spectrum, not one segment's sampling noise.
     """
     g = _as_2d(generated, "generated")
     r = _as_2d(reference, "reference")
     if g.shape[1] != r.shape[1]:
         raise DataError(f"generated has {g.shape[1]} columns but reference has {r.shape[1]}")
     t = min(g.shape[0], r.shape[0])
-    p = power_spectra(g[:t], smoothing)
+    k = min(g.shape[0] // t, MAX_SEGMENTS) if average_segments else 1
+    p = power_spectra(g[:t], smoothing) if k == 1 else np.mean([power_spectra(g[i * t : (i + 1) * t], smoothing) for i in range(k)], axis=0)
     q = power_spectra(r[:t], smoothing)
     bc = np.sum(np.sqrt(p * q), axis=0)  # Bhattacharyya coefficient per dimension
     return np.sqrt(np.clip(1.0 - bc, 0.0, None))
 
 
-def hellinger_spectral(generated: np.ndarray, reference: np.ndarray, smoothing: float = DEFAULT_SMOOTHING) -> float:
+def hellinger_spectral(generated: np.ndarray, reference: np.ndarray, smoothing: float = DEFAULT_SMOOTHING,
+                       average_segments: bool = False) -> float:
     """D_H: the spectral Hellinger distance averaged over dimensions, in [0, 1].
 
     generated, reference: (T, N). NaN when any dimension is undefined (constant or non-finite
     in either series) — a collapsed dimension is not silently left out of the average; use
-    :func:`hellinger_per_dim` to see which.
+    :func:`hellinger_per_dim` to see which. ``average_segments``: see :func:`hellinger_per_dim`.
     """
-    return float(np.mean(hellinger_per_dim(generated, reference, smoothing)))
+    return float(np.mean(hellinger_per_dim(generated, reference, smoothing, average_segments)))

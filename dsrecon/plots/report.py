@@ -8,7 +8,7 @@ import datetime as _dt
 import html
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -21,8 +21,12 @@ h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-b
 table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left}
 th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
-pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em;border:1px solid #e5e5e5}
+pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em;border:1px solid #e5e5e5;max-height:30em}
 .muted{color:#666;font-size:.9em}
+.warn{background:#fff4e5;border-left:4px solid #e08a00;padding:.5em 1em;margin:1em 0}
+.warn li{margin:.2em 0}
+td.win{color:#1b7f3b} td.loss{color:#b3261e}
+details{margin:.6em 0} summary{cursor:pointer;font-weight:600}
 """
 
 
@@ -30,7 +34,7 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "—"
     if isinstance(v, (float, np.floating)):
-        return "NaN" if not np.isfinite(v) else f"{float(v):.4g}"
+        return "NaN" if np.isnan(v) else ("inf" if not np.isfinite(v) else f"{float(v):.4g}")
     return str(v)
 
 
@@ -39,26 +43,27 @@ def _img(png: Path, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption class="muted">{html.escape(alt)}</figcaption></figure>'
 
 
-def metrics_rows(scores: dict[str, Any] | None, analysis: dict[str, Any]) -> list[tuple[str, Any, str]]:
-    """(quantity, value, note) rows of the report's metrics table."""
+def metrics_rows(scores: dict[str, Any] | None, analysis: dict[str, Any], collapsed: bool = False) -> list[tuple[str, Any, str]]:
+    """(quantity, value, note) rows of the report's dynamics table (the scores have their own
+    table, beside their baselines: `score_rows`). A collapsed model gets no correlation dimension."""
     rows: list[tuple[str, Any, str]] = []
-    if scores:
-        rows.append(("D_stsp", scores.get("D_stsp"), f"state-space divergence ({scores.get('D_stsp_method', '')}), lower is better"))
-        rows.append(("D_H", scores.get("D_H"), "Hellinger distance of power spectra, lower is better"))
-        n = scores.get("n")
-        if "PE_n" in scores:
-            rows.append((f"PE{n}", scores.get("PE_n"), f"{n}-step prediction error"))
     ly = analysis.get("lyapunov", {})
     if "error" in ly:
         rows.append(("Lyapunov spectrum", ly["error"], ""))
     else:
+        rows.append(("regime", ly.get("regime"), "from the sign of λ_max"))
         rows.append(("λ_max per step", ly.get("lambda_max_per_step"), f"{ly.get('n_steps')} steps, QR method"))
         rows.append(("λ_max per second", ly.get("lambda_max_per_second"), f"per step / TR ({analysis.get('tr')} s)"))
         rows.append(("Kaplan–Yorke dimension", ly.get("kaplan_yorke_dimension"), ""))
-        rows.append(("regime", ly.get("regime"), "from the sign of λ_max"))
     cd = analysis.get("correlation_dimension", {})
-    rows.append(("correlation dimension (generated, latent)", cd.get("generated_latent"), "Grassberger–Procaccia"))
-    rows.append(("correlation dimension (generated, observed)", cd.get("generated_observed"), ""))
+    if collapsed:
+        rows.append(("correlation dimension (model)", None, "not reported: the free run is a fixed point, there is no attractor to measure"))
+    elif ly.get("regime") == "fixed point":
+        rows.append(("correlation dimension (model)", None, "not reported: λ_max < 0, the model's attractor is a fixed point (its "
+                     "run is still approaching it: a dimension would measure the transient)"))
+    else:
+        rows.append(("correlation dimension (model, latent)", cd.get("generated_latent"), "Grassberger–Procaccia"))
+        rows.append(("correlation dimension (model, observed)", cd.get("generated_observed"), ""))
     rows.append(("correlation dimension (data)", cd.get("observed"), ""))
     fp = analysis.get("fixed_points", {})
     by: dict[str, dict[str, int]] = {}
@@ -70,6 +75,102 @@ def metrics_rows(scores: dict[str, Any] | None, analysis: dict[str, Any]) -> lis
     return rows
 
 
+#: what each compared metric measures, for the scores table (docs/metrics.md explains the scales)
+SCORE_NOTES = {
+    "D_stsp": ("test D_stsp", "state space: where the free run goes (KL divergence, nats)"),
+    "D_H": ("test D_H", "spectra: Hellinger distance of power spectra, 0–1"),
+    "PE_n": ("PE{n}", "{n}-step prediction error from the data (z-units²)"),
+    "FC_corr": ("FC_corr", "functional connectivity: correlation of the FC matrices' upper triangles"),
+    "FC_rmse": ("FC_rmse", "FC: root-mean-square difference of the FC entries"),
+    "FCD_KS": ("FCD_KS", "FC dynamics: KS distance of the FCD distributions, 0–1"),
+}
+
+
+def score_rows(card: dict[str, Any]) -> str:
+    """The scores table: each metric of the model beside the VAR(1) baseline and the floor."""
+    from dsrecon.metrics.yardsticks import COMPARED, HIGHER_IS_BETTER, better, informative
+
+    e = html.escape
+    base = card.get("baselines") or {}
+    var, floor = base.get("VAR1") or {}, base.get("floor") or {}
+    n = card.get("n_pe")
+    out = ['<table><tr><th>metric</th><th>model</th><th>VAR(1)</th><th>floor</th><th>better</th><th>vs VAR(1)</th><th>what it measures</th></tr>']
+    for k in COMPARED:
+        if k not in card:
+            continue
+        name, note = SCORE_NOTES[k]
+        name, note = name.format(n=n), note.format(n=n)
+        c = better(k, card.get(k), var.get(k)) if var else None
+        mark, cls = {1: ("better", "win"), -1: ("worse", "loss"), 0: ("level", "")}.get(c, ("—", ""))
+        if c is not None and not informative(k, var, floor):
+            mark, cls = f"{mark}, uninformative", ""  # the data themselves do not beat the VAR(1) here: left out of the verdict
+        out.append(f"<tr><td>{e(name)}</td><td class=\"num\">{e(_fmt(card.get(k)))}</td><td class=\"num\">{e(_fmt(var.get(k)))}</td>"
+                   f"<td class=\"num\">{e(_fmt(floor.get(k)))}</td><td>{'higher' if k in HIGHER_IS_BETTER else 'lower'}</td>"
+                   f"<td class=\"{cls}\">{mark}</td><td class=\"muted\">{e(note)}</td></tr>")
+    out.append("</table>")
+    info = card.get("baselines_info") or {}
+    vi = info.get("VAR1") or {}
+    if var:
+        out.append(f'<p class="muted">VAR(1): a linear autoregression (ridge {vi.get("ridge")}, Gaussian innovations, spectral radius '
+                   f'{_fmt(vi.get("spectral_radius"))}) fitted to the same training data ({e(str(info.get("training_data", "")))}), run '
+                   f'freely for {vi.get("frames")} frames after {vi.get("burn_in")} burn-in frames and scored exactly as the model. '
+                   'Floor: the training data\'s own last frames in place of the model (two stretches of one recording): about as good '
+                   'as a model can get. A prediction error has no floor (0 is ideal). "Uninformative": the floor does not beat the '
+                   'VAR(1) on that metric, so on this test set it cannot tell real dynamics from linear noise; the verdict leaves it out.</p>')
+    for note in card.get("notes") or []:
+        out.append(f'<p class="muted">{e(note)}</p>')
+    ms = card.get("metric_settings") or {}
+    out.append(f'<p class="muted">Test data: {card.get("n_test")} frames; the model\'s free run: {card.get("n_generated")} frames, the '
+               f'first quarter dropped. D_stsp by {e(str(card.get("D_stsp_method")))} (σ² {ms.get("gmm_var"):g} for the mixture), D_H '
+               f'smoothing {ms.get("smoothing"):g} bins, FCD windows {card.get("FCD_window_s"):g} s; settings for {e(str(ms.get("data_kind")))} '
+               f'data ({e(str(ms.get("chosen_by")))}).</p>')
+    return "\n".join(out)
+
+
+def _table(rows: list[tuple[str, Any, str]]) -> str:
+    e = html.escape
+    parts = ["<table><tr><th>quantity</th><th>value</th><th>note</th></tr>"]
+    for q, v, note in rows:
+        cls = ' class="num"' if isinstance(v, (int, float, np.floating)) else ""
+        parts.append(f"<tr><td>{e(q)}</td><td{cls}>{e(_fmt(v))}</td><td class=\"muted\">{e(note)}</td></tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def _details(summary: str, body: str) -> str:
+    return f"<details><summary>{html.escape(summary)}</summary>\n{body}\n</details>"
+
+
+def _cycles_table(cycles: list[dict[str, Any]]) -> str:
+    e = html.escape
+    parts = ["<table><tr><th>period</th><th>stability</th><th>max |eigenvalue|</th><th>first point (latent)</th></tr>"]
+    for c in cycles[:50]:
+        pt = ", ".join(f"{x:.3g}" for x in np.asarray(c["points"])[0][:6])
+        parts.append(f"<tr><td class=\"num\">{c['period']}</td><td>{e(c['stability'])}</td><td class=\"num\">{c['max_abs_eigenvalue']:.4g}</td><td>({e(pt)}{', …' if np.asarray(c['points']).shape[1] > 6 else ''})</td></tr>")
+    parts.append("</table>")
+    if len(cycles) > 50:
+        parts.append(f'<p class="muted">{len(cycles) - 50} more not shown.</p>')
+    return "\n".join(parts)
+
+
+def _head(title: str) -> list[str]:
+    e = html.escape
+    return ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+            f'<meta name="generator" content="dsrecon {e(versions().get("dsrecon", ""))}">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"]
+
+
+def _tail(config: dict[str, Any], provenance: dict[str, Any]) -> list[str]:
+    """Provenance, configuration and versions, each in a collapsed section: out of the main flow."""
+    e = html.escape
+    vers = "<table>" + "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in versions().items()) + "</table>"
+    return ["<h2>Provenance</h2>",
+            _details("Data provenance", f"<pre>{e(to_json(provenance))}</pre>"),
+            _details("Model configuration (config.json)", f"<pre>{e(to_json(config))}</pre>"),
+            _details("Versions", vers), "</body></html>"]
+
+
 def render_html(
     title: str,
     rows: list[tuple[str, Any, str]],
@@ -78,41 +179,44 @@ def render_html(
     provenance: dict[str, Any],
     cycles: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The report as one HTML string (figures as (png path, caption))."""
+    """A plain report as one HTML string (figures as (png path, caption)): title, metrics table,
+    cycles, figures; provenance, configuration and versions in collapsed sections."""
     e = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta name="generator" content="dsrecon {e(versions().get("dsrecon", ""))}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+    parts = _head(title) + [
         f"<h1>{e(title)}</h1>",
         f'<p class="muted">generated {e(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))} by dsrecon {e(versions().get("dsrecon", ""))}</p>',
-        "<h2>Metrics</h2><table><tr><th>quantity</th><th>value</th><th>note</th></tr>",
-    ]
-    for q, v, note in rows:
-        cls = ' class="num"' if isinstance(v, (int, float, np.floating)) else ""
-        parts.append(f"<tr><td>{e(q)}</td><td{cls}>{e(_fmt(v))}</td><td class=\"muted\">{e(note)}</td></tr>")
-    parts.append("</table>")
+        "<h2>Metrics</h2>", _table(rows)]
     if cycles:
-        parts.append("<h2>Fixed points and cycles</h2><table><tr><th>period</th><th>stability</th><th>max |eigenvalue|</th><th>first point (latent)</th></tr>")
-        for c in cycles[:50]:
-            pt = ", ".join(f"{x:.3g}" for x in np.asarray(c["points"])[0][:6])
-            parts.append(f"<tr><td class=\"num\">{c['period']}</td><td>{e(c['stability'])}</td><td class=\"num\">{c['max_abs_eigenvalue']:.4g}</td><td>({e(pt)}{', …' if np.asarray(c['points']).shape[1] > 6 else ''})</td></tr>")
-        parts.append("</table>")
-        if len(cycles) > 50:
-            parts.append(f'<p class="muted">{len(cycles) - 50} more not shown.</p>')
+        parts += ["<h2>Fixed points and cycles</h2>", _cycles_table(cycles)]
     parts.append("<h2>Figures</h2>")
     parts.extend(_img(p, cap) for p, cap in figures)
-    parts.append("<h2>Data provenance</h2>")
-    parts.append(f"<pre>{e(to_json(provenance))}</pre>")
-    parts.append("<h2>Model configuration</h2>")
-    parts.append(f"<pre>{e(to_json(config))}</pre>")
-    parts.append("<h2>Versions</h2><table>")
-    for k, v in versions().items():
-        parts.append(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>")
-    parts.append("</table></body></html>")
+    parts += _tail(config, provenance)
     return "\n".join(parts) + "\n"
+
+
+def _filled(x: np.ndarray) -> np.ndarray:
+    """Censored frames (NaN rows) set to 0 (the training mean in z-units), for spectra and figures."""
+    return np.where(np.isfinite(x), x, 0.0)
+
+
+def data_latent(model: Any, x: np.ndarray | None) -> np.ndarray | None:
+    """The latent states the model infers from normalised data x (T, N): the deconvolved teacher
+    mapped to latent states as training does (`ConvSSMNet.init_state`); None when not available."""
+    if x is None:
+        return None
+    try:
+        import torch
+
+        from dsrecon.signal.deconvolution import wiener_deconvolve
+
+        d = wiener_deconvolve(_filled(x), model.kernel_.taps)
+        d = d[np.isfinite(d).all(1)]
+        net = model._net()
+        with torch.no_grad():
+            z = net.init_state(torch.as_tensor(d, dtype=torch.float32))[:, : net.M]
+        return z.double().numpy()
+    except Exception:  # a model without the ConvSSM internals (e.g. a test double): no reference
+        return None
 
 
 def build_report(
@@ -123,62 +227,96 @@ def build_report(
     lyapunov_steps: int = 100_000,
     k_max: int = 10,
     seed: int = 0,
+    lead: list[tuple[str, str]] | Callable[[dict, dict | None], list[tuple[str, str]]] | None = None,
 ) -> dict[str, Any]:
     """Analyse ``model`` (a loaded run), draw the figures and write the HTML report atomically.
 
-    data: a test Recording for D_stsp / D_H and the observed-vs-generated figures (optional).
-    Returns {"report": path, "scores", "analysis"}.
+    data: a test Recording for the scores (each beside the VAR(1) baseline and the floor) and the
+    data-vs-model figures (optional). ``lead``: (heading, HTML) sections shown first, after the
+    verdict (the demo's latent-vs-truth comparison), or a function of (analysis, scorecard) giving
+    them. Returns {"report", "scores" (the scorecard without arrays, or None), "analysis",
+    "verdict", "warnings", "lead"}.
     """
+    from dsrecon.evaluation import fit_warnings, model_scorecard, public, with_regime
     from dsrecon.metrics.analysis import analyze_model_full
+    from dsrecon.metrics.yardsticks import spread_of, verdict
     from dsrecon.plots import figures as F
 
-    scores = None
+    card = None
     if data is not None and hasattr(model, "score"):
-        scores = model.score(data, seed=seed)
+        card = model_scorecard(model, data, seed=seed)
     analysis, arrays = analyze_model_full(model, data=data, lyapunov_steps=lyapunov_steps, k_max=k_max, seed=seed)
+    ly = analysis.get("lyapunov", {})
+    regime = ly.get("regime")
+    config = dict(getattr(model, "config", {}) or {})
     tr = float(model.tr)
-    gen = arrays["generated"]
-    obs = arrays["observed"]
-    n_show = min(len(gen), 2000 if obs is None else len(obs))
-    gen_show = gen[-n_show:]
-    figs: list[tuple[Path, str]] = []
+    names = list(model.names)
+    norm = getattr(model, "norm_", None)
+    z = (lambda a: norm.apply(a)) if norm is not None else (lambda a: np.asarray(a, dtype=np.float64))  # noqa: E731
+    if card is not None:
+        with_regime(card, regime)
+        v = card["verdict_detail"]
+        warnings, long_run = card["warnings"], card["long_run"]
+    else:
+        long_run = model.long_run() if hasattr(model, "long_run") and not config.get("n_inputs") else None
+        spread = long_run["spread"] if long_run else spread_of(z(arrays["generated"]))
+        v = verdict(None, None, regime=regime, spread=spread, diverged=bool((long_run or {}).get("diverged")) or "error" in ly)
+        if v["state"] not in ("collapsed", "diverged"):
+            v = {**v, "text": f"{v['state']}; no test data given (--data TEST.tsv), so no scores beside the baselines"}
+        warnings = fit_warnings(config, long_run)
+    collapsed = v["state"] == "collapsed"
+    kind = (card or {}).get("metric_settings", {}).get("data_kind")
+    smoothing = (card or {}).get("metric_settings", {}).get("smoothing", 0.0)
+    x = card["series"]["test"] if card is not None else None
+    mask = data.mask if data is not None else None
+    gen_long = z(arrays["generated"])
+    n_show = min(len(gen_long), 2000 if x is None else len(x))
+    figs: list[tuple[str, Path, str]] = []  # (section, png, caption)
+    run_dir = getattr(model, "run_dir", None)
     with tempfile.TemporaryDirectory(prefix="dsrecon-report-") as tmp:
         t = Path(tmp)
-        F.time_series(obs, gen_show, t / "timeseries", tr=tr, names=list(model.names))
-        figs.append((t / "timeseries.png", "Observed (blue) vs generated (red) time series per region"))
-        F.attractor(obs, gen_show, t / "attractor2d", dims=2)
-        figs.append((t / "attractor2d.png", "2-D attractor projection (PCA on the data when N > 2)"))
-        F.attractor(obs, gen_show, t / "attractor3d", dims=3)
-        figs.append((t / "attractor3d.png", "3-D attractor projection (PCA on the data when N > 3)"))
-        F.power_spectra(obs, gen_show, t / "spectra", tr=tr)
-        figs.append((t / "spectra.png", "Power spectra of data and model"))
-        run_dir = getattr(model, "run_dir", None)
-        log_path = Path(run_dir) / "training_log.tsv" if run_dir else None
-        if log_path is not None and log_path.exists():
-            F.training_curves(log_path, t / "training")
-            figs.append((t / "training.png", "Training curves (loss, forcing α, validation D_stsp and D_H)"))
+        if card is not None:
+            figs += _comparison_figures(card, t, tr, names, mask, kind, smoothing)
+        ts_gen = card["series"]["generated"] if card is not None else gen_long[-n_show:]
+        F.time_series(None if x is None else _filled(x), ts_gen, t / "timeseries", tr=tr, names=names, min_span=4.0)
+        k = len(F.shown_regions(len(names), 8))
+        figs.append(("Time series and state space", t / "timeseries.png",
+                     f"Data (blue) and the model (red), {'all ' + str(len(names)) + ' regions' if k == len(names) else f'{k} of {len(names)} regions, evenly spaced'}, "
+                     "in z-units of the training data, one scale for every panel. The red trace is a free run of the model (from the end of "
+                     "its training data), not a prediction: it is not expected to track the data frame by frame; compare amplitude, rhythm "
+                     "and how the regions move together."))
+        obs_a = None if x is None else _filled(x)
+        for dims in (2, 3):
+            F.attractor(obs_a, gen_long[-n_show:], t / f"attractor{dims}d", dims=dims, names=names, min_span=0.0 if obs_a is not None else 4.0)
+            figs.append(("Time series and state space", t / f"attractor{dims}d.png",
+                         f"{dims}-D projection of data and model (PCA of the data when N > {dims}), both panels on the same axes."))
+        F.fixed_points_on_attractor(arrays["latent"], arrays["cycles"], t / "fixedpoints",
+                                    reference=data_latent(model, x if x is not None else _train_tail(card, model)))
+        figs.append(("Dynamics", t / "fixedpoints.png", "Fixed points and cycles (circle stable, cross unstable, diamond saddle) on the "
+                     "model's latent free run (red), over the latent states the model infers from the data (light blue), on one scale."))
         lyap = arrays["lyapunov"]
         if lyap is not None and len(lyap.running_steps):
             F.lyapunov_convergence(lyap.running_steps, lyap.running, t / "lyapunov", unit="1/s")
-            figs.append((t / "lyapunov.png", "Convergence of the Lyapunov spectrum (per second)"))
-        if scores is not None and data is not None and data.inputs is not None and "generated_test_period" in scores:
+            figs.append(("Dynamics", t / "lyapunov.png", "Convergence of the Lyapunov spectrum (per second)"))
+        log_path = Path(run_dir) / "training_log.tsv" if run_dir else None
+        if log_path is not None and log_path.exists():
+            F.training_curves(log_path, t / "training")
+            figs.append(("Training", t / "training.png", "Training curves: loss, forcing α, and the validation D_stsp and D_H (the "
+                         "training's own check: a long free run against all observed frames; not the test scores above)."))
+        if card is not None and data is not None and data.inputs is not None:
             from dsrecon.io.events import event_locked_mean, onsets_of
 
             window = max(2, min(int(round(20.0 / tr)), data.n_frames // 4))  # 20 s after each onset
-            x = model.norm_.apply(data.data)
-            g = scores["generated_test_period"]
+            g = card["series"]["generated"]
             obs_r, gen_r = {}, {}
             for name, ons in zip(model.input_names, onsets_of(data.inputs)):
                 o = event_locked_mean(x, ons, window)
                 if o is not None:
                     obs_r[name], gen_r[name] = o, event_locked_mean(g, ons, window)
             if obs_r:
-                F.event_locked(obs_r, gen_r, t / "eventlocked", tr=tr, names=list(model.names))
-                figs.append((t / "eventlocked.png", "Event-locked mean response per condition (z-scored, minus the frame before the "
-                             "onset): observed (blue) vs the model driven by the same events (red)"))
-        F.fixed_points_on_attractor(arrays["latent"], arrays["cycles"], t / "fixedpoints")
-        figs.append((t / "fixedpoints.png", "Fixed points and cycles on the latent attractor (circle stable, cross unstable, diamond saddle)"))
-        config = dict(getattr(model, "config", {}) or {})
+                F.event_locked(obs_r, gen_r, t / "eventlocked", tr=tr, names=names)
+                figs.append(("Time series and state space", t / "eventlocked.png", "Event-locked mean response per condition (z-scored, "
+                             "minus the frame before the onset): observed (blue) vs the model driven by the same events (red)"))
         provenance = {
             "run": str(run_dir) if run_dir else None,
             "training_inputs": config.get("inputs"),
@@ -187,10 +325,115 @@ def build_report(
             "test_data": None if data is None else {"source": data.source, "frames": data.n_frames, "regions": data.n_regions, "tr": data.tr},
             "seed": seed,
         }
-        title = f"dsrecon report: {Path(run_dir).name if run_dir else 'model'}"
-        text = render_html(title, metrics_rows(scores, analysis), figs, config, provenance, analysis["fixed_points"]["cycles"])
+        name = Path(run_dir).name if run_dir else "model"
+        if callable(lead):
+            lead = lead(analysis, card)
+        text = _render_run_report(name, v["text"], card, warnings, config, analysis, figs, provenance, collapsed, data, lead)
     write_text_atomic(output, text)
-    return {"report": str(output), "scores": scores, "analysis": analysis}
+    return {"report": str(output), "scores": None if card is None else public(card), "analysis": analysis, "verdict": v["text"],
+            "warnings": warnings, "card": card}
+
+
+def _train_tail(card: Any, model: Any) -> np.ndarray | None:
+    """The last 2 000 frames of the model's training data (normalised), for figures without test data."""
+    from dsrecon.evaluation import training_split_of
+
+    segs = training_split_of(model)[0] if card is None else card["series"].get("train")
+    if not segs:
+        return None
+    return np.concatenate(segs)[-2000:]
+
+
+def _comparison_figures(card: dict, t: Path, tr: float, names: list[str], mask, kind: str | None, smoothing: float) -> list[tuple[str, Path, str]]:
+    """FC, FCD, spectra and per-region D_H of data, model and VAR(1)."""
+    from dsrecon.errors import DataError
+    from dsrecon.metrics.connectivity import fc_matrix, fcd_values, fcd_window, window_fcs
+    from dsrecon.metrics.spectrum import hellinger_per_dim
+    from dsrecon.plots import figures as F
+
+    out: list[tuple[str, Path, str]] = []
+    x, g, var = card["series"]["test"], card["series"]["generated"], card["series"].get("VAR1")
+    m = np.ones(x.shape[0], bool) if mask is None else np.asarray(mask, bool)
+    base = card.get("baselines") or {}
+    vb, fl = base.get("VAR1") or {}, base.get("floor") or {}
+
+    def beside(k: str) -> str:
+        return f"{k} {_fmt(card.get(k))}" + (f" (VAR(1) {_fmt(vb.get(k))}, floor {_fmt(fl.get(k))})" if vb else "")
+
+    N = x.shape[1]
+    if N >= 2 and np.isfinite(g).all():
+        F.fc_matrices(fc_matrix(x[m]), fc_matrix(g[m]), t / "fc", names=names, title=f"{beside('FC_corr')}; {beside('FC_rmse')}")
+        out.append(("Connectivity", t / "fc.png", f"Functional connectivity (Pearson correlation of every pair of the {N} regions) of the "
+                    "test data and of the model's free run, and their difference; one colour scale, −1 to 1. FC_corr compares the "
+                    "patterns (1 = the same), FC_rmse the values (0 = identical)."))
+        window_s = float(card.get("FCD_window_s") or 30.0)
+        try:
+            w, step = fcd_window(tr, window_s)
+            xs, gs = x[m], g[m]
+            with np.errstate(invalid="ignore", divide="ignore"):  # a constant run's window FCs are all equal
+                mats = {k: np.corrcoef(window_fcs(a, w, step)) for k, a in (("data", xs), ("model", gs))}
+            vals = {"data": fcd_values(xs, w, step), "model": fcd_values(gs, w, step)}
+            if var is not None and np.isfinite(var).all():
+                vals["VAR(1)"] = fcd_values(var[m], w, step)
+            F.fcd_panels({k: np.nan_to_num(v) for k, v in mats.items()}, vals, t / "fcd", window_s, title=beside("FCD_KS"))
+            out.append(("Connectivity", t / "fcd.png", f"Functional connectivity dynamics: FC in {window_s:g}-s windows ({w} frames, moved "
+                        f"by {step}); each matrix holds the correlation between the FCs of two windows, and the histograms the values "
+                        "FCD_KS compares (KS distance: 0 = same distribution, 1 = disjoint)."))
+        except DataError as e:
+            card.setdefault("notes", []).append(f"no FCD figure: {e}")
+    band = F.BOLD_BAND if kind == "bold" else None
+    F.power_spectra(_filled(x), g, t / "spectra", tr=tr, names=names, smoothing=smoothing, baseline=var, band=band)
+    out.append(("Spectra", t / "spectra.png", "Power spectra as D_H compares them (each region z-scored, smoothed by "
+                f"{smoothing:g} frequency bins, normalised) on log-log axes"
+                + (f"; the shaded band is {band[0]:g}–{band[1]:g} Hz, where resting-state BOLD fluctuations live" if band else "")
+                + (f". {N} regions: the median over regions with the quartile band" if N > 4 else "")
+                + ". A constant model run has no spectrum and is not drawn."))
+    dh = hellinger_per_dim(g, _filled(x), smoothing=smoothing) if np.isfinite(g).all() else np.full(N, np.nan)
+    dv = hellinger_per_dim(var, _filled(x), smoothing=smoothing) if var is not None and np.isfinite(var).all() else None
+    F.region_dh(dh, names, t / "region_dh", baseline=dv)
+    out.append(("Spectra", t / "region_dh.png", f"D_H of each of the {N} regions, sorted from the best to the worst, with the VAR(1)'s "
+                "D_H of the same region (grey)" + ("; the worst six are named" if N > 30 else "") + ". Test D_H is their mean."))
+    return out
+
+
+def _render_run_report(name: str, verdict_text: str, card: dict | None, warnings: list[str], config: dict, analysis: dict,
+                       figs: list[tuple[str, Path, str]], provenance: dict, collapsed: bool, data: Recording | None,
+                       lead: list[tuple[str, str]] | None) -> str:
+    e = html.escape
+    headline = verdict_text[:1].upper() + verdict_text[1:]
+    parts = _head(f"{name}: {verdict_text} (dsrecon report)")
+    parts.append(f'<h1 id="verdict">{e(headline)}</h1>')
+    what = f"dsrecon report of {name}"
+    if data is not None:
+        what += f" · test data {data.source} ({data.n_frames} frames, {data.n_regions} regions, TR {data.tr:g} s)"
+    parts.append(f'<p class="muted">{e(what)} · generated {e(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))} '
+                 f'by dsrecon {e(versions().get("dsrecon", ""))}</p>')
+    msgs = config.get("fit_messages") or []
+    if warnings:
+        parts.append('<div class="warn"><b>Warnings from the fit</b><ul>' + "".join(f"<li>{e(w)}</li>" for w in warnings) + "</ul></div>")
+    for head, body in lead or []:
+        parts += [f"<h2>{e(head)}</h2>", body]
+    if card is not None:
+        parts += ["<h2>Scores on the test data, beside their yardsticks</h2>", score_rows(card)]
+    parts += ["<h2>Dynamics of the model</h2>", _table(metrics_rows(card, analysis, collapsed=collapsed))]
+    t = config.get("training") or {}
+    if t.get("best_val_D_stsp") is not None:
+        parts.append(f'<p class="muted">Validation D_stsp {_fmt(t.get("best_val_D_stsp"))} (epoch {t.get("best_epoch")}): the fit\'s own '
+                     "check, a long free run against every observed frame of the training data; it picks the model kept and is not "
+                     "comparable with the test D_stsp above.</p>")
+    section = None
+    for sec, png, cap in figs:
+        if sec != section:
+            parts.append(f"<h2>{e(sec)}</h2>")
+            section = sec
+        parts.append(_img(png, cap))
+    cycles = analysis.get("fixed_points", {}).get("cycles") or []
+    if cycles:
+        parts.append(_details(f"Fixed points and cycles: the table ({len(cycles)} found)", _cycles_table(cycles)))
+    if msgs:
+        parts.append(_details(f"The fit's messages ({len(msgs)})", "<pre>" + e("\n".join(msgs)) + "</pre>"))
+    parts += _tail(config, provenance)
+    return "\n".join(parts) + "\n"
 
 
 def read_participants(path: str | Path, column: str | None) -> dict[str, str]:

@@ -76,5 +76,22 @@ def write_state_json(path: Path, obj: dict) -> None:
     write_text_atomic(path, to_json(obj) + "\n")
 
 
+def write_live_log(run_dir: Path, member_rows: list[list[dict]], columns: list[str]) -> None:
+    """The training log so far, for watching a running fit: RUN_DIR/training_log.tsv (RUN_DIR is
+    the staging directory, PARENT/.NAME.staging), rewritten atomically at each checkpoint and
+    validation, in the format of the finished run's log (one member) or with a leading ``member``
+    column (an ensemble). The finished run's own log replaces it when the run is written."""
+    from dsrecon.io.runs import LOG_FILE
+    from dsrecon.io.tables import write_table
+
+    if len(member_rows) == 1:
+        arr = [[r.get(c, np.nan) for c in columns] for r in member_rows[0]]
+        names = list(columns)
+    else:
+        arr = [[k] + [r.get(c, np.nan) for c in columns] for k, rows in enumerate(member_rows) for r in rows]
+        names = ["member", *columns]
+    write_table(Path(run_dir) / LOG_FILE, np.array(arr, dtype=float).reshape(-1, len(names)), names)
+
+
 def read_state_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())

@@ -65,7 +65,7 @@ class GroupTrainer(Trainer):
         if not nets or len(nets) != len(datas) or feats0.shape != (len(nets), layout.F):
             raise ValueError("one net and one PreparedData per subject, features (S, F)")
         median_samples = int(np.median([training_samples(d.train) for d in datas]))
-        opts = opts.with_preset(choose_preset("auto", median_samples))  # any option left unset: the median subject's auto preset
+        opts = opts.with_preset(choose_preset("auto", median_samples, len(datas[0].names)))  # any option left unset: the median subject's auto preset
         self.nets, self.datas, self.layout, self.o, self.run_dir = nets, datas, layout, opts, run_dir
         self.S, self.E = len(nets), 1
         self.progress = progress or (lambda *a: None)

@@ -81,7 +81,7 @@ class Trainer:
         opts = [opts] * len(nets) if isinstance(opts, TrainOptions) else list(opts)
         # options a fit resolved are kept; any left unset take the auto preset of these data (`choose_preset`)
         n_train = training_samples(data.train)
-        opts = [o.with_preset(choose_preset("auto", n_train)) for o in opts]
+        opts = [o.with_preset(choose_preset("auto", n_train, len(data.names))) for o in opts]
         if not nets or not (len(nets) == len(opts) == len(seeds)):
             raise ValueError("nets, opts and seeds must have one entry per member")
         if any(replace(o, alpha="0") != replace(opts[0], alpha="0") for o in opts):
@@ -143,6 +143,7 @@ class Trainer:
             "format": "dsrecon-engine/1", "epoch": self.epoch, "pretrained": self.pretrained, "members": [m.state() for m in self.members],
             "opt_steps": self.opt.step_count.tolist(), "tensors": name})
         self.checkpoint_epoch = self.epoch
+        ckpt.write_live_log(self.run_dir, [m.rows for m in self.members], LOG_COLUMNS)  # a running fit can be followed
         for old in self.ckpt_dir.glob("state*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -160,7 +161,7 @@ class Trainer:
     def load_checkpoint(self) -> bool:
         if self.ckpt_dir is None or not (self.ckpt_dir / "state.json").exists():
             return False
-        for tmp in self.ckpt_dir.glob(".state*.tmp"):  # a write cut off by a kill (SIGKILL mid-save)
+        for tmp in [*self.ckpt_dir.glob(".state*.tmp"), *self.run_dir.glob(".training_log.tsv.*.tmp")]:  # a write cut off by a kill (SIGKILL mid-save)
             tmp.unlink(missing_ok=True)
         st = ckpt.read_state_json(self.ckpt_dir / "state.json")
         if st.get("format") != "dsrecon-engine/1" or len(st["members"]) != self.E:

@@ -39,6 +39,10 @@ _FM = {"reassoc", "contract", "nsz", "arcp"}
 #: of work, which a pool can at best halve but, on a busy machine, makes 10-40x slower (measured);
 #: 256 (an ensemble of 16) is where each thread has enough sequences to win (chosen, not measured)
 PARALLEL_MIN_SEQUENCES = 256
+#: ... or from this much work a step (sequences × multiply-adds a step of one sequence): a batch of
+#: 16 whole-brain sequences (M 94, L 50: ~9 400 a step each) gives each of two threads ~3 ms a batch
+#: (the batch of 256 sequences at M 3, L 50 above is ~77 000)
+PARALLEL_MIN_WORK = 60_000
 
 
 def fused_available(t: torch.Tensor) -> bool:
@@ -207,9 +211,12 @@ if _HAVE_NUMBA:
     }
 
 
-def _kernel(name: str, n_seq: int):
+def _kernel(name: str, n_seq: int, work: int = 0):
+    """The serial or the parallel build of a kernel for ``n_seq`` sequences of ``work`` multiply-adds
+    a step each: parallel from PARALLEL_MIN_SEQUENCES sequences or PARALLEL_MIN_WORK in all."""
     n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if n == 1 or (n_seq < PARALLEL_MIN_SEQUENCES and not os.environ.get("DSRECON_NUMBA_PARALLEL")):
+    small = n_seq < PARALLEL_MIN_SEQUENCES and n_seq * work < PARALLEL_MIN_WORK
+    if n == 1 or n_seq < n or (small and not os.environ.get("DSRECON_NUMBA_PARALLEL")):
         return _KERNELS[name][0]
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)
@@ -229,11 +236,11 @@ class _Rollout(torch.autograd.Function):
         z0n = z0.detach().contiguous().numpy()
         if "W1" in p:
             Wx = np.ascontiguousarray(p["W2"].transpose(0, 2, 1))
-            _kernel("sh_forward", E * B)(z0n, d_np, a_np, p["A"], p["W1"], Wx, p["h1"], p["h2"], dynamics.clipped, Un, has_u,
+            _kernel("sh_forward", E * B, 2 * M * Wx.shape[2])(z0n, d_np, a_np, p["A"], p["W1"], Wx, p["h1"], p["h2"], dynamics.clipped, Un, has_u,
                                          Z.numpy(), Zin.numpy())
         else:
             W = p["W"] * (1.0 - np.eye(M, dtype=p["W"].dtype))
-            _kernel("pl_forward", E * B)(z0n, d_np, a_np, p["A"], W, p["h"], dynamics.relu_np, Un, has_u, Z.numpy(), Zin.numpy())
+            _kernel("pl_forward", E * B, M * M)(z0n, d_np, a_np, p["A"], W, p["h"], dynamics.relu_np, Un, has_u, Z.numpy(), Zin.numpy())
             Wx = np.ascontiguousarray(W.transpose(0, 2, 1))
         ctx.save_for_backward(Zin)
         ctx.extra = (dynamics, d_np, a_np, p, Wx, dyn.dtype, has_u, None if U is None else U.dtype)
@@ -250,10 +257,10 @@ class _Rollout(torch.autograd.Function):
         gU = torch.empty(E, B, T, M, dtype=Zin.dtype) if has_u else torch.zeros(1, 1, 1, 1, dtype=Zin.dtype)
         g = gZ.to(Zin.dtype).contiguous().numpy()
         if "W1" in p:
-            _kernel("sh_backward", E * B)(g, Zin.numpy(), d_np, a_np, p["A"], p["W1"], Wx, p["h2"], dynamics.clipped, has_u, gU.numpy(),
+            _kernel("sh_backward", E * B, 5 * M * Wx.shape[2])(g, Zin.numpy(), d_np, a_np, p["A"], p["W1"], Wx, p["h2"], dynamics.clipped, has_u, gU.numpy(),
                                           dz0.numpy(), gpar.numpy())
         else:
-            _kernel("pl_backward", E * B)(g, Zin.numpy(), d_np, a_np, p["A"], Wx, dynamics.relu_np, has_u, gU.numpy(), dz0.numpy(), gpar.numpy())
+            _kernel("pl_backward", E * B, 2 * M * M)(g, Zin.numpy(), d_np, a_np, p["A"], Wx, dynamics.relu_np, has_u, gU.numpy(), dz0.numpy(), gpar.numpy())
         return gpar.sum(1).to(pdt), dz0, (gU.to(udt) if has_u else None), None, None, None
 
 
