@@ -7,31 +7,15 @@ previous output of dsrecon (a rerun); any other file is the user's and is left a
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
 from dsrecon.errors import DsreconError
+from dsrecon.io.ownership import html_is_ours, json_is_ours  # noqa: F401 (the recognisers live beside the run directory's code)
 
-
-def _json_is_ours(path: Path) -> bool:
-    """A JSON file dsrecon wrote: metrics and sidecars carry the versions or the command."""
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    if not isinstance(d, dict):
-        return False
-    if str(d.get("command", "")).startswith("dsrecon") or "DsreconVersion" in d:
-        return True
-    v = d.get("versions")
-    return isinstance(v, dict) and "python" in v and ("dsrecon" in v or "torch" in v)
-
-
-def json_is_ours(path: Path) -> bool:
-    return _json_is_ours(Path(path))
+_json_is_ours = json_is_ours
 
 
 def table_is_ours(path: Path) -> bool:
@@ -40,16 +24,6 @@ def table_is_ours(path: Path) -> bool:
 
     side = sidecar_path(Path(path))
     return side.is_file() and _json_is_ours(side)
-
-
-def html_is_ours(path: Path) -> bool:
-    """A report dsrecon wrote (render_html marks it in a generator meta tag)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096).decode("utf-8", "replace")
-    except OSError:
-        return False
-    return '<meta name="generator" content="dsrecon' in head or ("<title>dsrecon report" in head and "by dsrecon" in head)
 
 
 def check_writable_dir(parent: Path, target: Path) -> None:

@@ -177,7 +177,7 @@ def _read_manifest(d: Path) -> dict | None:
 def _ours_after_commit(rel: str, p: Path) -> bool:
     if rel not in AFTER_COMMIT or p.is_symlink() or not p.is_file():
         return False
-    from dsrecon.cli.outputs import html_is_ours, json_is_ours
+    from dsrecon.io.ownership import html_is_ours, json_is_ours
 
     return html_is_ours(p) if rel.endswith(".html") else json_is_ours(p)
 
