@@ -242,10 +242,11 @@ def test_demo_over_a_users_metrics_file(work):
 
 def test_report_rerun_replaces_its_own_report_in_the_run(work):
     """RUN/report.html, report's default output, is the one file of the run it may replace."""
-    for _ in range(2):
-        r = dsrecon("report", "run", *FAST_REPORT, cwd=work)
-        assert r.code == 0, r.err
-    assert (work / "run" / "report.html").is_file()
+    earlier = '<html><head><meta name="generator" content="dsrecon 0.1.0"></head></html>\n'
+    (work / "run" / "report.html").write_text(earlier)
+    r = dsrecon("report", "run", *FAST_REPORT, cwd=work)
+    assert r.code == 0, r.err
+    assert (work / "run" / "report.html").read_text() != earlier
 
 
 # ================================================================================================
@@ -288,6 +289,20 @@ def test_force_replaces_a_run_from_before_manifests(work):
     assert r.code == 0, r.err
     assert _seed_of(work / "run") == 5 and (work / "run" / "manifest.json").is_file()
     assert not leftovers(work)
+
+
+def test_the_names_of_runs_from_before_manifests_cover_what_a_fit_writes(fitted, ensemble):
+    """The fallback check (no manifest) knows every file a fit and an ensemble write now: a new
+    file in a run must be added to io/runs.py's names, or --force refuses old runs holding it."""
+    from dsrecon.io.runs import MANIFEST_FILE, _walk, foreign_files
+
+    for run in (fitted / "run", ensemble / "ens"):
+        assert (run / MANIFEST_FILE).is_file()
+        copy = run.parent / f"{run.name}-nomanifest"
+        shutil.copytree(run, copy, symlinks=True)
+        (copy / MANIFEST_FILE).unlink()
+        assert foreign_files(copy) == [], [rel for rel, _ in _walk(copy)]
+        shutil.rmtree(copy)
 
 
 def test_force_accepts_the_report_written_into_the_run(work):
@@ -453,9 +468,10 @@ def test_fit_into_a_link_to_scratch(tmp_path, fitted, kind):
     r = dsrecon("fit", "x.tsv", "-o", "run", *TINY, cwd=tmp_path)
     assert r.code == 0, r.err
     assert (tmp_path / "run").is_symlink() and (scratch / "run" / "model.safetensors").is_file()
-    r = dsrecon("fit", "x.tsv", "-o", "run", "--force", "--seed", "4", *TINY, cwd=tmp_path)
-    assert r.code == 0, r.err
-    assert (tmp_path / "run").is_symlink() and _seed_of(scratch / "run") == 4
+    if kind == "empty":  # --force through the link replaces the run at its target
+        r = dsrecon("fit", "x.tsv", "-o", "run", "--force", "--seed", "4", *TINY, cwd=tmp_path)
+        assert r.code == 0, r.err
+        assert (tmp_path / "run").is_symlink() and _seed_of(scratch / "run") == 4
     r = dsrecon("simulate", "model", "run", "--steps", "20", "-o", "gen.tsv", "--quiet", cwd=tmp_path)
     assert r.code == 0, r.err
     assert not leftovers(tmp_path) and not leftovers(scratch / "run")

@@ -68,7 +68,7 @@ RUN_ENTRIES = frozenset({
 #: output and a cohort's metrics of the subject; accepted when their content shows they are ours
 AFTER_COMMIT = ("report.html", "cohort_metrics.json")
 _MEMBER = re.compile(r"^member-\d+$")
-_TEACHER_TABLE = re.compile(r"_desc-teacher_timeseries\.(tsv|json)$")
+_TEACHER_TABLE = re.compile(r"_desc-(teacher|train)_timeseries\.(tsv|json)$")  # teacher/: a teacher table and its training split
 _STATE_TENSORS = re.compile(r"^state-\d+-\d+\.safetensors$|^\.state.*\.tmp$")
 
 _log = logging.getLogger("dsrecon")
