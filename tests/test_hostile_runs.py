@@ -232,6 +232,13 @@ def test_fit_cohort_over_a_users_summary_table(work):
     _contract(r, names="out/summary.tsv", before=before, dirs=[work], says="not written by dsrecon")
 
 
+def test_sweep_whose_results_table_is_its_data(work):
+    _copy_table(work / "x.tsv", work / "results.tsv")
+    before = snapshot(work)
+    r = dsrecon("sweep", "results.tsv", "-o", ".", *TINY, cwd=work)
+    _contract(r, names="results.tsv", before=before, dirs=[work], says="the data of the sweep")
+
+
 def test_demo_over_a_users_metrics_file(work):
     (work / "demo").mkdir()
     (work / "demo" / "metrics.json").write_text('{"mine": 1}\n')

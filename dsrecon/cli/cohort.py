@@ -118,6 +118,23 @@ def check_cohort_output(directory: Path, output: Path) -> None:
                                "move it away or choose another -o")
 
 
+def check_sweep_output(data: list[Path], output: Path) -> None:
+    """-o of sweep: results.tsv, results.json and best_config.json are none of its inputs (or their
+    sidecars) and absent or an earlier sweep's; no input lies in OUT/trials/ (the trials' runs,
+    replaced by a rerun)."""
+    from dsrecon.cli.outputs import check_inputs_outside, check_not_inputs, json_is_ours, table_inputs, table_is_ours
+
+    out = Path(output)
+    files = [f for d in data if Path(d).is_file() for f in table_inputs(d, "the data of the sweep")]
+    check_not_inputs([out / "results.tsv", out / "results.json", out / "best_config.json"], files)
+    check_inputs_outside(out / "trials", data, what="the trials folder")
+    for name, ours in (("results.tsv", table_is_ours), ("results.json", json_is_ours), ("best_config.json", json_is_ours)):
+        p = out / name
+        if (p.exists() or p.is_symlink()) and not (p.is_file() and ours(p)):
+            raise DsreconError(f"{p}: already exists and was not written by dsrecon (sweep writes {name} in -o {output}); "
+                               "move it away or choose another -o")
+
+
 @app.command("sweep", help=SWEEP_HELP)
 @with_fit_options()
 def sweep_cmd(
@@ -139,6 +156,7 @@ def sweep_cmd(
 
     g = parse_grid(list(grid))
     s = _settings(options)
+    check_sweep_output(data, output)
     res = run_sweep([str(p) for p in data], output, s, g, seeds=seeds, asha=asha, asha_grace=asha_grace, max_parallel=max_parallel,
                     gpus_per_trial=gpus_per_fit, address=address, log=lambda m: log(m, quiet))
     log(f"wrote {output}/results.tsv, results.json, best_config.json", quiet)
