@@ -672,6 +672,8 @@ class StagedRun:
                 foreign = foreign_files(t)
                 if foreign:  # appeared during the fit
                     raise self._kept(f"{_foreign_phrase(self.target, foreign)}, which appeared during the fit; move them away")
+                if replaced_path(t).exists():  # in the way of the commit (recovered at the start: put there since)
+                    raise self._kept(f"{replaced_path(t)} is in the way (dsrecon moves the run it replaces there); move it away")
                 _replace_run(t, self.dir)
             else:
                 with signals_deferred():
