@@ -38,8 +38,15 @@ demo: $(VENV)/.installed
 test: $(VENV)/.dev
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
+# the maintained fast benchmarks, one thread each, one after the other (about a minute in all); each
+# prints its table. The slow ones, their commands and times: benchmarks/README.md
+BENCH_ENV := OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 bench: $(VENV)/.dev
-	$(PY) benchmarks/metrics_speed.py
+	$(BENCH_ENV) $(PY) benchmarks/metrics_speed.py
+	$(BENCH_ENV) $(PY) benchmarks/ssm_rollout.py
+	$(BENCH_ENV) $(PY) benchmarks/speed.py --threads 1 --configs convssm --ensemble-configs convssm --epochs 3 \
+	    --baseline-epochs 1 --ensemble 1 8 --ensemble-epochs 2
+	$(BENCH_ENV) $(PY) benchmarks/analysis.py --quick
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info

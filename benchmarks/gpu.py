@@ -1,10 +1,10 @@
-"""GPU benchmark: a thousand convSSMs at once on one GPU (plrnn_cuda; docs/benchmarks.md, "GPU").
+"""GPU benchmark: a thousand convSSMs at once on one GPU (plrnn_cuda; docs/benchmarks.md#gpu).
 
 One run does, in this order:
 
 1. the kernel check: the loss and gradients of 8 default convSSMs (M 3, L 50, SPM HRF at TR 0.2 =
    161 taps, sequence 200, batch 16) in float32 on the CUDA kernel against repeated `step` in
-   float64, on fresh random inputs (`tests/cuda_sim_checks.kernel_errors`);
+   float64, on fresh random inputs (`dsrecon.training.cuda_check.kernel_errors`);
 2. throughput: model-epochs per second (K members × epochs / wall time of `Trainer.run_epoch`, 50
    batches of 16 per epoch, noise and teacher forcing as a default fit) for K = 1, 64, 256, 1 024
    on the GPU and K = 1, 64 on the CPU fused path; for each device run also the host's share (the
@@ -42,9 +42,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 LORENZ_DT, LORENZ_LMAX = 0.01, 0.9056
 #: λ_max above this (per Lorenz time unit) counts as chaotic: a limit cycle's finite-time estimate
@@ -271,9 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     if a.threads:
         torch.set_num_threads(a.threads)
-    from cuda_sim_checks import kernel_errors
-
     from dsrecon.models.backends import plrnn_cuda
+    from dsrecon.training.cuda_check import kernel_errors
     from dsrecon.training import validation as trm
 
     cfg = SMOKE if a.smoke else FULL

@@ -44,7 +44,7 @@ from dsrecon.metrics.lyapunov import dynamics_lyapunov, system_lyapunov
 from dsrecon.metrics.spectrum import hellinger_spectral
 from dsrecon.metrics.stsp import stsp_binned
 from dsrecon.systems import get_system, integrate, simulate_system
-from lorenz_bold import parse_set  # --set KEY=VALUE (benchmarks/ is on the path: run as a script or imported by its siblings)
+from _common import parse_set  # --set KEY=VALUE (benchmarks/ is sys.path[0] when run as a script)
 
 HELD_OUT_RHO = 36.5
 

@@ -1,4 +1,4 @@
-"""Quality benchmark: Lorenz63 through the SPM HRF (ALGORITHMS.md §7; fit issue).
+"""Quality benchmark: Lorenz63 through the SPM HRF (docs/method.md §7; fit issue).
 
 Setup: Lorenz63 (dt 0.01 per sample), z-scored, SPM HRF at TR 0.2 s, noise 0.01, 2 000 training
 samples (+ a held-out test segment for PE20). For each seed and variant: fit, generate 100 000
@@ -20,11 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import latent_scores, parse_set, published_protocol_dstsp, recording, true_lorenz, zscore
 from dsrecon import ConvSSM, Recording
-from dsrecon.options import TrainOptions
-from dsrecon.metrics.spectrum import hellinger_spectral
 from dsrecon.metrics.stsp import stsp_binned
-from dsrecon.systems import get_system, integrate, simulate_system
+from dsrecon.options import TrainOptions
+from dsrecon.systems import simulate_system
+
+__all__ = ["VARIANTS", "ceiling", "latent_scores", "main", "parse_set", "published_protocol_dstsp", "recording", "run_one",
+           "teacher_latent", "true_lorenz", "zscore"]  # the shared helpers live in _common.py
 
 VARIANTS = {
     "default": {},
@@ -36,21 +39,6 @@ VARIANTS = {
     # the measurement kernel hides nothing
     "direct": {"kernel": "none"},
 }
-
-
-def zscore(a: np.ndarray) -> np.ndarray:
-    return (a - a.mean(0)) / a.std(0)
-
-
-def true_lorenz(n: int, seed: int) -> np.ndarray:
-    sys_ = get_system("lorenz63")
-    return zscore(integrate(sys_, n, 0.01, transient=50.0, rng=np.random.default_rng(1000 + seed)))
-
-
-def recording(seed: int, n_fit: int, noise: float, kernel: str = "spm") -> dict:
-    """Seed's simulated data: Lorenz63 (dt 0.01 per frame) through ``kernel`` at TR 0.2 s with
-    noise σ, n_fit frames handed to fit and 500 more held out (the recording of every mode here)."""
-    return simulate_system("lorenz63", n_fit + 500, 0.01, 0.2, kernel=kernel, noise=noise, seed=seed)
 
 
 def run_one(seed: int, variant: str, epochs: int, n_gen: int, extra: dict, out_dir: Path | None,
@@ -74,44 +62,6 @@ def run_one(seed: int, variant: str, epochs: int, n_gen: int, extra: dict, out_d
     row["D_stsp_bold_published"] = published_protocol_dstsp(model, train)
     row["D_pub_noise_matched"] = published_protocol_dstsp(model, train, match_noise=True)
     return row
-
-
-def latent_scores(model: ConvSSM, n_gen: int, seed: int, ref: np.ndarray) -> dict:
-    """The latent scores of a fit: its first 3 latent units over an n_gen-step free run (z-scored)
-    against the true trajectory ``ref``: D_stsp (30 bins) and D_H (smoothing 20)."""
-    try:
-        lat = model.simulate(n_gen, seed=seed)["latent"][:, :3]
-        gen = zscore(lat) if np.all(lat.std(0) > 1e-8) else lat
-        return {"D_stsp_latent": float(stsp_binned(gen, ref, bins=30)),
-                "D_H_latent": float(hellinger_spectral(gen, ref, smoothing=20)), "bounded": True}
-    except Exception as e:  # a diverged free run is a result, not a crash
-        return {"D_stsp_latent": float("inf"), "D_H_latent": float("nan"), "bounded": False, "error": str(e)}
-
-
-@torch.no_grad()
-def published_protocol_dstsp(model: ConvSSM, rec: Recording, match_noise: bool = False) -> float:
-    """D_stsp as the published convSSM code reports it during training (humml-lab/GTF-ConvSSM,
-    training_vanilla_conv.jl): a free run from the first reliable teacher state, as many BOLD
-    frames as the recording has, against the recording itself (observation space, 30 bins; the
-    recording is the whole n_fit frames, training part and validation tail, as there). A different
-    measure from the latent one above, shown so the two protocols can be compared.
-
-    ``match_noise``: add the recording's observation noise, estimated from the recording itself
-    (`dsrecon.training.trainer.with_observation_noise`), to the noise-free run first ("D_pub+σ̂"), as
-    ``--ceiling``'s "noisy truth" adds the true noise to a true run: at σ 0.1 a noise-free run,
-    even of the true system, cannot score near the paper's 0.71 otherwise (round 7)."""
-    from dsrecon.errors import DivergenceError
-
-    x = model.norm_.apply(rec.data)
-    try:  # the replay of the recording from its first reliable teacher state (`simulate(start="start")`)
-        gen = model.simulate(x.shape[0], data=rec, start="start")["observed_normalised"]
-    except DivergenceError:
-        return float("inf")
-    if match_noise:
-        from dsrecon.training.validation import with_observation_noise
-
-        gen = with_observation_noise(gen, x)
-    return float(stsp_binned(gen, x, bins=30))
 
 
 def teacher_latent(train: Recording) -> np.ndarray:
@@ -161,23 +111,6 @@ def ceiling(seeds: list[int], n_fit: int, noise: float, n_gen: int) -> None:
     print(f"noise level of the z-scored recording: true {noise / np.sqrt(1 + noise ** 2):.4f}; estimated (noise_level, "
           f"every seed and channel) {est.min():.4f}–{est.max():.4f}")
     print(f"command: {' '.join(sys.argv)}")
-
-
-def parse_set(pairs: list[str]) -> dict:
-    """``--set KEY=VALUE ...`` → ConvSSM keyword arguments (true/false, then int, then float, else text)."""
-    extra: dict = {}
-    for kv in pairs:
-        k, v = kv.split("=", 1)
-        if v.lower() in ("true", "false"):
-            extra[k] = v.lower() == "true"
-            continue
-        for cast in (int, float, str):
-            try:
-                extra[k] = cast(v)
-                break
-            except ValueError:
-                continue
-    return extra
 
 
 def main() -> None:

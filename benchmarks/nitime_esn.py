@@ -70,7 +70,9 @@ ESN_GRID = [
     {"units": 100, "sr": 0.9, "lr": 0.5, "ridge": 1e-1, "input_scaling": 1.0},
     {"units": 500, "sr": 0.9, "lr": 1.0, "ridge": 1.0, "input_scaling": 0.5},
 ]
-DSRECON_GRID = [  # round 3: around round 2's validation winner (alpha 0.3, noise 0.5; docs/benchmarks.md)
+# the third grid tried: around the second's validation winner (alpha 0.3, noise 0.5;
+# docs/experiments/real-data-nitime.md#esn-comparison-what-each-try-measured-all-chosen-on-validation)
+DSRECON_GRID = [
     {"hidden_dim": 50, "alpha": "0.3", "noise": 0.5, "epochs": 300},
     {"hidden_dim": 50, "alpha": "0.3", "noise": 1.0, "epochs": 300},
     {"hidden_dim": 50, "alpha": "0.5", "noise": 0.5, "epochs": 300},

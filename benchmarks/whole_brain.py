@@ -28,6 +28,7 @@ subjects; the test part never chooses anything).
     .venv/bin/python benchmarks/whole_brain.py --out wb.jsonl            # all subjects, all rows
     .venv/bin/python benchmarks/whole_brain.py --out wb.jsonl --table    # the table of a results file
     .venv/bin/python benchmarks/whole_brain.py --schaefer400 --out s400.jsonl   # a generated 400-region fit
+    .venv/bin/python benchmarks/whole_brain.py --group features/ --out wb.jsonl  # fit-group on the 7 subjects
 
 Results are appended per (subject, row) to --out, and rows already there are skipped: a killed run
 continues where it stopped.
@@ -64,7 +65,6 @@ SMOOTHING = KIND_SETTINGS["bold"]["smoothing"]  # D_H smoothing σ (frequency bi
 HORIZONS = (1, 10)
 TUNE_GRID = {  # dsrecon fit options tried on the validation split (--tuned)
     "defaults": [],
-    "pca30": ["--decoder", "pca", "--latent-dim", "30"],
     "epochs300": ["--epochs", "300"],
 }
 
@@ -330,7 +330,7 @@ def append(path: Path, row: dict) -> None:
 
 
 ORDER = ["training part (floor)", "VAR(1)", "VAR(p)", "i.i.d. Gaussian", "echo-state network", "dsrecon (defaults)",
-         "dsrecon (tuned)", "dsrecon --kernel none (standard SSM)", "dsrecon 400 regions (generated)"]
+         "dsrecon (tuned)", "dsrecon --kernel none (standard SSM)", "dsrecon fit-group (defaults)", "dsrecon 400 regions (generated)"]
 COLS = ["FC_corr", "FCD_KS", "D_H", "bounded", "R2_1", "R2_10", "wall_s", "peak_mb"]
 
 
@@ -369,6 +369,58 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def group_rows(subs: list[str], seed: int, threads: int, out_dir: Path | None) -> list[dict]:
+    """`dsrecon fit-group` on every subject's training part (defaults), then each subject's model
+    scored as the single fits are; the run's subject features table is kept in ``out_dir``."""
+    import shutil
+
+    import torch
+
+    from dsrecon import load_run
+    from dsrecon.errors import DivergenceError
+    from dsrecon.metrics.prediction import causal_forecast
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        parts = {}
+        for sid in subs:
+            parts[sid] = zscore_split(load_subject(sid), N_TRAIN)
+            write_table(tmp / f"sub-{sid}_bold.tsv", parts[sid][0])
+        run = tmp / "group"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
+        code = ("import resource, sys, time, json; t0 = time.perf_counter(); from dsrecon.cli.main import main; "
+                "rc = main(sys.argv[1:]); print(json.dumps({'rc': rc, 'wall': time.perf_counter() - t0, "
+                "'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), file=sys.stderr)")
+        files = [str(tmp / f"sub-{sid}_bold.tsv") for sid in subs]
+        p = subprocess.run([sys.executable, "-c", code, "fit-group", *files, "--subject-from-filename", "-o", str(run),
+                            "--seed", str(seed), "--quiet"], env=env, capture_output=True, text=True)
+        info = json.loads(p.stderr.strip().splitlines()[-1])
+        if info["rc"] != 0:
+            raise RuntimeError(f"dsrecon fit-group failed: {p.stderr.strip().splitlines()[:3]}")
+        group = load_run(run)
+        torch.set_num_threads(threads)
+        for sid in subs:
+            train, test = parts[sid]
+            m = group.subject(sid)
+            try:
+                gen = m.simulate(GEN + BURN, seed=seed)["observed_normalised"][BURN:]
+            except DivergenceError:
+                gen = None
+            full = np.concatenate([train, test])
+            xn = m.norm_.apply(full)
+            row = {"subject": sid, "row": "dsrecon fit-group (defaults)", "wall_s": info["wall"] / len(subs),
+                   "group_wall_s": info["wall"], "peak_mb": info["peak_mb"], **score(gen, test), "generation": m.generation_}
+            row.update(forecasts_r2(lambda n, tg: causal_forecast(m.net_, m.kernel_.taps, xn, n, tg), full))
+            rows.append(row)
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("subject_features.tsv", "subject_features.json", "config.json"):
+                if (run / name).exists():
+                    shutil.copy(run / name, out_dir / name)
+    return rows
+
+
 def schaefer400(seed: int, threads: int) -> dict:
     """A generated 400-region, 1 200-frame recording (a Schaefer-400-sized fit): time and peak memory."""
     rng = np.random.default_rng(seed)
@@ -391,7 +443,10 @@ def main() -> None:
     ap.add_argument("--rows", nargs="*", default=["floor", "var", "iid", "esn", "dsrecon", "ssm"],
                     help="floor var iid esn dsrecon ssm tuned")
     ap.add_argument("--tuned", action="store_true", help="also choose and score the tuned configuration")
+    ap.add_argument("--tune-subjects", nargs="*", default=None, help="subjects whose validation splits choose it (default: all)")
     ap.add_argument("--schaefer400", action="store_true", help="only the generated 400-region fit")
+    ap.add_argument("--group", type=Path, default=None, metavar="DIR",
+                    help="only the group model: fit-group on all subjects, scored per subject; its features table goes to DIR")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", action="store_true", help="print the table of --out and exit")
@@ -405,8 +460,13 @@ def main() -> None:
         print(table(read(a.out)))
         return
     subs = a.subjects or subjects()
+    if a.group is not None:
+        for row in group_rows(subs, a.seed, a.threads, a.group):
+            append(a.out, row)
+        print(table([r for r in read(a.out) if not r["row"].startswith("validation: ")]))
+        return
     rows = set(a.rows) | ({"tuned"} if a.tuned else set())
-    best = tune(subs, a.seed, a.threads, a.out) if "tuned" in rows else None
+    best = tune(a.tune_subjects or subs, a.seed, a.threads, a.out) if "tuned" in rows else None
     for sid in subs:
         done = {r["row"] for r in read(a.out) if r["subject"] == sid}
         train, test = zscore_split(load_subject(sid), N_TRAIN)

@@ -480,15 +480,18 @@ class ConvSSM:
         data (no inputs). Returns {"steps", "spread", "settles", "diverged"}: ``spread`` is the largest
         std over regions of the last quarter, in the training data's z-units (about 1 for a run on
         the data's attractor); ``settles`` is spread below 0.05, the collapse test validation uses
-        (a fixed point or a tiny cycle: the model has lost the data's oscillation)."""
+        (a fixed point or a tiny cycle: the model has lost the data's oscillation). The run is the
+        one users get by default (`generation_`, recorded as "generation"): a stochastic model's
+        noise keeps its run moving even where its map alone settles."""
         from dsrecon.training.validation import COLLAPSE_SPREAD
 
+        gen = self.generation_
         try:
             x = self.simulate(int(n_steps))["observed_normalised"]
         except DivergenceError:
-            return {"steps": int(n_steps), "spread": float("inf"), "settles": False, "diverged": True}
+            return {"steps": int(n_steps), "spread": float("inf"), "settles": False, "diverged": True, "generation": gen}
         spread = float(x[-max(1, x.shape[0] // 4):].std(0).max())
-        return {"steps": int(n_steps), "spread": spread, "settles": spread < COLLAPSE_SPREAD, "diverged": False}
+        return {"steps": int(n_steps), "spread": spread, "settles": spread < COLLAPSE_SPREAD, "diverged": False, "generation": gen}
 
     # ---------------------------------------------------------------- scoring
     def score(self, test: Recording, *, n_pe: int | None = None, stsp: str = "auto", bins: int = 30, gmm_var: float = 1.0,

@@ -20,16 +20,17 @@ DEFAULT_ALPHA = "0.15"
 
 #: Data-aware defaults (``--preset``): the values of the options a user leaves unset. ``auto`` (the
 #: default) takes ``long`` for fits of at least LONG_MIN_SAMPLES training samples, else ``short``
-#: (`choose_preset`). Measured on Lorenz63-BOLD (docs/benchmarks.md, rounds 7 and 8).
+#: (`choose_preset`). Measured on Lorenz63-BOLD: docs/experiments/lorenz-bold-reconstruction.md#round-7-2026-12-02-100-000-frames-the-floor-and-the-teacher-space-term
+#: and docs/experiments/lorenz-bold-reconstruction.md#round-8-2026-12-03-the-gtf-papers-settings-on-long-data-now-the-long-data-preset.
 PRESETS: dict[str, dict[str, Any]] = {
     "short": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0, "epochs": 2000,
               "generation": "deterministic"},
-    # the GTF paper's Lorenz settings (L 100, adaptive α, λ_lat 1e-5) with round 7's teacher-space term
+    # the GTF paper's Lorenz settings (L 100, adaptive α, λ_lat 1e-5) with the teacher-space term (λ 1)
     "long": {"hidden_dim": 100, "alpha": "adaptive", "l2": 1e-5, "teacher_weight": 1.0, "epochs": 2000,
              "generation": "deterministic"},
     # whole-brain recordings (WIDE_MIN_REGIONS regions or more): resting-state BOLD is noise-driven, so
     # free runs are stochastic (the fitted noise model), and the budget is one that fits such a
-    # subject in minutes (docs/benchmarks.md, "Whole-brain resting state")
+    # subject in minutes (docs/benchmarks.md#whole-brain-resting-state-hcp-94-regions)
     "wide": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0, "epochs": 150,
              "generation": "stochastic"},
 }
@@ -135,6 +136,66 @@ def fraction(flag: str, v: Any) -> str | None:
     return None
 
 
+#: the seeds every library takes (numpy's legacy seeding, torch, Python's random): 0 … 2³² − 1
+SEED_MAX = 2**32 - 1
+
+
+def seed_value(flag: str, v: Any) -> str | None:
+    if not _is_int(v) or not 0 <= v <= SEED_MAX:
+        return f"{flag} must be a whole number from 0 to {SEED_MAX}, got {v}"
+    return None
+
+
+#: the frame intervals (TR, seconds per frame) dsrecon accepts: from 1 ms (kHz sampling) to below
+#: 100 s. A TR of 100 s or more is refused as "looks like milliseconds" (BIDS and dsrecon take
+#: seconds; 720 for an HCP run's 0.72 s is the usual slip); above an hour, as out of range.
+TR_MIN, TR_MS_SLIP, TR_MAX = 1e-3, 100.0, 3600.0
+
+
+def tr_problem(tr: Any) -> str | None:
+    """Why ``tr`` (seconds per frame) cannot be a recording's TR, as the end of a sentence that
+    starts with where it came from ("--tr 720: …", "x.json: RepetitionTime …: …"); None if it can."""
+    import math
+
+    try:
+        f = float(tr) if not isinstance(tr, bool) else math.nan
+    except (TypeError, ValueError):
+        return f"TR must be a number of seconds per frame, got {tr!r}"
+    accepted = f"dsrecon accepts {TR_MIN:g} s to {TR_MS_SLIP:g} s per frame"
+    if not (math.isfinite(f) and f > 0):
+        return f"TR must be a positive number of seconds per frame, got {tr!r}"
+    if f < TR_MIN:
+        return f"TR {f:g} s is below 1 ms (TR is in seconds per frame; {accepted})"
+    if f > TR_MAX:
+        return f"TR {f:g} s is above one hour (TR is in seconds per frame; {accepted})"
+    if f >= TR_MS_SLIP:
+        return f"TR is in seconds; {f:g} s looks like milliseconds ({f / 1000:g} s?); {accepted}"
+    return None
+
+
+def tr_seconds(flag: str, v: Any) -> str | None:
+    msg = tr_problem(v)
+    return None if msg is None else f"{flag} {v:g}: {msg}" if isinstance(v, (int, float)) else f"{flag}: {msg}"
+
+
+#: calcium indicator time constants dsrecon accepts (seconds): GCaMP6s decays in about 1–2 s; a
+#: kernel of 5 decay constants longer than a minute or so cannot be sampled against a recording
+TAU_MAX = 60.0
+
+
+def tau_seconds(flag: str, v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= TAU_MAX:
+        return (f"{flag} must be in (0, {TAU_MAX:g}] seconds (a calcium indicator's time constant; the kernel lasts "
+                f"5 decay constants), got {v:g}" if isinstance(v, (int, float)) else f"{flag} must be a number of seconds, got {v}")
+    return None
+
+
+def cutoff_hz(flag: str, v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
+        return f"{flag} must be a positive frequency in Hz, got {v}"
+    return None
+
+
 def one_of(*choices: str) -> Callable[[str, Any], str | None]:
     def check(flag: str, v: Any) -> str | None:
         if str(v) not in choices:
@@ -206,8 +267,9 @@ class ModelOptions:
                                     check=positive_integer, panel=MODEL_PANEL)
     kernel: str | None = option(None, help="spm|glover|calcium|none|FILE (default spm; calcium for calcium imaging).",
                                 panel=MODEL_PANEL, config_key="kernel_name")
-    tau_decay: float = option(0.4, help="Calcium kernel decay time constant (s).", check=positive, panel=MODEL_PANEL)
-    tau_rise: float | None = option(None, help="Calcium kernel rise time constant (s); double exponential.", check=positive,
+    tau_decay: float = option(0.4, help=f"Calcium kernel decay time constant (s, at most {TAU_MAX:g}).", check=tau_seconds,
+                              panel=MODEL_PANEL)
+    tau_rise: float | None = option(None, help="Calcium kernel rise time constant (s); double exponential.", check=tau_seconds,
                                     panel=MODEL_PANEL)
     decoder: str = option("identity", help="identity|affine|regressor|pca (pca: M < N latent units forced by the teacher "
                           "signals' principal components, read out by a learned matrix).",
@@ -215,7 +277,7 @@ class ModelOptions:
                           panel=MODEL_PANEL)
     # the backend's own options (`LatentDynamics.Options`): on the CLI its flags and --backend-option KEY=VALUE
     backend_options: dict = option(factory=dict, cli=False)
-    seed: int = option(0, help="Random seed (recorded in every output).", panel=MODEL_PANEL)
+    seed: int = option(0, help=f"Random seed, 0 to {SEED_MAX} (recorded in every output).", check=seed_value, panel=MODEL_PANEL)
     device: str = option("auto", help="Compute device: auto|cpu|cuda.", panel=MODEL_PANEL)
 
 
@@ -291,14 +353,15 @@ class TrainOptions:
 
     def pretraining(self) -> int:
         """Epochs of teacher-space pretraining: ``pretrain_epochs``, by default half of ``epochs``
-        (on Lorenz63-BOLD it halved the median latent D_stsp; docs/benchmarks.md)."""
+        (on Lorenz63-BOLD it halved the median latent D_stsp;
+        docs/experiments/lorenz-bold-reconstruction.md#round-6-2026-12-02-teacher-space-pretraining-issue-15-now-the-default)."""
         return (self.epochs or PRESETS["short"]["epochs"]) // 2 if self.pretrain_epochs is None else int(self.pretrain_epochs)
 
     def teacher_weighting(self, n_train: int) -> float:
         """λ of the teacher-space term for a fit on ``n_train`` training samples: ``teacher_weight``,
         or when unset (options not resolved by `with_preset`) the auto preset's for that length (on
         Lorenz63-BOLD it cut the mean latent D_stsp by 59 % on 75 000 samples and did not help on
-        2 000; docs/benchmarks.md, round 7)."""
+        2 000; docs/experiments/lorenz-bold-reconstruction.md#round-7-2026-12-02-100-000-frames-the-floor-and-the-teacher-space-term)."""
         if self.teacher_weight is not None:
             return float(self.teacher_weight)
         return float(PRESETS[choose_preset("auto", n_train)]["teacher_weight"])

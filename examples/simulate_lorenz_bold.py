@@ -1,4 +1,4 @@
-"""Simulate the Lorenz63-BOLD benchmark (ALGORITHMS.md §7) with the Python API.
+"""Simulate the Lorenz63-BOLD benchmark (docs/method.md §7) with the Python API.
 
 Lorenz63 sampled every dt = 0.01 system time, each sample treated as one TR of 0.2 s,
 z-scored, convolved with the SPM HRF at TR 0.2 s, plus 1 % observation noise. Writes the

@@ -108,7 +108,7 @@ def test_device_batches_equal_the_host_draws_bit_for_bit():
     batch ahead) equal `Trainer._draw`'s: the same gather and the same noise, in float32."""
     import numpy as np
 
-    from dsrecon.training.batches import Prepared, SequenceSampler
+    from dsrecon.training.batches import Prepared, SequenceSampler, normal_fill
     from dsrecon.training.device_batches import DeviceBatches
 
     rng = np.random.default_rng(0)
@@ -129,8 +129,7 @@ def test_device_batches_equal_the_host_draws_bit_for_bit():
         b = sampler.gather(np.stack([r.integers(0, len(sampler), size=B) for r in ref]))
         nx, nd = np.empty_like(b["x"]), np.empty_like(b["teacher"])
         for j, r in enumerate(ref):
-            r.standard_normal(out=nx[j], dtype=np.float32)
-            r.standard_normal(out=nd[j], dtype=np.float32)
+            normal_fill(r, nx[j], nd[j])
         nx *= np.float32(noise)
         nd *= np.float32(noise)
         b["x"] += nx

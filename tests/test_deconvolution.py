@@ -1,4 +1,4 @@
-"""Wiener deconvolution (ALGORITHMS.md §3): noise level, VisuShrink denoising, kernel inversion."""
+"""Wiener deconvolution (docs/method.md §3): noise level, VisuShrink denoising, kernel inversion."""
 
 import math
 

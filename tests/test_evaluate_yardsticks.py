@@ -87,7 +87,7 @@ def test_settings_follow_the_sidecar_and_are_recorded(cli, tables, tmp_path):
     bold, _ = _json(cli, "-g", tables / "gen.tsv", "-r", tables / "test.tsv", "-q")
     assert bold["metric_settings"]["data_kind"] == "bold"
     assert (bold["metric_settings"]["gmm_var"], bold["metric_settings"]["smoothing"]) == (0.3, 1.0)
-    write_table(tmp_path / "plain.tsv", np.loadtxt(tables / "test.tsv", skiprows=1))  # no sidecar: generic settings
+    write_table(tmp_path / "plain.tsv", np.loadtxt(tables / "test.tsv", skiprows=1), ["a", "b", "c", "d"])  # no sidecar: generic settings
     plain, _ = _json(cli, "-g", tables / "gen.tsv", "-r", tmp_path / "plain.tsv", "-q")
     assert (plain["metric_settings"]["gmm_var"], plain["metric_settings"]["smoothing"]) == (1.0, 20.0)
     given, _ = _json(cli, "-g", tables / "gen.tsv", "-r", tables / "test.tsv", "--gmm-var", "0.5", "-q", "-o", tmp_path / "m.json")

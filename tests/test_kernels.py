@@ -4,7 +4,7 @@ import pytest
 from dsrecon.errors import DsreconError
 from dsrecon.signal.kernels import Kernel, calcium_kernel, convolve_valid, glover_hrf, make_kernel, spm_hrf
 
-# ALGORITHMS.md §2: first SPM taps at TR = 2.0
+# docs/method.md §2: first SPM taps at TR = 2.0
 SPM_TR2 = [0, 0.0866, 0.3749, 0.3849, 0.2161, 0.0769, 0.0016, -0.0306, -0.0373, -0.0308]
 
 

@@ -174,8 +174,8 @@ def test_system_lambda_max_within_3_percent_of_dysts(name, dysts_name, dt, n_ste
 
 
 def test_rossler_lambda_max_against_the_literature():
-    """Rössler's λ_max ≈ 0.0714 converges slowly (docs/benchmarks.md: 1.2 % off after 10⁶ steps);
-    dysts' `maximum_lyapunov_estimated` for it (0.151) is twice the literature value, so the check
+    """Rössler's λ_max ≈ 0.0714 converges slowly (1.2 % off after 10⁶ steps;
+    docs/benchmarks.md#analysis-accuracy-and-speed); dysts' `maximum_lyapunov_estimated` for it (0.151) is twice the literature value, so the check
     here is against the literature, at a small size and a correspondingly looser tolerance."""
     from dsrecon.metrics.lyapunov import system_lyapunov
     from dsrecon.metrics.reference import LITERATURE_LAMBDA_MAX

@@ -3,7 +3,8 @@
 A Lorenz63-BOLD convSSM fitted with the published budget must be a chaotic model whose largest
 Lyapunov exponent is within 15 % of Lorenz63's 0.9056 (per unit of Lorenz time) and whose
 piecewise-linear map has fixed points at Lorenz63's three equilibria. The attractor-distance
-numbers of the same setup are in benchmarks/lorenz_bold.py and docs/benchmarks.md.
+numbers of the same setup are in benchmarks/lorenz_bold.py and
+docs/benchmarks.md#lorenz63-through-the-hrf-reconstruction-quality.
 """
 
 import pytest
@@ -34,6 +35,7 @@ def test_lyapunov_max_of_fitted_lorenz_within_15_percent(fitted):
 def test_scyfi_finds_the_three_lorenz_equilibria(fitted):
     # Not required to be saddles here: a fresh fit may turn a wing equilibrium into a weakly stable
     # focus (measured 2026-11-27: |eig| 0.993 at one wing) around which its chaotic attractor
-    # circles; that is the "empty inner wing" failure in docs/benchmarks.md, not a SCYFI error.
+    # circles; that is the "empty inner wing" failure, not a SCYFI error
+    # (docs/experiments/lorenz-bold-reconstruction.md#round-4-2026-11-27-2-000-training-samples-and-validation-on-the-end-of-a-long-free-run).
     # The shipped fit in test_fitted_lorenz.py has all three as saddles and is checked for it.
     assert_lorenz_equilibria_found(*fitted, saddles=False)

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dsrecon._util import to_json
-from dsrecon.errors import DsreconError  # noqa: F401
+from dsrecon.errors import DsreconError
 from dsrecon.options import resolve_device  # noqa: F401  (the device is resolved by the library)
 
 #: Logs and progress go to stderr; stdout is reserved for results (`--json`).
@@ -24,7 +24,18 @@ out_console = Console(highlight=False)
 #: set when a command has printed its --json result (cli/main.py prints a failure object only before)
 JSON_EMITTED = False
 
-SeedOpt = typer.Option(0, "--seed", help="Random seed (recorded in every output).")
+def _check_seed(value: int) -> int:
+    """--seed of every command: the range every library takes (`dsrecon.options.seed_value`), checked
+    as the option is parsed, one line (exit 1) as for every other bad option value."""
+    from dsrecon.options import seed_value
+
+    msg = seed_value("--seed", value)
+    if msg:
+        raise DsreconError(msg)
+    return value
+
+
+SeedOpt = typer.Option(0, "--seed", callback=_check_seed, help="Random seed, 0 to 4294967295 (recorded in every output).")
 DeviceOpt = typer.Option("auto", "--device", help="Compute device: auto|cpu|cuda.")
 JsonOpt = typer.Option(False, "--json", help='Print one JSON object on stdout (logs go to stderr); a failure prints {"error": ..., "exit_code": ...}.')
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or log messages.")

@@ -95,7 +95,7 @@ def demo_cmd(
              title="dsrecon demo (FC_corr: higher is better; the others: lower)", quiet=quiet)
 
 
-#: the largest Lyapunov exponent of Lorenz63 (σ 10, ρ 28, β 8/3) per unit of system time (ALGORITHMS.md §6)
+#: the largest Lyapunov exponent of Lorenz63 (σ 10, ρ 28, β 8/3) per unit of system time (docs/method.md §6)
 TRUE_LAMBDA_MAX = 0.9056
 #: free-run steps of the latent comparison
 LATENT_STEPS = 100_000

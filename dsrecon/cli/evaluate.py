@@ -18,7 +18,7 @@ from dsrecon._util import versions, write_json_atomic
 from dsrecon.cli.common import JsonOpt, QuietOpt, SeedOpt, emit, log
 from dsrecon.cli.main import app
 from dsrecon.errors import DataError, DsreconError
-from dsrecon.io.tables import read_array
+from dsrecon.io.tables import read_named_array
 from dsrecon.metrics import attractor_metrics
 from dsrecon.metrics.connectivity import DEFAULT_FCD_WINDOW_S
 from dsrecon.metrics.stsp import DEFAULT_BINS, DEFAULT_GMM_POINTS
@@ -52,6 +52,34 @@ def _check_options(bins: int, gmm_var: float | None, smoothing: float | None, fc
         raise DsreconError(f"--tr must be a positive number of seconds, got {tr}")
 
 
+def match_columns(g: np.ndarray, g_names: list[str], g_named: bool, generated: Path, r_names: list[str], r_named: bool,
+                  reference: Path) -> tuple[np.ndarray, str | None]:
+    """``g``'s columns in the order of the reference's (see `evaluate_tables`); returns (g, note)."""
+    if not (g_named and r_named):
+        if len(g_names) != len(r_names):
+            unnamed = " and ".join(str(p) for p, named in ((generated, g_named), (reference, r_named)) if not named)
+            raise DataError(f"{generated} has {len(g_names)} columns but {reference} has {len(r_names)}; they must match "
+                            f"({unnamed} {'has' if ' and ' not in unnamed else 'have'} no column names, so columns are "
+                            "matched by position)")
+        return g, None
+    if g_names == r_names:
+        return g, None
+    missing = [n for n in r_names if n not in g_names]
+    extra = [n for n in g_names if n not in r_names]
+    if missing or extra:
+        parts = ([f"{_names(missing)} only in {reference}"] if missing else []) + \
+                ([f"{_names(extra)} only in {generated}"] if extra else [])
+        raise DataError(f"{generated}: its columns differ from {reference}'s ({len(g_names)} columns, {reference} has "
+                        f"{len(r_names)}): {'; '.join(parts)}; compare tables of the same regions")
+    idx = [g_names.index(n) for n in r_names]
+    return g[:, idx], f"{generated}: columns reordered by name to the order of {reference} ({_names(r_names)})"
+
+
+def _names(items: list[str], n: int = 6) -> str:
+    head = ", ".join(items[:n])
+    return head + (f", … ({len(items)} in all)" if len(items) > n else "")
+
+
 def _evaluate_target(target: list[str], **kwargs: Any) -> None:
     from dsrecon.cli.evaluate_run import evaluate_target
 
@@ -76,11 +104,15 @@ def evaluate_tables(
     """Read two (time, regions) tables and return the metrics record (RESULT_KEYS + seed, versions):
     D_stsp, D_H, FC_corr, FC_rmse, FCD_KS, each beside the VAR(1) baseline and the floor when
     ``train`` (the table the generated series' model was fitted on) is given (else null, with a
-    note). ``gmm_var`` / ``smoothing`` None: by the data kind the sidecars name (metric_settings)."""
-    g, _ = read_array(generated)
-    r, _ = read_array(reference)
-    if g.shape[1] != r.shape[1]:
-        raise DataError(f"{generated} has {g.shape[1]} columns but {reference} has {r.shape[1]}; they must match")
+    note). ``gmm_var`` / ``smoothing`` None: by the data kind the sidecars name (metric_settings).
+
+    Columns are matched by name when both tables name them (a header, or a sidecar's Columns): the
+    same names in another order are reordered to the reference's order (a note on stderr); another
+    set of names is an error naming what each file lacks. Tables without names are matched by
+    position (they must have as many columns)."""
+    g, g_names, g_named = read_named_array(generated)
+    r, r_names, r_named = read_named_array(reference)
+    g, note = match_columns(g, g_names, g_named, generated, r_names, r_named, reference)
     from dsrecon.cli.evaluate_tables import table_context, table_yardsticks
 
     ctx = table_context(generated, reference, train, g, tr, gmm_var, smoothing)
@@ -91,6 +123,8 @@ def evaluate_tables(
         raise DataError(f"{reference}: {e}") from None
     res.update(table_yardsticks(g, r, ctx, res, stsp=stsp, bins=bins, seed=seed, gmm_points=gmm_points, fcd_window_s=fcd_window_s))
     # notes only once the numbers exist, so that an error stays the only line on stderr
+    if note:
+        log(note, quiet)
     if g.shape[0] != r.shape[0]:
         t = min(g.shape[0], r.shape[0])
         log(f"D_H: generated has {g.shape[0]} rows, reference {r.shape[0]}; spectra use the first {t} of each", quiet)

@@ -120,10 +120,15 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
         prov = (model.config.get("provenance") or [{}])[0] or {}
         files = [f for f in (model.config.get("input_files") or [])[:1] if f]
         as_events = model.config.get("input_kind") == "events"
+        cleaning = prov.get("cleaning") if isinstance(prov.get("cleaning"), dict) else {}
         spec = InputSpec(tr=model.tr, tr_label="the model's TR", quiet=True,
                          events=files if as_events else [], input_tables=[] if as_events else files,
                          drop_columns=list(prov.get("dropped_columns") or []),
-                         regressor_columns=list(prov.get("regressor_columns") or []))
+                         regressor_columns=list(prov.get("regressor_columns") or []),
+                         # the training data as the fit read them: cleaned alike, the same confounds table regressed out
+                         detrend=bool(cleaning.get("detrend")), standardize=bool(cleaning.get("standardize")),
+                         low_pass=cleaning.get("low_pass"), high_pass=cleaning.get("high_pass"),
+                         confounds=prov.get("confounds_file") if prov.get("confounds") == "file" else "none")
         try:
             recs = load_inputs(list(model.config["inputs"][:1]), spec)
         except DataError:

@@ -49,8 +49,8 @@ def fit_cmd(
     **options,
 ) -> None:
     from dsrecon.api import ConvSSM
-    from dsrecon.io.load import InputSpec, load_inputs
     from dsrecon.cli.outputs import check_inputs_outside, fit_input_paths
+    from dsrecon.io.load import InputSpec, load_inputs, refuse_unused_queries
     from dsrecon.io.runs import check_target, recover_commit
     from dsrecon.options import validate_options
 
@@ -62,6 +62,7 @@ def fit_cmd(
     recover_commit(output, lambda s: log(s, quiet))  # a commit of this run cut short by a kill: completed first
     check_target(output, resume=resume, force=force)  # refuse an unusable -o before loading anything
     check_inputs_outside(output, fit_input_paths(inputs, spec, model.kernel))
+    refuse_unused_queries([str(p) for p in inputs], spec)
     recs = load_inputs([str(p) for p in inputs], spec)
     if model.decoder == "identity" and recs[0].regressors is not None:
         log("nuisance regressors present: use --decoder regressor to model them; the identity decoder ignores them", quiet)

@@ -44,9 +44,12 @@ def group_inputs(inputs: list[Path], spec, subject_from_filename: bool) -> dict[
     from dsrecon.group import subject_id
     from dsrecon.io.results import bids_entities
 
+    from dsrecon.io.load import refuse_unused_queries
+
     for p in inputs:
         if not p.exists():
             raise DataError(f"{p}: file not found")
+    refuse_unused_queries([str(p) for p in inputs], spec)
     if len(inputs) == 1 and inputs[0].is_dir() and not subject_from_filename:
         subs = discover_subjects(inputs[0], participant_label=spec.participant_label or None, task=spec.task,
                                  session=spec.session or None, space=spec.space)
@@ -130,7 +133,11 @@ def fit_group_cmd(
         fixed += [n for n in ("features", "scheme", "feature_decay") if _given(n)]
         if fixed:
             raise DsreconError(f"--{fixed[0].replace('_', '-')}: with --from the model comes from {from_run}; leave it out")
-    subs = load_subjects(group_inputs(inputs, spec, subject_from_filename), spec)
+    from dsrecon.io.load import refuse_shared_confounds
+
+    groups = group_inputs(inputs, spec, subject_from_filename)
+    refuse_shared_confounds(len(groups), spec)
+    subs = load_subjects(groups, spec)
     t0 = time.perf_counter()
     inp = {sid: [r.source for r in recs] for sid, recs in subs.items()}
     with progress_bar(quiet) as prog:

@@ -143,9 +143,16 @@ def system_cmd(
     from dsrecon.signal.kernels import make_kernel
     from dsrecon.systems import get_system, simulate_system
 
+    from dsrecon.options import tau_seconds, tr_problem
+
     # validate every option before computing anything
     if not (math.isfinite(tr) and tr > 0):
         raise DsreconError(f"--tr must be positive (seconds per sample), got {tr:g}")
+    if tr_problem(tr):
+        raise DsreconError(f"--tr {tr:g}: {tr_problem(tr)}")
+    for flag, tau in (("--tau-decay", tau_decay), ("--tau-rise", tau_rise)):
+        if tau is not None and tau_seconds(flag, tau):
+            raise DsreconError(tau_seconds(flag, tau))
     if dt is not None and not (math.isfinite(dt) and dt > 0):
         raise DsreconError(f"--dt must be positive (system time per sample), got {dt:g}")
     if length < 1:
@@ -163,7 +170,11 @@ def system_cmd(
     check_simulation_outputs(output)
     lat_path = latent_path(output)
     params = parse_params(param)
-    get_system(name, dim=dim, **params)  # name, --dim and --param errors before any work
+    system = get_system(name, dim=dim, **params)  # name, --dim and --param errors before any work
+    from dsrecon.training.memory import check_rows_memory
+
+    # the states, observations and their z-scored and written copies: about ten float64 rows of D per sample
+    check_rows_memory(length, 10 * 8 * max(int(system.dim), 1), "--length", f"simulating {name}")
     make_kernel(kernel, tr, tau_decay=tau_decay, tau_rise=tau_rise)
     inputs = input_names = None
     if events is not None:

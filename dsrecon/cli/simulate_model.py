@@ -56,6 +56,11 @@ def model_cmd(
     if from_start and from_data is None:
         raise DsreconError("--from-start replays a recording: give it with --from FILE")
     model = select_subject(load_run(run), subject, run).to(resolve_device(device))
+    from dsrecon.training.memory import check_rows_memory, free_run_row_bytes
+
+    # before anything is allocated: a free run of 10¹² steps must be one line, not a MemoryError
+    check_rows_memory(steps, free_run_row_bytes(len(model.names), int(model.config.get("latent_dim") or 1)), "--steps",
+                      f"a free run of {model.run_dir or run}")
     data = None
     if from_data is not None:
         from dsrecon.io.matching import load_matched

@@ -14,6 +14,7 @@ options; a subject whose fit was killed resumes from its checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -130,7 +131,8 @@ def fit_subject(job: dict) -> dict:
         "epochs_run": training.get("epochs_run"), "best_epoch": training.get("best_epoch"),
         "fit_seconds": t_fit - t_start if refit else None, "eval_seconds": time.time() - t_fit,
         "refit": refit, "refit_reason": refit_reason, "resumed": resumed, "started": t_start, "finished": time.time(), "pid": os.getpid(), "node": node,
-        "inputs": list(job["paths"]), "input_fingerprint": input_fingerprint(list(job["paths"])), "settings": s.model_dict(), "lyapunov_steps": int(job["lyapunov_steps"]),
+        "inputs": list(job["paths"]), "input_fingerprint": input_fingerprint(list(job["paths"])), "settings": s.model_dict(),
+        "input_options": _input_options(s), "lyapunov_steps": int(job["lyapunov_steps"]),
         "seed": s.seed, "versions": versions(),
     }
     write_json_atomic(run / METRICS_FILE, rec)
@@ -147,9 +149,19 @@ def _finished(run: Path, settings: FitSettings, lyapunov_steps: int) -> dict | N
     except (json.JSONDecodeError, OSError):
         return None
     same = json.dumps(rec.get("settings"), sort_keys=True) == json.dumps(json.loads(to_json(settings.model_dict())), sort_keys=True)
-    # input files touched since the fit go to a worker, which compares the data hash (refit if it changed)
-    unchanged = rec.get("input_fingerprint") == input_fingerprint(rec.get("inputs") or [])
+    # input files touched since the fit, or other input options (--detrend, --confounds, --atlas …, or
+    # none recorded), go to a worker, which compares the data hash (refit if the data it reads changed)
+    unchanged = rec.get("input_fingerprint") == input_fingerprint(rec.get("inputs") or []) and \
+        json.dumps(rec.get("input_options"), sort_keys=True) == json.dumps(_input_options(settings), sort_keys=True)
     return rec if same and unchanged and rec.get("lyapunov_steps") == lyapunov_steps else None
+
+
+def _input_options(settings: FitSettings) -> dict:
+    """The input options of ``settings`` (those of `InputSpec`), as a subject's metrics record them."""
+    from dsrecon.io.load import InputSpec
+
+    names = [f.name for f in dataclasses.fields(InputSpec) if f.metadata.get("cli")]
+    return json.loads(to_json({n: getattr(settings, n) for n in names}))
 
 
 def input_fingerprint(paths: list[str]) -> list[list]:
@@ -235,6 +247,9 @@ def fit_cohort(root: str | Path, out: str | Path, settings: FitSettings, *, max_
     root, out = Path(root).resolve(), Path(out).resolve()
     subjects = discover_subjects(root, participant_label=participant_label, task=settings.task, session=settings.session,
                                  space=settings.space)
+    from dsrecon.io.load import refuse_shared_confounds
+
+    refuse_shared_confounds(len(subjects), settings.input_spec())
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     rows: dict[str, dict] = {}

@@ -70,6 +70,10 @@ def discover_subjects(root: str | Path, *, participant_label: list[str] | None =
     if looks_like_bids_dir(root) and any(root.rglob("*_bold.nii*")):
         subs = _bids_subjects(root, sorted(wanted), task, session, space)
     else:
+        given = [flag for flag, v in (("--task", task), ("--session", session), ("--space", space)) if v]
+        if given:  # they select runs of a derivatives tree; a folder of tables has none to select
+            raise DataError(f"{root}: {', '.join(given)} select(s) runs of a BIDS/fMRIPrep directory; {root.name} holds tables "
+                            "or subfolders, not sub-*/func runs: drop the option")
         subs = _table_subjects(root)
         if wanted:
             subs = [s for s in subs if s.name in wanted or s.name.removeprefix("sub-") in wanted]

@@ -113,9 +113,10 @@ def run_sweep(data: list[str], out: str | Path, base: FitSettings, grid: dict[st
         raise DsreconError("--test-fraction must be > 0 for a sweep (trials are scored on the held-out tail)")
     if asha_grace < 1:
         raise DsreconError(f"--asha-grace must be at least 1, got {asha_grace}")
-    from dsrecon.io.load import load_inputs
+    from dsrecon.io.load import load_inputs, refuse_unused_queries
 
     paths = [str(Path(p).resolve()) for p in data]
+    refuse_unused_queries(list(data), base.input_spec())
     load_inputs(paths, base.input_spec(quiet=False))  # bad data fails here, once, with one line
     for point in itertools.product(*grid.values()):  # bad combinations fail before anything runs
         base.replace(**dict(zip(grid, point))).validate()

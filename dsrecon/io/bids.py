@@ -189,15 +189,12 @@ def _source_roots(deriv_root: Path) -> list[Path]:
     """Raw datasets a derivatives tree names in its dataset_description.json ``SourceDatasets``
     (``URL`` of ``bids::PATH``, ``file://PATH`` or a relative path), then the folders above it
     (fMRIPrep's usual ``RAW/derivatives/fmriprep``)."""
-    import json
+    from dsrecon.io.files import read_json
 
     out: list[Path] = []
     desc = deriv_root / "dataset_description.json"
     if desc.exists():
-        try:
-            dd = json.loads(desc.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            dd = {}
+        dd = read_json(desc)  # a damaged description is named, not skipped: it says where the raw data are
         for src in (dd.get("SourceDatasets") or []) if isinstance(dd, dict) else []:
             url = src.get("URL", "") if isinstance(src, dict) else str(src)
             for pre in ("bids::", "file://"):

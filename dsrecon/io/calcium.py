@@ -58,6 +58,9 @@ def suite2p_planes(path: str | os.PathLike) -> list[Path]:
 def _load_npy(path: Path, folder: Path) -> np.ndarray:
     if not path.exists():
         raise DataError(f"{folder}: suite2p folder has no {path.name}")
+    from dsrecon.io.files import check_input_file
+
+    check_input_file(path, "suite2p array")
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as e:
@@ -69,9 +72,12 @@ def _load_npy(path: Path, folder: Path) -> np.ndarray:
 
 def suite2p_rate(folder: Path, tr: float | None) -> tuple[float, str]:
     """Frame rate in Hz and where it came from (see the module docstring for the order)."""
+    from dsrecon.options import tr_problem
+
     if tr is not None:
-        if not tr > 0:
-            raise DataError(f"{folder}: --tr must be positive, got {tr}")
+        problem = tr_problem(tr)
+        if problem:
+            raise DataError(f"{folder}: --tr {tr}: {problem}")
         return 1.0 / float(tr), "--tr"
     side = read_sidecar(folder / "F.npy")
     if "SamplingFrequency" in side:
@@ -95,6 +101,9 @@ def suite2p_rate(folder: Path, tr: float | None) -> tuple[float, str]:
         raise DataError(f"{folder}: frame rate {fs!r} ({src}) is not a number") from None
     if not (np.isfinite(fs) and fs > 0):
         raise DataError(f"{folder}: frame rate must be positive, got {fs} ({src})")
+    problem = tr_problem(1.0 / fs)
+    if problem:
+        raise DataError(f"{folder}: frame rate {fs:g} Hz ({src}), one frame every {1.0 / fs:g} s: {problem}")
     return fs, src
 
 

@@ -31,6 +31,9 @@ from dsrecon.errors import DataError
 def _read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
     if not path.exists():
         raise DataError(f"{path}: events file not found")
+    from dsrecon.io.files import check_input_file
+
+    check_input_file(path, "events file")
     try:
         text = path.read_text()
     except UnicodeDecodeError:

@@ -84,6 +84,27 @@ def _rebuild(rec: Recording, idx: list[int], names: list[str], reg_idx: list[int
                      regressor_names=reg_names, inputs=rec.inputs, provenance=dict(rec.provenance), source=rec.source)
 
 
+def clean_as_fitted(rec: Recording, prov: dict, what: str = "the model") -> tuple[Recording, str | None]:
+    """``rec`` cleaned as the fit's data were (``prov["cleaning"]``: --detrend, --standardize,
+    --low-pass, --high-pass, recorded by `dsrecon.io.cleaning`), so that it is compared with a model
+    of data prepared alike; and the note that says so (None when the fit cleaned nothing). A fit's
+    confounds table belongs to its own recording: it is not applied here, and the note says that."""
+    from dsrecon.io.cleaning import clean_recording, cleans, describe
+
+    cleaning = prov.get("cleaning") if isinstance(prov.get("cleaning"), dict) else {}
+    conf = prov.get("confounds_file") if prov.get("confounds") == "file" else None
+    if not cleans(cleaning) and conf is None:
+        return rec, None
+    notes = []
+    if cleans(cleaning):
+        rec = clean_recording(rec, {k: cleaning.get(k) for k in ("detrend", "standardize", "low_pass", "high_pass")})
+        notes.append(f"cleaned as {what}'s data were ({describe(cleaning)})")
+    if conf is not None:
+        notes.append(f"{what}'s data had the confounds of {conf} regressed out; this file is used without (regress its own "
+                     "confounds out first, if it has them)")
+    return rec, f"{rec.source}: " + "; ".join(notes)
+
+
 def load_matched(path: str | Path, model, *, what: str = "the model") -> tuple[Recording, list[str]]:
     """Load ONE recording for a fitted model (``model.tr``, ``model.names``, ``model.config``) and
     match its columns to the model's regions. Returns (recording, notes to log).
@@ -103,6 +124,9 @@ def load_matched(path: str | Path, model, *, what: str = "the model") -> tuple[R
     notes = list(rec.provenance.get("notes", []))
     rec, note = match_regions(rec, model.names, regressor_names=cfg.get("regressor_names") or (),
                               drop=prov.get("dropped_columns") or (), what=what)
+    if note:
+        notes.append(note)
+    rec, note = clean_as_fitted(rec, prov, what)
     if note:
         notes.append(note)
     K = len((cfg.get("kernel") or {}).get("taps") or [])

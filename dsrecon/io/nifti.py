@@ -21,27 +21,19 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dsrecon.errors import DataError
+from dsrecon.io.files import check_input_file
 
 #: Relative tolerance when two TR sources are compared (headers store float32).
 TR_RTOL = 1e-3
 
 _TIME_UNIT_SCALE = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
-
-
-#: what reading a truncated or damaged image's voxels raises (nibabel reads them lazily, when a
-#: masker first touches the data): gzip's EOFError and zlib.error, a short read's OSError
-_TRUNCATED = (EOFError, zlib.error, OSError)
-
-
-def _unreadable(path: Path, e: BaseException) -> DataError:
-    return DataError(f"{path}: cannot read the image's voxels: truncated or damaged file ({e.__class__.__name__}: {e})")
 
 
 def is_nifti_path(path: str | os.PathLike) -> bool:
@@ -59,8 +51,7 @@ def load_image(path: str | os.PathLike, *, ndim: int | None = None, what: str = 
     from nibabel.filebasedimages import ImageFileError
 
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
+    check_input_file(p, f"NIfTI {what}")  # before nibabel opens it: a named pipe must not block
     try:
         img = nib.load(str(p))
         shape = img.shape
@@ -123,6 +114,9 @@ def resolve_tr(path: str | os.PathLike, img, sidecar: dict, given: float | None)
             raise DataError(f"{p}: sidecar RepetitionTime {s_tr!r} is not a number") from None
         if not s_tr > 0:
             raise DataError(f"{p}: sidecar RepetitionTime must be positive, got {s_tr}")
+        _check_tr(f"{p}: sidecar RepetitionTime {s_tr:g}", s_tr)
+    if h_tr is not None:
+        _check_tr(f"{p}: NIfTI {note}", h_tr)
     if h_tr is not None and s_tr is not None and not np.isclose(h_tr, s_tr, rtol=TR_RTOL, atol=0):
         raise DataError(f"{p}: TR in the NIfTI header ({h_tr:g} s) disagrees with the sidecar RepetitionTime ({s_tr:g} s)")
     if h_tr is not None:
@@ -130,6 +124,7 @@ def resolve_tr(path: str | os.PathLike, img, sidecar: dict, given: float | None)
     elif s_tr is not None:
         tr, source = s_tr, "sidecar RepetitionTime"
     elif given is not None:
+        _check_tr(f"{p}: --tr {float(given):g}", given)
         return float(given), "--tr"
     else:
         raise DataError(f"{p}: no TR: {note}, no RepetitionTime in a JSON sidecar, and no --tr given")
@@ -138,14 +133,19 @@ def resolve_tr(path: str | os.PathLike, img, sidecar: dict, given: float | None)
     return round(float(tr), 6), source
 
 
+def _check_tr(where: str, tr: float) -> None:
+    from dsrecon.options import tr_problem
+
+    msg = tr_problem(tr)
+    if msg:
+        raise DataError(f"{where}: {msg}")
+
+
 def load_atlas(path: str | os.PathLike):
     """Load an integer label image (3D). DataError if its voxels are not whole numbers."""
     p = Path(path)
     img = load_image(p, ndim=3, what="atlas")
-    try:
-        data = np.asarray(img.dataobj)
-    except _TRUNCATED as e:
-        raise _unreadable(p, e) from None
+    data = voxels(img, p, "atlas")
     if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
         raise DataError(f"{p}: atlas is not a label image (dtype {data.dtype})")
     if np.issubdtype(data.dtype, np.floating):
@@ -164,8 +164,7 @@ def load_atlas(path: str | os.PathLike):
 def read_atlas_labels(path: str | os.PathLike) -> dict[int, str]:
     """Read a label table (TSV with ``index`` and ``name`` columns, BIDS dseg.tsv style)."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
+    check_input_file(p, "atlas label table")
     try:
         rows = list(csv.DictReader(p.read_text().splitlines(), delimiter="\t"))
     except UnicodeDecodeError:
@@ -185,37 +184,51 @@ def read_atlas_labels(path: str | os.PathLike) -> dict[int, str]:
     return out
 
 
-def _standardize_arg(flag: bool):
-    return "zscore_sample" if flag else None
-
-
 def _clean_kwargs(cleaning: dict[str, Any], t_r: float) -> dict[str, Any]:
-    return {
-        "detrend": bool(cleaning.get("detrend", False)),
-        "standardize": _standardize_arg(bool(cleaning.get("standardize", False))),
-        "low_pass": cleaning.get("low_pass"),
-        "high_pass": cleaning.get("high_pass"),
-        "t_r": t_r,
-    }
+    from dsrecon.io.cleaning import clean_kwargs
+
+    return clean_kwargs(cleaning, t_r)
 
 
 def _check_filters(path: Path, cleaning: dict[str, Any], t_r: float) -> None:
-    nyq = 0.5 / t_r
-    lp, hp = cleaning.get("low_pass"), cleaning.get("high_pass")
-    if lp is not None and not 0 < lp < nyq:
-        raise DataError(f"{path}: --low-pass {lp:g} Hz must lie in (0, {nyq:g}) Hz, the Nyquist band at TR {t_r:g} s")
-    if hp is not None and not 0 < hp < nyq:
-        raise DataError(f"{path}: --high-pass {hp:g} Hz must lie in (0, {nyq:g}) Hz at TR {t_r:g} s")
-    if lp is not None and hp is not None and hp >= lp:
-        raise DataError(f"{path}: --high-pass {hp:g} Hz must be below --low-pass {lp:g} Hz")
+    from dsrecon.io.cleaning import check_filters
+
+    check_filters(path, cleaning, t_r)
+
+
+@contextmanager
+def reading(path: str | os.PathLike, what: str = "image"):
+    """Turn what nibabel / zlib / gzip raise for a damaged file while its voxels are read (a
+    truncated ``.nii.gz`` ends in EOFError, which the CLI would otherwise take for Ctrl-D) into a
+    DataError naming the file."""
+    import zlib
+
+    try:
+        yield
+    except (EOFError, zlib.error) as e:
+        raise DataError(f"{path}: NIfTI {what} is truncated or corrupt ({_reason(e)}); copy or download it again") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the NIfTI {what}'s voxels ({_reason(e)})") from None
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{e.__class__.__name__}: {text}" if text else e.__class__.__name__
+
+
+def voxels(img, path: str | os.PathLike, what: str = "image") -> np.ndarray:
+    """The image's voxel array (its stored dtype), read once; DataError naming a damaged file."""
+    with reading(path, what):
+        return np.asarray(img.dataobj)
 
 
 def extract_atlas_signals(
     img, img_path: str | os.PathLike, atlas_path: str | os.PathLike, t_r: float,
     cleaning: dict[str, Any] | None = None, label_names: dict[int, str] | None = None,
-    mask_path: str | os.PathLike | None = None,
+    mask_path: str | os.PathLike | None = None, confounds: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[str], dict[str, Any]]:
-    """Mean signal per atlas label: returns (data (time, regions), names, info).
+    """Mean signal per atlas label: returns (data (time, regions), names, info). ``confounds``
+    (time, R): regressed out by the masker's cleaning (``--confounds FILE``).
 
     info: ``labels`` kept, ``empty_regions`` (names of labels with no voxel on the image grid).
     Names come from ``label_names`` (index → name) when given, else ``label<index>``.
@@ -233,13 +246,12 @@ def extract_atlas_signals(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # dropped labels are reported below, in our words
-            data = masker.fit_transform(img)
+            with reading(img_path):
+                data = masker.fit_transform(img, confounds=confounds)
     except BoundingBoxError:
         raise DataError(f"{atlas_path}: atlas does not overlap the image {img_path.name}") from None
     except ValueError as e:
         raise DataError(f"{atlas_path}: cannot apply atlas to {img_path.name}: {e}") from None
-    except _TRUNCATED as e:
-        raise _unreadable(img_path, e) from None
     kept = [int(v) for k, v in masker.region_ids_.items() if k != "background"]
     if data.ndim != 2 or data.shape[1] == 0 or not kept:
         raise DataError(f"{atlas_path}: atlas does not overlap the image {img_path.name} (no label has a voxel on its grid)")
@@ -256,7 +268,7 @@ def extract_atlas_signals(
 
 def extract_pca_signals(
     img, img_path: str | os.PathLike, mask_path: str | os.PathLike, n_components: int, t_r: float,
-    cleaning: dict[str, Any] | None = None,
+    cleaning: dict[str, Any] | None = None, confounds: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     """Voxels inside ``mask`` → first K principal components: (data (time, K), names, info).
 
@@ -271,23 +283,18 @@ def extract_pca_signals(
     cleaning = cleaning or {}
     _check_filters(img_path, cleaning, t_r)
     mask = load_image(mask_path, ndim=3, what="mask")
-    try:
-        empty = not np.asarray(mask.dataobj).any()
-    except _TRUNCATED as e:
-        raise _unreadable(mask_path, e) from None
-    if empty:
+    if not voxels(mask, mask_path, "mask").any():
         raise DataError(f"{mask_path}: mask is empty (all voxels are 0)")
     masker = NiftiMasker(mask_img=mask, **_clean_kwargs(cleaning, t_r))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            vox = np.asarray(masker.fit_transform(img), dtype=np.float64)
+            with reading(img_path):
+                vox = np.asarray(masker.fit_transform(img, confounds=confounds), dtype=np.float64)
     except BoundingBoxError:
         raise DataError(f"{mask_path}: mask does not overlap the image {img_path.name}") from None
     except ValueError as e:
         raise DataError(f"{mask_path}: cannot apply mask to {img_path.name}: {e}") from None
-    except _TRUNCATED as e:
-        raise _unreadable(img_path, e) from None
     T, V = vox.shape
     if V == 0:
         raise DataError(f"{mask_path}: mask does not overlap the image {img_path.name}")

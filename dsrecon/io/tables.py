@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import math
 import os
 import zlib
@@ -32,7 +31,9 @@ import numpy as np
 
 from dsrecon._util import atomic_path, write_json_atomic
 from dsrecon.errors import DataError
+from dsrecon.io.files import check_input_file, read_json
 from dsrecon.io.recording import Recording
+from dsrecon.options import tr_problem
 
 TABLE_SUFFIXES = (".tsv.gz", ".csv.gz", ".txt.gz", ".tsv", ".csv", ".txt", ".npy")
 
@@ -62,14 +63,9 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 def read_sidecar(path: str | os.PathLike) -> dict:
     sc = sidecar_path(path)
-    if not sc.exists():
+    if not os.path.lexists(sc):
         return {}
-    try:
-        side = json.loads(sc.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{sc}: not valid JSON ({e})") from None
-    except OSError as e:
-        raise DataError(f"{sc}: cannot read ({e.strerror})") from None
+    side = read_json(sc)  # a regular file, valid JSON, no key given twice
     if not isinstance(side, dict):
         raise DataError(f"{sc}: a JSON sidecar must hold an object ({{\"RepetitionTime\": …}}), got a {type(side).__name__}")
     return side
@@ -88,24 +84,32 @@ def read_array(path: str | os.PathLike, *, allow_nan: bool = False, min_rows: in
     return arr, names
 
 
+def read_named_array(path: str | os.PathLike, *, notes: list[str] | None = None) -> tuple[np.ndarray, list[str], bool]:
+    """`read_array`, plus whether the columns have names of their own (a header row, or for a table
+    without one its sidecar's ``Columns``): (array, names, named)."""
+    p = Path(path)
+    arr, names, named = _read(p, allow_nan=False, min_rows=2, notes=notes)
+    if not named:
+        cols = read_sidecar(p).get("Columns")
+        if isinstance(cols, list) and len(cols) == arr.shape[1] and all(isinstance(c, str) and c for c in cols):
+            _check_names(sidecar_path(p), list(cols))
+            names, named = list(cols), True
+    return arr, names, named
+
+
 def _read(p: Path, *, allow_nan: bool, min_rows: int, notes: list[str] | None) -> tuple[np.ndarray, list[str], bool]:
     """(array, names, has_header)."""
     notes = [] if notes is None else notes
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
-    if p.is_dir():
-        raise DataError(f"{p}: is a directory, expected a table file")
+    check_input_file(p, "table file")  # before any open: a named pipe must not block the reader
     if p.suffix.lower() == ".npy":
+        shape, dtype = npy_header(p)
+        check_npy(p, shape, dtype)
         try:
             arr = np.load(p, allow_pickle=False)
         except Exception as e:  # numpy raises several types for corrupt files
             raise DataError(f"{p}: not a readable .npy array ({e.__class__.__name__})") from None
         if arr.ndim == 1:
             arr = arr[:, None]
-        if arr.ndim != 2:
-            raise DataError(f"{p}: expected a 2-D (time, regions) array, got shape {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.number):
-            raise DataError(f"{p}: array is not numeric (dtype {arr.dtype})")
         names = _positional_names(arr.shape[1])
         arr = arr.astype(np.float64)
         has_header = False
@@ -120,6 +124,47 @@ def _read(p: Path, *, allow_nan: bool, min_rows: int, notes: list[str] | None) -
             kind = "NaN" if np.isnan(arr[r, c]) else "Inf"
             raise DataError(f"{p}: {kind} value at row {r + 1}, column '{names[c]}' ({int(bad.sum())} non-finite cells)")
     return arr, names, has_header
+
+
+def npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a .npy file's header, without reading its data."""
+    from numpy.lib import format as npf
+
+    try:
+        with open(p, "rb") as f:
+            version = npf.read_magic(f)
+            read = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
+            shape, _, dtype = read(f)
+    except Exception as e:  # numpy raises ValueError, OSError, SyntaxError … for a damaged header
+        raise DataError(f"{p}: not a readable .npy array ({e.__class__.__name__})") from None
+    return tuple(int(n) for n in shape), np.dtype(dtype)
+
+
+#: what a .npy array of a refused dtype kind holds, and what to do
+_DTYPE_KINDS = {
+    "c": ("complex numbers", "dsrecon does not drop the imaginary part: save the real part (np.real) or the magnitude "
+                             "(np.abs), whichever is the signal"),
+    "b": ("true/false values", "save the signal as numbers"),
+    "m": ("time differences (timedelta64)", "save the signal as plain numbers (float)"),
+    "M": ("dates and times (datetime64)", "save the signal as plain numbers (float)"),
+    "O": ("Python objects", "dsrecon never unpickles data: save a numeric array"),
+    "U": ("text", "save a numeric array"),
+    "S": ("bytes", "save a numeric array"),
+    "V": ("records or raw bytes (a structured dtype)", "save a plain numeric (time, regions) array"),
+}
+
+
+def check_npy(p: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """A .npy table is a real-valued 1-D or 2-D array with at least one value (DataError otherwise)."""
+    if dtype.kind not in "iuf":
+        what, todo = _DTYPE_KINDS.get(dtype.kind, ("no real numbers", "save a numeric array"))
+        raise DataError(f"{p}: the array holds {what} (dtype {dtype}), not real numbers; {todo}")
+    if len(shape) not in (1, 2):
+        raise DataError(f"{p}: expected a 2-D (time, regions) array, got shape {shape}")
+    if 0 in shape:
+        what = "no frames" if shape[0] == 0 else "no columns"
+        raise DataError(f"{p}: the array is empty (shape {shape}: {what}); a table needs at least one region column "
+                        "and two frames")
 
 
 def _positional_names(n: int) -> list[str]:
@@ -146,9 +191,15 @@ def _read_text(p: Path) -> str:
 
 def _read_delimited(p: Path, notes: list[str]) -> tuple[np.ndarray, list[str], bool]:
     text = _read_text(p)
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    if not lines:
+    all_lines = text.splitlines()
+    content = [i for i, ln in enumerate(all_lines) if ln.strip() and not ln.startswith("#")]
+    if not content:
         raise DataError(f"{p}: empty table")
+    for i in range(content[0], content[-1]):
+        if not all_lines[i].strip():  # between rows: often a dropped frame; never skipped silently
+            raise DataError(f"{p}: line {i + 1} is blank, between rows of the table (a missing frame?); remove the "
+                            "blank line if no frame is missing, or write the frame's values")
+    lines = [all_lines[i] for i in content]
     first = lines[0]
     delim = "\t" if "\t" in first else ("," if "," in first else None)
     n_delim = first.count(delim) if delim else len(first.split()) - 1
@@ -167,19 +218,20 @@ def _read_delimited(p: Path, notes: list[str]) -> tuple[np.ndarray, list[str], b
         header, rows = rows[0], rows[1:]
     if not rows:
         raise DataError(f"{p}: header only, no data rows")
-    first_line = 2 if header is not None else 1
+    off = 1 if header is not None else 0
+    lineno = [i + 1 for i in content[off:]]  # the file's line number of each data row
     short_header = header is not None and all(len(r) == len(header) + 1 for r in rows)  # R write.table
     ncol = len(rows[0]) if short_header else (len(header) if header is not None else len(rows[0]))
     for i, r in enumerate(rows):
         if len(r) != ncol:
-            raise DataError(f"{p}: ragged table: line {i + first_line} has {len(r)} columns, expected {ncol}")
+            raise DataError(f"{p}: ragged table: line {lineno[i]} has {len(r)} columns, expected {ncol}")
     arr = np.empty((len(rows), ncol), dtype=np.float64)
     for i, r in enumerate(rows):
         for j, c in enumerate(r):
             try:
                 arr[i, j] = float(c)
             except ValueError:
-                raise DataError(f"{p}: non-numeric cell {c!r} at line {i + first_line}, column {j + 1}") from None
+                raise DataError(f"{p}: non-numeric cell {c!r} at line {lineno[i]}, column {j + 1}") from None
     if header is None:
         notes.append(f"{p}: first row is numeric, read as data (no header); columns named by position "
                      f"({_span(_positional_names(ncol))})")
@@ -266,6 +318,10 @@ def sidecar_tr(path: str | os.PathLike, side: dict) -> tuple[float | None, str]:
             f = math.nan
         if not (math.isfinite(f) and f > 0):
             raise DataError(f"{sc}: {key} must be a positive number, got {v!r}")
+        problem = tr_problem(f if key == "RepetitionTime" else 1.0 / f)
+        if problem:
+            given = f"{key} {_fmt(f)}" + (" Hz (one frame every " + _fmt(1.0 / f) + " s)" if key == "SamplingFrequency" else "")
+            raise DataError(f"{sc}: {given}: {problem}")
         vals[key] = f
     rt, fs = vals.get("RepetitionTime"), vals.get("SamplingFrequency")
     if rt is not None and fs is not None and not math.isclose(rt, 1.0 / fs, rel_tol=TR_RTOL):
@@ -309,6 +365,9 @@ def read_table(path: str | os.PathLike, tr: float | None = None, *, allow_nan: b
             raise DataError(f"{p}: {tr_label} must be a number, got {tr!r}") from None
         if not (math.isfinite(tr) and tr > 0):
             raise DataError(f"{p}: {tr_label} must be positive, got {tr}")
+        problem = tr_problem(tr)
+        if problem:
+            raise DataError(f"{p}: {tr_label} {_fmt(tr)}: {problem}")
     if s_tr is not None and tr is not None and not math.isclose(tr, s_tr, rel_tol=TR_RTOL):
         if tr_label == "--tr":
             raise DataError(f"{p}: --tr {_fmt(tr)} s contradicts the file's TR ({_fmt(s_tr)} s, {s_src}); drop --tr or fix the sidecar")

@@ -1,4 +1,4 @@
-"""Evaluation metrics of long-term behaviour (ALGORITHMS.md §6); numpy/scipy only.
+"""Evaluation metrics of long-term behaviour (docs/method.md §6); numpy/scipy only.
 
 Arrays are ``(time, regions)``. See docs/metrics.md for definitions and how to read them.
 """

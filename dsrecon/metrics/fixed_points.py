@@ -1,7 +1,7 @@
 """Fixed points and k-cycles of fitted latent dynamics.
 
 Piecewise-linear models (PLRNN family) use SCYFI (Eisenmann et al., "Bifurcations and loss jumps
-in RNN training", NeurIPS 2023; ALGORITHMS.md §6): within one relu activation pattern d the map is
+in RNN training", NeurIPS 2023; docs/method.md §6): within one relu activation pattern d the map is
 affine, z' = M_d z + c_d, so a k-cycle with patterns d_1…d_k solves the linear system
 
     (I − M_k ⋯ M_1) z_1 = Σ_j M_k ⋯ M_{j+1} c_j.

@@ -1,4 +1,4 @@
-"""Lyapunov spectra by the QR (Benettin) method (ALGORITHMS.md §6).
+"""Lyapunov spectra by the QR (Benettin) method (docs/method.md §6).
 
 Two entry points:
 
@@ -26,7 +26,7 @@ import numpy as np
 from dsrecon._util import check_interrupt
 from dsrecon.errors import DivergenceError, DsreconError
 
-#: Lorenz63 (σ=10, ρ=28, β=8/3) largest exponent per unit time (ALGORITHMS.md §6).
+#: Lorenz63 (σ=10, ρ=28, β=8/3) largest exponent per unit time (docs/method.md §6).
 LORENZ63_LAMBDA_MAX = 0.9056
 
 

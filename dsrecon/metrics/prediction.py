@@ -1,4 +1,4 @@
-"""n-step prediction error PE_n (ALGORITHMS.md §6)."""
+"""n-step prediction error PE_n (docs/method.md §6)."""
 
 from __future__ import annotations
 
@@ -44,10 +44,12 @@ def causal_forecast(net, taps: np.ndarray, x: np.ndarray, n: int, targets: np.nd
 
     PE_n starts from the teacher at t, a Wiener deconvolution of the whole series, which has seen
     frames after t; a forecast must not. Here, for each target j with t = j − n: deconvolve
-    x[: t + 1] alone, take the last K reliable teacher frames r − K + 1 … r (r ≤ t: the end of a
-    deconvolution is unreliable, `wiener_deconvolve`), iterate the model's mean map from frame r to
-    j (no noise), convolve and decode. x: (T, N) normalised observations; targets: frame indices
-    (each ≥ n); returns (len(targets), N), NaN where the history is too short.
+    x[: t + 1] alone, without masking its end (the end of a deconvolution is noisy, but it is the
+    only estimate of the recent latent the past allows: starting from the last masked-reliable
+    frame instead, about K/2 frames earlier, gave R² −0.66 against 0.09 one step ahead on an HCP
+    subject), take its last K frames as the latent history, iterate the model's mean map n steps
+    (no noise), convolve and decode. x: (T, N) normalised observations; targets: frame indices
+    (each ≥ n); returns (len(targets), N), NaN where the history is shorter than max(2K, 8) frames.
     """
     from dsrecon.signal.deconvolution import wiener_deconvolve
 
@@ -59,17 +61,12 @@ def causal_forecast(net, taps: np.ndarray, x: np.ndarray, n: int, targets: np.nd
     for i, j in enumerate(targets):
         t = int(j) - n
         if t not in cache:
-            cache[t] = wiener_deconvolve(x[: t + 1], taps) if t + 1 >= max(2 * K, 8) else None
+            cache[t] = wiener_deconvolve(x[: t + 1], taps, mask_edges=False) if t + 1 >= max(2 * K, 8) else None
         d = cache[t]
         if d is None:
             continue
-        ok = np.flatnonzero(np.isfinite(d).all(axis=1))
-        if ok.size == 0 or ok[-1] - K + 1 < 0 or not np.isfinite(d[ok[-1] - K + 1 : ok[-1] + 1]).all():
-            continue
-        r = int(ok[-1])
-        lat = net.init_state(torch.as_tensor(d[r - K + 1 : r + 1], dtype=torch.float32, device=net.taps.device))  # (K, S)
-        steps = int(j) - r
-        Z = net.dynamics.rollout(lat[-1:], steps) if steps > 0 else lat[:0][None]  # (1, steps, S): frames r+1 … j
+        lat = net.init_state(torch.as_tensor(d[t - K + 1 : t + 1], dtype=torch.float32, device=net.taps.device))  # (K, S)
+        Z = net.dynamics.rollout(lat[-1:], n)  # (1, n, S): frames t+1 … j
         seq = torch.cat([lat[None], Z], dim=1)[:, -K:]
         out[i] = net.observe(seq)[0, -1].cpu().numpy()
     return out

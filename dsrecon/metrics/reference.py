@@ -1,4 +1,4 @@
-"""Reference invariants of chaotic systems, read from dysts' packaged JSON (ALGORITHMS.md §6).
+"""Reference invariants of chaotic systems, read from dysts' packaged JSON (docs/method.md §6).
 
 dysts ships ``dysts/data/chaotic_attractors.json`` (135 systems): per system its parameters, an
 estimated largest Lyapunov exponent (``maximum_lyapunov_estimated``), an estimated spectrum

@@ -1,6 +1,6 @@
 """Power-spectrum distance D_H: do generated and true series oscillate at the same frequencies?
 
-ALGORITHMS.md §6: per dimension z-score, |rfft|², Gaussian smoothing with σ = ``smoothing``
+docs/method.md §6: per dimension z-score, |rfft|², Gaussian smoothing with σ = ``smoothing``
 frequency bins, clip at 0, normalise to sum 1; Hellinger distance H = sqrt(1 − Σ sqrt(p q));
 average over dimensions. H is in [0, 1]: 0 for identical spectra, 1 for disjoint ones.
 
@@ -14,7 +14,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from dsrecon.errors import DataError
 
-#: ALGORITHMS.md §6: σ = 20 frequency bins (use 1 for short BOLD series).
+#: docs/method.md §6: σ = 20 frequency bins (use 1 for short BOLD series).
 DEFAULT_SMOOTHING = 20.0
 
 

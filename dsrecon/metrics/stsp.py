@@ -1,7 +1,7 @@
 """State-space divergence D_stsp: how well a generated trajectory fills the true attractor.
 
 Two estimators of KL(p_true ‖ p_gen) between the occupation measures of two trajectories
-(ALGORITHMS.md §6):
+(docs/method.md §6):
 
 * :func:`stsp_binned` — histogram with ``bins`` cells per dimension (default when N < 6);
 * :func:`stsp_gmm` — a Gaussian-mixture density on the points, KL by Monte Carlo (high N).
@@ -18,11 +18,11 @@ import numpy as np
 
 from dsrecon.errors import DataError
 
-#: ALGORITHMS.md §6: 30 bins per dimension, Laplace pseudo-count 1e-5, range padded by 0.1 σ.
+#: docs/method.md §6: 30 bins per dimension, Laplace pseudo-count 1e-5, range padded by 0.1 σ.
 DEFAULT_BINS = 30
 DEFAULT_ALPHA = 1e-5
 RANGE_PAD_SD = 0.1
-#: ALGORITHMS.md §6: σ² = 1.0 per mixture component, 1 000 MC samples, ≤ 10 000 centres.
+#: docs/method.md §6: σ² = 1.0 per mixture component, 1 000 MC samples, ≤ 10 000 centres.
 DEFAULT_GMM_VAR = 1.0
 DEFAULT_N_SAMPLES = 1000
 DEFAULT_MAX_POINTS = 10_000

@@ -42,7 +42,7 @@ VAR_BURN_IN = 1000
 
 #: metric settings by data kind (docs/metrics.md, "Settings follow the data"): the GMM σ² and the
 #: D_H smoothing σ in frequency bins. BOLD: the convSSM paper's choice for short z-scored BOLD
-#: series (ALGORITHMS.md §6); everything else keeps the general defaults.
+#: series (docs/method.md §6); everything else keeps the general defaults.
 KIND_SETTINGS = {
     "bold": {"gmm_var": 0.3, "smoothing": 1.0},
     "calcium": {"gmm_var": DEFAULT_GMM_VAR, "smoothing": DEFAULT_SMOOTHING},

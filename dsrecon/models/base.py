@@ -38,7 +38,7 @@ class LatentDynamics(nn.Module):
         super().__init__()
         self.M = int(latent_dim)
 
-    # --- external inputs (ALGORITHMS.md §1: z_t = F(z_{t−1}) + C s_t) ---------------------------
+    # --- external inputs (docs/method.md §1: z_t = F(z_{t−1}) + C s_t) ---------------------------
     def enable_inputs(self, n_inputs: int) -> "LatentDynamics":
         """Give the map an input term C s_t (C: (M, K), starting at 0, so a new model starts as the
         autonomous one): it is added to the latent units of every step. Registered after the

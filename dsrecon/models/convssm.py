@@ -1,4 +1,4 @@
-"""The composed generative model: latent dynamics → decoder → measurement kernel (ALGORITHMS.md §2, §5)."""
+"""The composed generative model: latent dynamics → decoder → measurement kernel (docs/method.md §2, §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Observation decoders for the convSSM (ALGORITHMS.md §2).
+"""Observation decoders for the convSSM (docs/method.md §2).
 
 All map latent states (B, T, M) to observations (B, T, N); because the kernel is shared across
 channels, B(h∗z) = h∗(Bz), so the model decodes first and convolves the N decoded channels.

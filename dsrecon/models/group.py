@@ -106,15 +106,16 @@ class GroupLayout:
 
 #: standard deviation of the subjects' initial features (see `init_features`). Small, so that the
 #: features move to where the data put them: started at N(0, 1) they stay near their random start
-#: while the projections adapt to them, and encode nothing (docs/benchmarks.md, "Feature
-#: identifiability": leave-one-subject-out R² of ρ on the features 0.05 → 0.73 / 0.81 / 0.32).
+#: while the projections adapt to them, and encode nothing (docs/experiments/hierarchical.md#feature-identifiability-the-features-initial-scale-2026-12-03-one-seed;
+#: in the BOLD benchmark, leave-one-subject-out R² of ρ on the features 0.05 → 0.73 / 0.81 / 0.32:
+#: docs/experiments/hierarchical.md#small-initial-features-in-the-bold-benchmark-and-a-forcing-that-ends-weak-2026-12-03-seeds-0-1-2).
 FEATURE_INIT_STD = 0.1
 
 #: default λ of the group fit's low-rank penalty λ/2·(‖projections‖² + ‖features‖²)
 #: (`dsrecon.training.group`; `fit-group --feature-decay`). On 10 simulated subjects × 1 000 BOLD
 #: frames it raised the leave-one-subject-out R² of ρ on the features from 0.70 to 0.92 (median of
-#: three seeds) and lowered the median latent D_stsp (docs/benchmarks.md, "a low-rank penalty on the
-#: features"); 10⁻⁴ was too weak. The penalty sums over subjects.
+#: three seeds) and lowered the median latent D_stsp (docs/experiments/hierarchical.md#a-low-rank-penalty-on-the-features-2026-12-03-evening-seeds-0-1-2);
+#: 10⁻⁴ was too weak. The penalty sums over subjects.
 FEATURE_DECAY = 1e-3
 
 

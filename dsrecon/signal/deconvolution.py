@@ -1,4 +1,4 @@
-"""Wiener deconvolution of a measured series into teacher signals (ALGORITHMS.md §3).
+"""Wiener deconvolution of a measured series into teacher signals (docs/method.md §3).
 
 Per channel: estimate the noise level σ̂ from the finest wavelet details, denoise the series
 (VisuShrink) to get a signal-power estimate |S|², then invert the kernel with a Wiener filter

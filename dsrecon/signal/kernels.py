@@ -1,4 +1,4 @@
-"""Measurement kernels sampled on the recording's grid (ALGORITHMS.md §2).
+"""Measurement kernels sampled on the recording's grid (docs/method.md §2).
 
 Every function returns a 1-D float64 array of taps h_0 … h_{K−1} with h_k the response at
 t = k·TR (or k/fs). BOLD kernels are normalised to Σh = 1.
@@ -18,7 +18,7 @@ from dsrecon.errors import DataError, DsreconError
 
 #: Length of the canonical HRFs in seconds (SPM: 32 s).
 HRF_LENGTH_S = 32.0
-#: Calcium kernels are truncated after this many decay constants (ALGORITHMS.md §2).
+#: Calcium kernels are truncated after this many decay constants (docs/method.md §2).
 CALCIUM_TRUNCATE_TAU = 5.0
 KERNEL_NAMES = ("spm", "glover", "calcium", "none")
 
@@ -114,7 +114,7 @@ class Kernel:
         return convolve_valid(z, self.taps)
 
     def deconvolve(self, x: np.ndarray, **kw) -> np.ndarray:
-        """Wiener deconvolution (ALGORITHMS.md §3) of a (T, N) series; see signal.deconvolution."""
+        """Wiener deconvolution (docs/method.md §3) of a (T, N) series; see signal.deconvolution."""
         from dsrecon.signal.deconvolution import wiener_deconvolve
 
         return wiener_deconvolve(x, self.taps, **kw)
@@ -136,6 +136,29 @@ def convolve_valid(z: np.ndarray, taps: np.ndarray) -> np.ndarray:
     return out[:, 0] if squeeze else out
 
 
+#: the most taps a kernel may have (a kernel longer than any recording is never useful; this bound
+#: keeps a TR of 1e-9 s, or a decay constant of 1e9 s, from allocating gigabytes before any check)
+MAX_TAPS = 100_000
+
+
+def _check_sampling(key: str, tr: float, tau_decay: float) -> None:
+    """Refuse, before any allocation, a named kernel that cannot be sampled every ``tr`` seconds."""
+    if key in ("spm", "glover"):
+        length, what = HRF_LENGTH_S, f"the {key} HRF (it lasts {HRF_LENGTH_S:g} s)"
+    elif key == "calcium":
+        _check_positive("tau_decay", tau_decay)
+        length, what = CALCIUM_TRUNCATE_TAU * tau_decay, f"the calcium kernel ({CALCIUM_TRUNCATE_TAU:g} × --tau-decay {tau_decay:g} s)"
+    else:
+        return
+    n = length / tr
+    if n + 1 > MAX_TAPS:
+        raise DsreconError(f"kernel '{key}': {what} sampled every {tr:g} s would have {n:,.0f} taps, more than {MAX_TAPS:,}; "
+                           "TR is in seconds per frame")
+    if key != "calcium" and n < 1:
+        raise DsreconError(f"kernel '{key}': {what} cannot be sampled every {tr:g} s (TR is in seconds per frame); "
+                           "for data this coarse use --kernel none")
+
+
 def make_kernel(
     name: str | os.PathLike,
     tr: float,
@@ -146,6 +169,7 @@ def make_kernel(
     """Build a kernel by name (spm|glover|calcium|none) or load taps from a file (one tap per line)."""
     _check_positive("TR", tr)
     key = str(name).lower()
+    _check_sampling(key, float(tr), tau_decay)
     if key == "spm":
         return Kernel(spm_hrf(tr), "spm", {"tr": tr})
     if key == "glover":
@@ -168,6 +192,9 @@ def read_kernel_file(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     if p.is_dir():
         raise DataError(f"{p}: is a directory, not a kernel file of taps")
+    from dsrecon.io.files import check_input_file
+
+    check_input_file(p, "kernel file")
     try:
         text = p.read_text()
     except UnicodeDecodeError:

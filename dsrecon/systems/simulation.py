@@ -1,4 +1,4 @@
-"""Integrate benchmark systems and turn them into synthetic recordings (ALGORITHMS.md §7).
+"""Integrate benchmark systems and turn them into synthetic recordings (docs/method.md §7).
 
 Convention: integrate ``length + K − 1`` samples (one every ``dt`` system-time units, after a
 transient), z-score each state, convolve causally with the kernel sampled at TR (valid part,

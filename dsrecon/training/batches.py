@@ -1,4 +1,4 @@
-"""Prepared training data and uniform sequence sampling across recordings (ALGORITHMS.md §4).
+"""Prepared training data and uniform sequence sampling across recordings (docs/method.md §4).
 
 Sequences never cross a recording boundary; censored frames stay on the grid and are masked out
 of the loss (and of the teacher signals).
@@ -11,6 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsrecon.errors import DataError
+
+
+def normal_fill(rng: np.random.Generator, *outs: np.ndarray) -> None:
+    """Fill float32 arrays with standard normal draws from a member's stream: one 63-bit seed from
+    ``rng``, then torch's CPU generator (about twice as fast as numpy's float32 normals for a batch
+    of whole-brain sequences, where the batch noise was a fifth of the epoch; the same numbers
+    whatever the thread count). The arrays are filled in order."""
+    import torch
+
+    g = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
+    for a in outs:
+        torch.randn(a.shape, generator=g, dtype=torch.float32, out=torch.from_numpy(a))
 
 
 @dataclass
@@ -86,7 +98,7 @@ class SequenceSampler:
                 "inputs": None if c["inputs"] is None else c["inputs"][tt].astype(np.float32, copy=False)}
 
 
-#: default latent sequence length T̃ (ALGORITHMS.md §4)
+#: default latent sequence length T̃ (docs/method.md §4)
 DEFAULT_SEQUENCE_LENGTH = 200
 
 

@@ -8,10 +8,9 @@ Here
 
 - the concatenated training split is copied to the device once, and each batch is gathered there
   from the (E, B) start indices;
-- each member's draws (start indices, observation noise, teacher noise: the order of `_draw`) run
-  on a pool of host threads, one slice of the members per thread (numpy's generators release the
-  GIL while they fill an array, and the members' streams are independent, so the numbers are the
-  same as in `_draw` whatever the thread count);
+- each member's draws (start indices, observation noise, teacher noise: the order of `_draw`,
+  `normal_fill`) run on a pool of host threads, one slice of the members per thread (the members'
+  streams are independent, so the numbers are the same as in `_draw` whatever the thread count);
 - the draws of batch i + 1 are made while the device works on batch i (one batch ahead, within an
   epoch, so that the divergence snapshot at an epoch's start still sees every stream at rest);
 - the noise is scaled and added on the device in float32, in two separate operations as numpy does
@@ -29,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from dsrecon.training.batches import SequenceSampler
+from dsrecon.training.batches import SequenceSampler, normal_fill
 
 
 class DeviceBatches:
@@ -62,8 +61,7 @@ class DeviceBatches:
                 r = rngs[j]
                 buf["starts"][j] = r.integers(0, n, size=B)
                 if noise > 0:
-                    r.standard_normal(out=buf["nx"][j], dtype=np.float32)
-                    r.standard_normal(out=buf["nd"][j], dtype=np.float32)
+                    normal_fill(r, buf["nx"][j], buf["nd"][j])
 
         E = len(rngs)
         if self.pool is None or E < 2 * self.threads:

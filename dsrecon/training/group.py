@@ -10,7 +10,8 @@ form another. The loss is the mean of the subjects' GTF losses, plus, with ``fea
 λ_f/2·(‖g_proj‖² + ‖l‖²) over the projections (every number of g past b) and the features. The
 linear scheme's subject variation is l Pᵀ, and this sum is at its least over the factorisations of
 a given l Pᵀ at λ_f·‖l Pᵀ‖_* (the nuclear norm): a low-rank prior that leaves feature axes the data
-do not need at zero, where unpenalised they keep what they started with (docs/benchmarks.md).
+do not need at zero, where unpenalised they keep what they started with
+(docs/experiments/hierarchical.md#a-low-rank-penalty-on-the-features-2026-12-03-evening-seeds-0-1-2).
 A transfer (group frozen) penalises its features alone: a pull towards the origin of the feature space.
 
 Everything else is the single-fit engine's (`Trainer`): one `Member` holds the seed, batch/noise
@@ -32,7 +33,7 @@ from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.models.group import GroupLayout
 from dsrecon.options import TrainOptions, choose_preset
 from dsrecon.training import hooks
-from dsrecon.training.batches import SequenceSampler
+from dsrecon.training.batches import SequenceSampler, normal_fill
 from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData, training_samples
 from dsrecon.training.member import Member
@@ -146,7 +147,7 @@ class GroupTrainer(Trainer):
 
         The candidates are the mean of the source's features and each source subject's: a new
         subject often resembles one of them, and training from a start can lose an attractor the
-        start had (docs/benchmarks.md, the group model's transfer)."""
+        start had (docs/experiments/hierarchical.md#correction-and-fix-the-transfer-validates-its-start-2026-12-03-later)."""
         if not self.frozen or candidates.shape[0] < 2 or not all(d.test for d in self.datas):
             return [0] * self.S
         scores = np.array([self.subject_validation(c[None].expand(self.S, -1)) for c in candidates])  # (C, S)
@@ -181,8 +182,7 @@ class GroupTrainer(Trainer):
         if o.noise > 0:
             for b in bs:
                 nx, nd = np.empty_like(b["x"]), np.empty_like(b["teacher"])
-                m.rng.standard_normal(out=nx[0], dtype=np.float32)
-                m.rng.standard_normal(out=nd[0], dtype=np.float32)
+                normal_fill(m.rng, nx[0], nd[0])
                 nx *= np.float32(o.noise)
                 nd *= np.float32(o.noise)
                 b["x"] += nx

@@ -1,4 +1,4 @@
-"""Forcing schedules for generalized teacher forcing (ALGORITHMS.md §4)."""
+"""Forcing schedules for generalized teacher forcing (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -171,3 +171,32 @@ def check_fit_memory(n_frames: Sequence[int], n_regions: int, latent_dim: int, h
                               sequence_length=opts.sequence_length, test_fraction=opts.test_fraction, hidden_dim=L,
                               n_params=int(members) * (2 * M * L + 3 * M + L + M * int(n_regions)))
     return check_memory(est, device=str(device), source=source)
+
+
+def _size(b: float) -> str:
+    """Bytes as a readable size (GB up to 1000 GB, then TB; 3 significant digits)."""
+    if b >= 1e12:
+        return f"{b / 1e12:.3g} TB"
+    return _gb(b)
+
+
+def check_rows_memory(n_rows: int, bytes_per_row: int, flag: str, what: str, available: int | None = None) -> int:
+    """Refuse, before anything is allocated, a command whose output of ``n_rows`` rows (about
+    ``bytes_per_row`` bytes of working memory each) does not fit in the memory there is. The message
+    names ``flag`` with its value, the memory it would need and the limit. Returns the bytes needed."""
+    avail = available_memory() if available is None else int(available)
+    need = int(n_rows) * int(bytes_per_row)
+    limit = int(USABLE_FRACTION * avail)
+    if need > limit:
+        most = max(limit // max(int(bytes_per_row), 1), 0)
+        raise DsreconError(f"{flag} {n_rows}: {what} would need about {_size(need)} of memory, more than the "
+                           f"{_size(limit)} this machine can give; at most about {most:,} rows fit (give a smaller {flag})")
+    return need
+
+
+def free_run_row_bytes(n_regions: int, latent_dim: int) -> int:
+    """Working memory per generated frame of `ConvSSM.simulate`: the float32 latent and observed runs
+    with the observation's conv1d (oneDNN pads its one channel to 16, see the module doc), then the
+    float64 copies returned and written: 4·(M + 19 N) + 8·(3 N + M) bytes."""
+    N, M = int(n_regions), max(int(latent_dim), 1)
+    return FLOAT32 * (M + 19 * N) + 8 * (3 * N + M)

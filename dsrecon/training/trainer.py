@@ -33,7 +33,7 @@ from dsrecon.errors import DivergenceError, DsreconError
 from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.options import TrainOptions, choose_preset  # TrainOptions: defined with every other option; imported from here too
 from dsrecon.training import checkpoint as ckpt
-from dsrecon.training.batches import SequenceSampler
+from dsrecon.training.batches import SequenceSampler, normal_fill
 from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData, training_samples
 from dsrecon.training import hooks, validation
@@ -191,8 +191,7 @@ class Trainer:
         if o.noise > 0:
             nx, nd = np.empty_like(b["x"]), np.empty_like(b["teacher"])
             for j, e in enumerate(idx):
-                self.members[e].rng.standard_normal(out=nx[j], dtype=np.float32)
-                self.members[e].rng.standard_normal(out=nd[j], dtype=np.float32)
+                normal_fill(self.members[e].rng, nx[j], nd[j])
             nx *= np.float32(o.noise)  # x + noise·n in float32, in place
             nd *= np.float32(o.noise)
             b["x"] += nx
@@ -328,7 +327,7 @@ class Trainer:
         training on in the collapsed regime (`--restore-on-collapse`). The batch stream goes on, so
         the retried stretch sees other batches. Opt-in: on Lorenz63-BOLD one seed that had collapsed
         at epoch 425 was still collapsed at epoch 2 000 and gained from it, another recovered by itself
-        without it and lost (docs/benchmarks.md, round 5)."""
+        without it and lost (docs/experiments/lorenz-bold-reconstruction.md#round-5-2026-12-01-what-the-030-target-needs)."""
         m = self.members[e]
         with torch.no_grad():
             self.stack.flat[e] = m.best_row

@@ -2,7 +2,7 @@
 
 The engine (`training.trainer`) calls `validate` every ``val_every`` epochs to pick the best model
 and to stop early; the cuda engine makes all members' free runs at once (`generate_after_members`).
-Final scores follow ALGORITHMS.md §6 (`ConvSSM.score`); this is the model selection's own check.
+Final scores follow docs/method.md §6 (`ConvSSM.score`); this is the model selection's own check.
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ def with_observation_noise(gen: np.ndarray, reference: np.ndarray, seed: int = 0
     """``gen`` (T', N) plus Gaussian noise of the recording's noise level per channel: σ̂_j =
     `noise_level` (the MAD of the finest wavelet details) of ``reference[:, j]``, the recording's
     observed frames in the same units. A free run is noise-free and a recording is not; at σ 0.1
-    that difference alone dominates the state-space divergence (docs/benchmarks.md, round 11)."""
+    that difference alone dominates the state-space divergence
+    (docs/experiments/lorenz-bold-reconstruction.md#round-11-2026-12-05-validation-that-compares-noisy-with-noisy---match-noise)."""
     from dsrecon.signal.deconvolution import noise_level
 
     sigma = np.array([noise_level(reference[:, j]) for j in range(reference.shape[1])])

@@ -1,4 +1,4 @@
-"""Shared machinery for the state-space backends (s4d, lru, mamba, chimera), ALGORITHMS.md §8.
+"""Shared machinery for the state-space backends (s4d, lru, mamba, chimera), docs/method.md §8.
 
 A linear SSM without input only decays or oscillates, so an SSM becomes latent dynamics in
 closed loop: its output is fed back as its next input. State layout (B, S), S = M + H:
@@ -15,7 +15,7 @@ One step with u = z_{t−1} (the forced latent during GTF, so forcing acts throu
 External inputs enter the latent update beside the readout, so they reach the hidden recurrence as
 part of the fed-back output of the next step (`LatentDynamics.add_input`).
 
-The readout is the clipped piecewise-linear unit of the cshPLRNN (ALGORITHMS.md §1): bounded, so a
+The readout is the clipped piecewise-linear unit of the cshPLRNN (docs/method.md §1): bounded, so a
 free run stays bounded whenever |a| < 1 and the recurrence is stable. a (M,) starts as the PLRNN
 diagonal init, D (E, M), W_o (M, E), b_o (E,) uniform ±1/√fan-in, c = 0.
 

@@ -1,5 +1,5 @@
 """ALRNN: the almost-linear RNN ("Almost-Linear RNNs Yield Highly Interpretable Symbolic Codes in
-Dynamical Systems Reconstruction", Brenner et al., NeurIPS 2024; ALGORITHMS.md §1).
+Dynamical Systems Reconstruction", Brenner et al., NeurIPS 2024; docs/method.md §1).
 
 z' = A ⊙ z + W φ(z) + h with φ(z)_i = z_i for the first M − P units and relu(z_i) for the last P.
 It is the vanilla PLRNN with P < M piecewise-linear units, so it inherits the closed-form

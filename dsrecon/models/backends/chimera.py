@@ -1,6 +1,6 @@
 """Chimera-style 2-D selective SSM over time and regions as closed-loop latent dynamics ("Chimera:
 Effectively Modeling Multivariate Time Series with 2-Dimensional State Space Models", Behrouz,
-Santacatterina, Zabih, NeurIPS 2024; ALGORITHMS.md §8). No public code exists; this follows the
+Santacatterina, Zabih, NeurIPS 2024; docs/method.md §8). No public code exists; this follows the
 paper's Roesser-type 2-D recurrence. The closed-loop wrapper and readout are in `_ssm.py`.
 
 Each region (variate) v = 1 … M carries two states of size N per head: h1 along time and h2 along

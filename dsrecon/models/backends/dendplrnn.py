@@ -1,5 +1,5 @@
 """Dendritic PLRNN ("Tractable Dendritic RNNs for Reconstructing Nonlinear Dynamical Systems",
-Brenner et al., ICML 2022; ALGORITHMS.md §1): each unit's nonlinearity is a learned sum of B
+Brenner et al., ICML 2022; docs/method.md §1): each unit's nonlinearity is a learned sum of B
 shifted ReLUs (a linear spline basis expansion of the dendrites),
 
     z' = A ⊙ z + W φ(z) + h0,   φ(z) = Σ_b α_b relu(z − h_b),

@@ -1,5 +1,5 @@
 """LRU as closed-loop latent dynamics ("Resurrecting Recurrent Neural Networks for Long
-Sequences", Orvieto et al. 2023; ALGORITHMS.md §8). The closed-loop wrapper and readout are in
+Sequences", Orvieto et al. 2023; docs/method.md §8). The closed-loop wrapper and readout are in
 `_ssm.py`.
 
 λ = exp(−exp(ν) + i·exp(θ)) (exponential parameterisation, |λ| < 1 always); ring init: |λ|² ~

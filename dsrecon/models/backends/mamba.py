@@ -1,5 +1,5 @@
 """Mamba-style selective SSM block as closed-loop latent dynamics ("Mamba: Linear-Time Sequence
-Modeling with Selective State Spaces", Gu & Dao 2023; ALGORITHMS.md §8). The closed-loop wrapper
+Modeling with Selective State Spaces", Gu & Dao 2023; docs/method.md §8). The closed-loop wrapper
 and the bounded readout are in `_ssm.py`.
 
 With u = z_{t−1} (M,), inner width E, state size N, conv width K:

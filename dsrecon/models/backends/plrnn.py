@@ -1,4 +1,4 @@
-"""The PLRNN family: vanilla PLRNN, shPLRNN and the clipped shPLRNN (default), ALGORITHMS.md §1.
+"""The PLRNN family: vanilla PLRNN, shPLRNN and the clipped shPLRNN (default), docs/method.md §1.
 
 Shapes: state z (B, M); A (M,), W1 (M, L), W2 (L, M), h1 (M,), h2 (L,).
 """

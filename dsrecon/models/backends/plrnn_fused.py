@@ -3,7 +3,7 @@
 The eager PyTorch loop pays ~10 kernel launches and autograd nodes per time step; for the small
 matrices of a convSSM (M 3, L 50) that overhead is the whole cost. Here the teacher-forced
 rollout of E members × B sequences runs as one compiled loop, and the backward pass is written
-out with the closed-form Jacobian (ALGORITHMS.md §1), wrapped in a torch.autograd.Function so the
+out with the closed-form Jacobian (docs/method.md §1), wrapped in a torch.autograd.Function so the
 kernel, decoder and loss stay in PyTorch. A single model is E = 1. The slow, obviously correct
 path is `LatentDynamics.rollout` (repeated `step`); `tests/test_fused.py` holds this one to it.
 

@@ -1,5 +1,5 @@
 """S4D as closed-loop latent dynamics ("On the Parameterization and Initialization of Diagonal
-State Space Models", Gu et al. 2022; ALGORITHMS.md §8). The closed-loop wrapper and readout are in
+State Space Models", Gu et al. 2022; docs/method.md §8). The closed-loop wrapper and readout are in
 `_ssm.py`.
 
 Continuous A_n = −exp(log_neg_re_n) + i·A_im_n (Re A < 0 always), ZOH with a step Δ_n per mode:

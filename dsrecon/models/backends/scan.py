@@ -1,4 +1,4 @@
-"""Parallel scans for linear recurrences, in pure PyTorch (ALGORITHMS.md §8).
+"""Parallel scans for linear recurrences, in pure PyTorch (docs/method.md §8).
 
 Solves h_t = a_t ⊙ h_{t−1} + b_t (diagonal, real or complex) and h_t = A_t h_{t−1} + b_t (dense)
 for t = 0 … T−1 from h_{−1} = h0, in O(log T) sequential rounds (Hillis–Steele doubling over the

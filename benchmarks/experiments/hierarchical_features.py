@@ -1,3 +1,7 @@
+# Frozen experiment, not maintained: last ran at bb65b36 (2026-12-03, the library of that commit); results in
+# docs/experiments/hierarchical.md#feature-identifiability-the-features-initial-scale-2026-12-03-one-seed
+# Run from the repository root as PYTHONPATH=benchmarks python benchmarks/experiments/hierarchical_features.py ...
+# (it imports benchmarks/_common.py and its siblings); no maintained script imports it.
 """Feature identifiability of the group model (issue #16): does the features' initial scale decide
 whether they encode ρ?
 
@@ -10,18 +14,16 @@ leave-one-subject-out R² of ρ on the features (`hierarchical.loso_r2`), each f
 correlation with ρ, the features' spread, and each subject's latent D_stsp (`hierarchical.score`,
 20 000 generated steps); wall s covers the fit and the scoring.
 
-    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/hierarchical_features.py SCALE EPOCHS [SEED]
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/experiments/hierarchical_features.py SCALE EPOCHS [SEED]
 """
 
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hierarchical as H  # noqa: E402
 
 import dsrecon.models.group as MG  # noqa: E402

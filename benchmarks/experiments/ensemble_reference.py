@@ -1,6 +1,10 @@
+# Frozen experiment, not maintained: last ran at 2f15c36 (2026-12-05); results in
+# docs/experiments/ensembles.md#is-the-limit-the-models-scores-or-the-recording
+# Run from the repository root as PYTHONPATH=benchmarks python benchmarks/experiments/ensemble_reference.py ...
+# (it imports benchmarks/_common.py and its siblings); no maintained script imports it.
 """Is selection on 2 000 frames limited by the model's scores or by the recording? (issue 15, target 3)
 
-benchmarks/ensemble_select.py --runs DIR keeps each seed's ensemble; its --out JSON has every
+benchmarks/experiments/ensemble_select.py --runs DIR keeps each seed's ensemble; its --out JSON has every
 member's latent D_stsp against a 100 000-step true Lorenz63 trajectory, which no user has. Validation
 and every rule of ensemble_reselect.py compare a member with its own recording and rank the members
 poorly. This script separates the two things that could be at fault:
@@ -25,7 +29,7 @@ often the choice is in the best quarter (issue 15, target 3's terms).
 A member's free run is fast (the CPU path runs 100 000 steps in about 0.1 s), so a set of 96
 members takes well under a minute.
 
-    python benchmarks/ensemble_reference.py /work/sel/sel_a.json /work/sel/sel_b.json /work/sel/sel_c.json \\
+    python benchmarks/experiments/ensemble_reference.py /work/sel/sel_a.json /work/sel/sel_b.json /work/sel/sel_c.json \\
         --runs /work/sel/runs_a /work/sel/runs_b /work/sel/runs_c
 """
 
@@ -33,16 +37,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ensemble_select import NOISE, TR, rank_of, seed_recording  # noqa: E402
-from lorenz_bold import zscore  # noqa: E402
+from _common import zscore  # noqa: E402
 
 from dsrecon import load_run  # noqa: E402
 from dsrecon.errors import DsreconError  # noqa: E402

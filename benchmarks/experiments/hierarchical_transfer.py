@@ -1,3 +1,7 @@
+# Frozen experiment, not maintained: last ran at bb0f078 (2026-12-03, the --epochs 70 rerun; the script of 2b0b8a9); results in
+# docs/experiments/hierarchical.md#transfer-where-the-new-subjects-features-start-2026-12-03
+# Run from the repository root as PYTHONPATH=benchmarks python benchmarks/experiments/hierarchical_transfer.py ...
+# (it imports benchmarks/_common.py and its siblings); no maintained script imports it.
 """Where should a transfer start? (issue #16's transfer target)
 
 `GroupConvSSM.transfer` learns a new subject's features with the group parameters frozen. It starts
@@ -11,7 +15,7 @@ can see) and the latent D_stsp, D_H and λ_max of the transferred model against 
 cannot; `hierarchical.score`). So it shows whether the start matters and whether validation can
 pick a good one.
 
-    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/hierarchical_transfer.py /tmp/save/group-seed0 \\
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/experiments/hierarchical_transfer.py /tmp/save/group-seed0 \\
         --seed 0 --epochs 100 --jsonl rows.jsonl
 """
 
@@ -19,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hierarchical as H  # noqa: E402
 
 from dsrecon import load_run  # noqa: E402

@@ -1,3 +1,7 @@
+# Frozen experiment, not maintained: last ran at 20f669a (2026-12-05, round 5); results in
+# docs/experiments/lambda-max-short-data.md#round-5-2026-12-05-the-clis-2-000-epochs
+# Run from the repository root as PYTHONPATH=benchmarks python benchmarks/experiments/lambda_short.py ...
+# (it imports benchmarks/_common.py and its siblings); no maintained script imports it.
 """Short data: the paper's λ_max experiment (issue 15, target 2).
 
 S independent Lorenz63-BOLD series of 1 000 frames (Lorenz63 at dt 0.01 per sample, z-scored,
@@ -20,7 +24,7 @@ models), the share of all models that are chaotic + bounded + within 25 % of 0.9
 that are fixed points and periodic, and wall time. The JSON (--out) is rewritten after every
 ensemble, so a stopped run still has its numbers.
 
-    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 nice -n 10 python benchmarks/lambda_short.py \\
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 nice -n 10 python benchmarks/experiments/lambda_short.py \\
         --series 8 --ensemble 8 --variants default kernel_none --out lambda_short.json
 
 Runs split over processes (``--seed 0 --series 2``, ``--seed 2 --series 2``, …: series seed … seed+1)

@@ -1,3 +1,7 @@
+# Frozen experiment, not maintained: last ran at 7b68dbb (2026-12-03); results in
+# docs/experiments/hierarchical.md#two-features-and-a-longer-schedule-for-the-loso-target-2026-12-03-later
+# Run from the repository root as PYTHONPATH=benchmarks python benchmarks/experiments/hierarchical_reselect.py ...
+# (it imports benchmarks/_common.py and its siblings); no maintained script imports it.
 """Re-select each fitted subject's features among the group's, by validation (issue #16, a try at LOSO R²).
 
 Takes a group run kept by ``benchmarks/hierarchical.py --save DIR`` and, for each of its subjects
@@ -7,20 +11,18 @@ group's features or one subject's) that validates best. It prints, per subject, 
 and λ_max of the subject's own model and of the re-selected one (`hierarchical.score`), then the
 medians and the LOSO R² of ρ on the own and the re-selected features.
 
-    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/hierarchical_reselect.py DIR/group-seed0 --seed 0
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/experiments/hierarchical_reselect.py DIR/group-seed0 --seed 0
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hierarchical as H  # noqa: E402
 
 from dsrecon import load_run  # noqa: E402

@@ -1,6 +1,10 @@
+# Frozen experiment, not maintained: last ran at 66f2836 (2026-12-05, both sets of members); results in
+# docs/experiments/ensembles.md#other-selection-rules-on-the-same-kept-members
+# Run from the repository root as PYTHONPATH=benchmarks python benchmarks/experiments/ensemble_reselect.py ...
+# (it imports benchmarks/_common.py and its siblings); no maintained script imports it.
 """Selection rules for an ensemble, tried on kept runs (issue 15, target 3: "selection must work").
 
-benchmarks/ensemble_select.py --runs DIR keeps each seed's ensemble (DIR/ens_sSEED/member-XX) and
+benchmarks/experiments/ensemble_select.py --runs DIR keeps each seed's ensemble (DIR/ens_sSEED/member-XX) and
 its --out JSON has every member's latent D_stsp (against the true Lorenz63 trajectory, which a user
 does not have). This script scores every kept member again by rules that need only the recording,
 and asks of each rule what ensemble_select.py asks of the engine's: the chosen member's latent
@@ -24,7 +28,7 @@ recording; the reference is the whole recording, z-scored with the training stat
   members that found the attractor agree with each other, and a wrong one is wrong in its own way;
 - ``val+DH``, ``val+teacher``, ``val+DH+teacher``, ``val+consensus``: the mean rank within the seed's ensemble.
 
-    python benchmarks/ensemble_reselect.py /work/sel/sel_a.json /work/sel/sel_b.json \\
+    python benchmarks/experiments/ensemble_reselect.py /work/sel/sel_a.json /work/sel/sel_b.json \\
         --runs /work/sel/runs_a /work/sel/runs_b
 """
 
@@ -39,9 +43,8 @@ import numpy as np
 import torch
 from scipy.stats import rankdata, spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ensemble_select import rank_of, seed_recording  # noqa: E402
-from lorenz_bold import zscore  # noqa: E402
+from _common import zscore  # noqa: E402
 
 from dsrecon import Recording, load_run  # noqa: E402
 from dsrecon.metrics.prediction import prediction_error  # noqa: E402

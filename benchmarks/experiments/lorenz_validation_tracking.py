@@ -1,3 +1,7 @@
+# Frozen experiment, not maintained: last ran at 24268fd (2026-12-05, round 11); results in
+# docs/experiments/lorenz-bold-reconstruction.md#round-11-2026-12-05-validation-that-compares-noisy-with-noisy---match-noise
+# Run from the repository root as PYTHONPATH=benchmarks python benchmarks/experiments/lorenz_validation_tracking.py ...
+# (it imports benchmarks/_common.py and its siblings); no maintained script imports it.
 """Does validation pick the right checkpoint? (fit issue, Lorenz63 through the HRF)
 
 Trains one default fit per seed (no early stopping) on the lorenz_bold.py setup and, at every
@@ -10,7 +14,7 @@ teacher space, and validation with each side z-scored by its own statistics ("ow
 scale + σ" adds the recording's observation noise, the benchmark's --noise, to the free run first),
 and validation as `--match-noise` computes it (the fit's scale, the noise level estimated from the recording).
 
-    python benchmarks/lorenz_validation_tracking.py --seeds 0 2 --epochs 2000
+    python benchmarks/experiments/lorenz_validation_tracking.py --seeds 0 2 --epochs 2000
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lorenz_bold  # noqa: E402
 
 import dsrecon.training.trainer as trainer_mod  # noqa: E402
@@ -61,7 +64,7 @@ def own_scale_validation(gen: np.ndarray | None, data, noise: float = 0.0) -> fl
     """Validation's comparison with each side z-scored by its own statistics instead of both in the
     fit's normalisation: validation's own free run ``gen`` (`generate_after`, validation's length;
     None if it diverged) against the same reference (the whole recording), 30 bins. It ignores an attractor's amplitude and offset, as the
-    latent score does (benchmarks/ensemble_reference.py: against a long reference it ranks ensemble
+    latent score does (benchmarks/experiments/ensemble_reference.py: against a long reference it ranks ensemble
     members by latent D_stsp far better than the fit's scale does). ``noise``: Gaussian noise of
     that fraction of each channel's standard deviation added to the free run first, as the
     recording has it (the benchmark's σ: known here, estimated in a real fit)."""

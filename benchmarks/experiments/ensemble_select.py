@@ -1,3 +1,7 @@
+# Frozen experiment, not maintained: last ran at 06e4bc2 (2026-12-05; its fits ran at a694df0 and a61f064); results in
+# docs/experiments/ensembles.md#the-engines-selection-dsrecon-fit---ensemble-16-on-five-seeds-2026-12-05
+# Run from the repository root as PYTHONPATH=benchmarks python benchmarks/experiments/ensemble_select.py ...
+# (it imports benchmarks/_common.py and its siblings); no maintained script imports it.
 """Where users live: what `dsrecon fit --ensemble 16` selects on 2 000 frames (issue 15, target 3).
 
 Per data seed: the recording of benchmarks/lorenz_bold.py (Lorenz63 at dt 0.01 per sample, z-scored,
@@ -16,10 +20,10 @@ ensemble selects (lowest validation D_stsp, then D_H: what `dsrecon fit --ensemb
 members, whether it is in the best quarter, and the Spearman correlation between the validation
 score and latent D_stsp, per seed and over all members (each seed's values pooled as they are).
 
-    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 nice -n 10 python benchmarks/ensemble_select.py \\
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 nice -n 10 python benchmarks/experiments/ensemble_select.py \\
         --seeds 0 2 4 --out sel_a.json          # and --seeds 1 3 --out sel_b.json beside it
-    python benchmarks/ensemble_select.py --combine sel_a.json sel_b.json
-    python benchmarks/ensemble_select.py --combine l2_a.json l2_b.json --baseline sel_a.json sel_b.json
+    python benchmarks/experiments/ensemble_select.py --combine sel_a.json sel_b.json
+    python benchmarks/experiments/ensemble_select.py --combine l2_a.json l2_b.json --baseline sel_a.json sel_b.json
 
 --baseline compares two settings member by member: the same data seed and member seed (so the same
 recording and initialisation seed) under both, with the Wilcoxon signed-rank test of the paired
@@ -42,9 +46,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lambda_short import progress, write_json  # noqa: E402
-from lorenz_bold import latent_scores, parse_set, published_protocol_dstsp, recording, true_lorenz  # noqa: E402
+from _common import latent_scores, parse_set, published_protocol_dstsp, recording, true_lorenz  # noqa: E402
 
 from dsrecon import Recording, load_run  # noqa: E402
 from dsrecon._util import versions  # noqa: E402

@@ -1,7 +1,11 @@
+# Frozen experiment, not maintained: last ran at f668c18 (2026-12-01); results in
+# docs/metrics.md#d_stsp-gaussian-mixture-stsp_gmm---stsp-gmm
+# Run from the repository root as PYTHONPATH=benchmarks python benchmarks/experiments/gmm_points.py ...
+# (it imports benchmarks/_common.py and its siblings); no maintained script imports it.
 """GMM D_stsp with the first 10 000 points (published definition, the default) against 10 000 evenly
 spaced points (`--gmm-points even`), on 20 000-point series. Prints a table.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gmm_points.py [--seeds 0 1 2]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/experiments/gmm_points.py [--seeds 0 1 2]
 
 Pairs (latent states, z-scored, σ² 1, 1 000 Monte-Carlo samples, MC seeds --seeds):
   * Lorenz63 against an independent Lorenz63 run (dt 0.01: 20 000 points = 200 time units);
