@@ -30,6 +30,23 @@ def _hold_for_tests() -> None:
             check_interrupt()
 
 
+#: faults a test injects into the atomic writer (never set by a user): file name → errno
+_WRITE_FAULTS: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def inject_write_faults(**by_name: int) -> Iterator[None]:
+    """``with inject_write_faults(**{"model.safetensors": errno.ENOSPC}):`` (tests only): writing a
+    file of that name fails with that error, as on a full disk, after its bytes went to the temporary file."""
+    old = dict(_WRITE_FAULTS)
+    _WRITE_FAULTS.update(by_name)
+    try:
+        yield
+    finally:
+        _WRITE_FAULTS.clear()
+        _WRITE_FAULTS.update(old)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
@@ -49,7 +66,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 raise DsreconError(f"{path}: cannot write ({e.strerror or e})") from None
             os.close(fd)
             tmp_path = Path(tmp)
-        yield tmp_path
+        try:  # a full disk, a quota, a file system gone read-only: one line naming the file
+            yield tmp_path
+            if path.name in _WRITE_FAULTS:
+                raise OSError(_WRITE_FAULTS[path.name], os.strerror(_WRITE_FAULTS[path.name]))
+        except OSError as e:
+            raise DsreconError(f"{path}: cannot write ({e.strerror or e})") from None
         _hold_for_tests()
         with signals_deferred():
             if tmp_path.exists():  # mkstemp creates 0600; give the file the usual umask-based mode

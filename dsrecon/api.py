@@ -225,9 +225,24 @@ class ConvSSM:
         from dsrecon.io.runs import StagedRun
 
         with StagedRun(run_dir, resume=resume, force=overwrite, log=log) as st:
-            self._fit(recs, st.dir, st.fresh, progress, log, inputs, Path(run_dir))
+            if st.complete:  # the fit had finished, its commit had not: check the options, put it in place
+                self._adopt_staged(recs, st.dir, log, inputs, Path(run_dir))
+            else:
+                self._fit(recs, st.dir, st.fresh, progress, log, inputs, Path(run_dir))
             self.run_dir_ = st.commit()
         return self
+
+    def _adopt_staged(self, recs: list[Recording], staging: Path, log, inputs, target: Path) -> None:
+        """A --resume of a fit that finished but was not put in place: the staged run, after the
+        same compatibility check as any resume."""
+        from dsrecon.io.runs import read_staged_config
+
+        _, _, config = self.plan(recs, inputs, log)
+        _check_resumable(target, read_staged_config(staging), config)
+        m = load_run(staging)
+        self.net_, self.config_ = m.net_, m.config_
+        if log is not None:
+            log(f"note: the fit had finished; its run was waiting in {staging.name} and is now put in place at {target}")
 
     def _fit(self, recs: list[Recording], run: Path | None, fresh: bool, progress, log, inputs, target: Path | None) -> "ConvSSM":
         """Train into ``run`` (the staging directory, or None); ``target`` names the run in messages."""
@@ -239,7 +254,9 @@ class ConvSSM:
         opts = spec.train_options
         cache = None
         if not fresh:
-            old = json.loads((run / CONFIG_FILE).read_text())
+            from dsrecon.io.runs import read_staged_config
+
+            old = read_staged_config(run)
             _check_resumable(target, old, config)
             cache = _read_teacher_cache(run, len(recs), target)
         N = recs[0].n_regions  # refuse at once what cannot fit in memory
@@ -268,7 +285,9 @@ class ConvSSM:
                 write_json_atomic(run / CONFIG_FILE, {**config, "status": "training"})
                 _write_dataset_description(run)
             else:
-                trainer.load_checkpoint()
+                from dsrecon.io.runs import resume_checkpoint
+
+                resume_checkpoint(trainer, run)
         try:
             summary = trainer.fit()[0]
             summary.pop("failed")  # a plain fit that fails raises
@@ -323,6 +342,7 @@ class ConvSSM:
             "input_files": [r.provenance.get("inputs_file") for r in recs],
             "input_kind": recs[0].provenance.get("inputs_kind"),  # events | table | None
             "inputs": inputs or [r.source for r in recs],
+            "input_paths": _real_sources(recs),  # what commands reading the run must never overwrite
             "provenance": [_jsonable(r.provenance) for r in recs],
             "n_masked_frames": [int((~r.mask).sum()) for r in recs],
             "data_hash": data_hash,
@@ -561,6 +581,18 @@ def _with_input_arrays(recs: list[Recording], inputs, names: list[str] | None = 
     return out
 
 
+def _real_sources(recs: list[Recording]) -> list[str]:
+    """The real paths of the files the recordings were read from (data and input files), as far as they exist."""
+    import os
+
+    out = []
+    for r in recs:
+        for p in (r.source, r.provenance.get("inputs_file")):
+            if isinstance(p, str) and p and os.path.exists(p):
+                out.append(os.path.realpath(p))
+    return list(dict.fromkeys(out))
+
+
 def _config_key(f: dataclasses.Field) -> str:
     """The config.json key of a model option (latent_dim → latent_dim_requested, kernel → kernel_name)."""
     return f.metadata.get("config_key", f.name)
@@ -611,7 +643,14 @@ def load_run(path: str | Path):
     A damaged run (unreadable or incomplete config.json, empty or truncated weights, weights that do
     not fit the configuration) is a DataError naming the file and what is wrong with it."""
     run = Path(path)
+    from dsrecon.io.runs import commit_pending, journal_path, recover_commit
+
+    for d in (run, run.parent):  # a commit of the run (or of the ensemble it is a member of) cut short by a kill
+        if d.name and commit_pending(d):
+            recover_commit(d)
     if not run.exists():
+        if journal_path(run).exists():
+            raise DataError(f"{run}: another dsrecon process is putting a new run in place right now; try again in a moment")
         raise DataError(f"{run}: run directory not found")
     if not run.is_dir():
         raise DataError(f"{run}: not a run directory (a file; `dsrecon fit -o` writes a directory)")
@@ -629,13 +668,12 @@ def load_run(path: str | Path):
     if is_group_config(raw):  # a `dsrecon fit-group` run: a GroupConvSSM (its .subject(id) is a ConvSSM)
         return load_group_run(run, raw)
     cfg = _read_run_config(cfg_path)
-    n, norm = cfg["n_regions"], cfg["normalisation"]
-    try:
-        sizes = (len(cfg["names"]), len(norm.get("mean") or []), len(norm.get("std") or []))
-    except TypeError:  # a number where a list belongs
-        sizes = (-1, -1, -1)
-    if not isinstance(n, int) or any(k != n for k in sizes):
-        raise DataError(f"{cfg_path}: inconsistent: n_regions {n}, {sizes[0]} region names, normalisation of {sizes[1]} regions")
+    from dsrecon.io.run_check import check_config, check_sizes, check_weights
+
+    check_config(cfg, cfg_path)  # types, ranges, status: one line naming the key
+    norm = cfg["normalisation"]
+    state = ckpt.load_tensors(run / MODEL_FILE)
+    check_sizes(cfg, cfg_path, check_weights(state, run / MODEL_FILE))  # before building: no size allocates at random
     try:
         params = {f.name: cfg[_config_key(f)] for f in model_fields() if _config_key(f) in cfg}
         params.update(latent_dim=cfg["latent_dim"], device="cpu")  # the built M; generation runs on the CPU
@@ -646,7 +684,6 @@ def load_run(path: str | Path):
         Normalisation.from_dict(norm)
     except (DsreconError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(f"{cfg_path}: does not describe a model dsrecon can rebuild ({_one_line(e)})") from None
-    state = ckpt.load_tensors(run / MODEL_FILE)
     if "z_init" not in state:
         raise DataError(f"{run / MODEL_FILE}: no 'z_init' tensor (not the weights of a dsrecon model)")
     net.register_buffer("z_init", state["z_init"].clone())

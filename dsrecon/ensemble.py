@@ -22,7 +22,8 @@ from dsrecon._util import array_hash, seed_everything, versions
 from dsrecon.api import ConvSSM, _interrupted, _write_dataset_description
 from dsrecon.errors import DataError, DsreconError
 from dsrecon.io.recording import Recording
-from dsrecon.io.runs import ENSEMBLE_FILE, LOG_FILE, StagedRun, check_resumable, read_config, read_teacher_cache, write_config, write_teacher_cache
+from dsrecon.io.runs import (ENSEMBLE_FILE, LOG_FILE, StagedRun, check_resumable, read_config, read_staged_config, read_teacher_cache,
+                             resume_checkpoint, write_config, write_teacher_cache)
 from dsrecon.signal.kernels import make_kernel
 from dsrecon.training.memory import check_fit_memory
 from dsrecon.training.prepare import prepare
@@ -68,8 +69,30 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
     models = [m.resolved(recs, log if k == 0 else None) for k, m in enumerate(models)]  # kernel, sequence length, device
     run = Path(run_dir)
     with StagedRun(run, resume=resume, force=overwrite, log=log) as st:
-        _fit_staged(st, recs, run, models, base_seed, time.perf_counter(), progress, log, inputs)
+        if st.complete:  # the ensemble had finished, its commit had not: check the options, put it in place
+            _check_staged(st.dir, run, recs, models, inputs)
+            st.commit()
+        else:
+            _fit_staged(st, recs, run, models, base_seed, time.perf_counter(), progress, log, inputs)
     return read_config(run, ENSEMBLE_FILE)
+
+
+def _check_staged(staging: Path, run: Path, recs, models: list[ConvSSM], inputs) -> None:
+    """A finished ensemble left in staging (its commit failed) is put in place by --resume only for the
+    same data and options: its members, seeds and α, and a written member's record."""
+    old = read_staged_config(staging, ENSEMBLE_FILE)
+    seeds, al = [m.seed for m in models], [m.train_options.alpha for m in models]
+    if [old.get("seeds"), old.get("alphas")] != [seeds, al]:
+        raise DsreconError(f"{run}: cannot resume: the ensemble was fitted with seeds {old.get('seeds')}, α {old.get('alphas')}; "
+                           "resume with its options, or start over with --force")
+    done = [e for e in old.get("members") or [] if isinstance(e, dict) and not e.get("failed")]
+    if not done:
+        raise DsreconError(f"{staging / ENSEMBLE_FILE}: damaged (no member); run the command without --resume to start over")
+    k = int(done[0]["member"])
+    m = models[k]
+    kern = make_kernel(m.kernel, recs[0].tr, tau_decay=m.tau_decay, tau_rise=m.tau_rise)
+    check_resumable(run, read_staged_config(staging / str(done[0]["run"])),
+                    m._config(recs, kern, array_hash(*[r.data for r in recs], *[r.mask for r in recs]), inputs))
 
 
 def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed: int, t_start: float, progress, log, inputs) -> None:
@@ -82,7 +105,10 @@ def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed
             "config": m0._config(recs, kern, data_hash, inputs)}
     cache = None
     if not st.fresh:
-        old = read_config(st.dir, ENSEMBLE_FILE)
+        old = read_staged_config(st.dir, ENSEMBLE_FILE)
+        if not isinstance(old.get("config"), dict):
+            raise DsreconError(f"{st.dir / ENSEMBLE_FILE}: damaged (no 'config'); the interrupted fit cannot be resumed: "
+                               "run the command without --resume to start over")
         check_resumable(run, old["config"], plan["config"])
         if [old["size"], old["seeds"], old["alphas"]] != [size, seeds, al]:
             raise DsreconError(f"{run}: cannot resume: the ensemble was started with {old['size']} members, seeds {old['seeds']}, "
@@ -103,7 +129,7 @@ def _fit_staged(st: StagedRun, recs, run: Path, models: list[ConvSSM], base_seed
         write_teacher_cache(st.dir, data, recs)
         write_config(st.dir, plan, ENSEMBLE_FILE)
     else:
-        trainer.load_checkpoint()
+        resume_checkpoint(trainer, st.dir)
     try:
         summaries = trainer.fit()
     except Interrupted:

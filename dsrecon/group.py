@@ -32,7 +32,7 @@ GROUP_FORMAT = "dsrecon-group/1"
 FEATURES_FILE = "subject_features.tsv"
 FEATURES_SIDECAR = "subject_features.json"
 #: config keys that belong to one subject (in ``subjects[i]`` of a group config)
-SUBJECT_KEYS = ("kernel", "tr", "inputs", "provenance", "n_masked_frames", "data_hash", "normalisation", "data")
+SUBJECT_KEYS = ("kernel", "tr", "inputs", "input_paths", "provenance", "n_masked_frames", "data_hash", "normalisation", "data")
 #: the group's own options (not fit options)
 GROUP_KEYS = ("features", "scheme")
 
@@ -285,7 +285,9 @@ class GroupConvSSM:
                           "group_hash": array_hash(source.g_.numpy()), "subjects": source.subjects})
         caches = {sid: None for sid in ids}
         if not fresh:
-            old = json.loads((run / CONFIG_FILE).read_text())
+            from dsrecon.io.runs import read_staged_config
+
+            old = read_staged_config(run)
             if old.get("format") != GROUP_FORMAT:
                 raise DsreconError(f"{target}: cannot resume: the staged run is not a group fit; start over with --force")
             _check_resumable(target, old, config)
@@ -341,7 +343,9 @@ class GroupConvSSM:
                 write_json_atomic(run / CONFIG_FILE, {**config, "status": "training"})
                 _write_dataset_description(run)
             else:
-                trainer.load_checkpoint()
+                from dsrecon.io.runs import resume_checkpoint
+
+                resume_checkpoint(trainer, run)
         t0 = time.perf_counter()
         try:
             summary = trainer.fit()[0]
@@ -460,6 +464,11 @@ def load_group_run(run: Path, cfg: dict) -> GroupConvSSM:
     from dsrecon.training import checkpoint as ckpt
 
     cfg_path = run / CONFIG_FILE
+    from dsrecon.io.run_check import check_group_config, check_sizes, check_weights
+
+    check_group_config(cfg, cfg_path)  # types, ranges, status: one line naming the key
+    state = ckpt.load_tensors(run / MODEL_FILE)
+    check_sizes(cfg, cfg_path, check_weights(state, run / MODEL_FILE))
     try:
         params = {f.name: cfg[_config_key(f)] for f in model_fields() if _config_key(f) in cfg}
         params.update(latent_dim=cfg["latent_dim"], device="cpu")
@@ -471,7 +480,6 @@ def load_group_run(run: Path, cfg: dict) -> GroupConvSSM:
         from dsrecon.api import _one_line
 
         raise DataError(f"{cfg_path}: does not describe a group model dsrecon can rebuild ({_one_line(e)})") from None
-    state = ckpt.load_tensors(run / MODEL_FILE)
     S, F = len(g.subjects_), int(cfg["features"])
     want = {"group": (layout.G,), "features": (S, F), **{f"z_init.{s}": None for s in g.subjects_}}
     for k, shp in want.items():

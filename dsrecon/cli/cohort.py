@@ -74,6 +74,7 @@ def fit_cohort_cmd(
     from dsrecon.distributed.cohort import fit_cohort
 
     s = _settings(options)
+    check_cohort_output(directory, output)
     res = fit_cohort(directory, output, s, max_parallel=max_parallel, gpus_per_fit=gpus_per_fit, address=address,
                      lyapunov_steps=lyapunov_steps, force=force, participant_label=list(participant_label),
                      log=lambda m: log(m, quiet))
@@ -85,6 +86,53 @@ def fit_cohort_cmd(
              title=f"dsrecon fit-cohort → {output}", quiet=quiet)
     if res["n_failed"]:  # the others are kept (and skipped by a rerun); the command as a whole failed
         raise DsreconError(f"{res['n_failed']} of {res['n_subjects']} subjects failed: see {Path(res['out']) / 'failures.tsv'}")
+
+
+def check_cohort_output(directory: Path, output: Path) -> None:
+    """-o of fit-cohort: apart from the cohort directory (neither inside the other: a rerun would
+    read the outputs as subjects, or write among the inputs), and its summary files absent or
+    written by an earlier fit-cohort (the subjects' runs are checked as any run directory)."""
+    from dsrecon.cli.outputs import _within, json_is_ours, table_is_ours
+
+    if _within(output, directory):
+        raise DsreconError(f"{output}: is inside the cohort directory {directory} (a rerun would read it as a subject); "
+                           "dsrecon never writes among its inputs: choose another -o")
+    if _within(directory, output):
+        raise DsreconError(f"{directory}: the cohort directory is inside -o {output}; dsrecon never writes over its inputs: "
+                           "choose another -o")
+    out = Path(output)
+
+    def failures_ours(p: Path) -> bool:
+        try:
+            with open(p, encoding="utf-8") as f:
+                return f.readline().rstrip("\n") == "subject\terror"
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    ours = {"summary.tsv": table_is_ours, "summary.json": json_is_ours, "failures.tsv": failures_ours,
+            "summary.png": lambda p: json_is_ours(out / "summary.json")}
+    for name, check in ours.items():
+        p = out / name
+        if (p.exists() or p.is_symlink()) and not (p.is_file() and check(p)):
+            raise DsreconError(f"{p}: already exists and was not written by dsrecon (fit-cohort writes {name} in -o {output}); "
+                               "move it away or choose another -o")
+
+
+def check_sweep_output(data: list[Path], output: Path) -> None:
+    """-o of sweep: results.tsv, results.json and best_config.json are none of its inputs (or their
+    sidecars) and absent or an earlier sweep's; no input lies in OUT/trials/ (the trials' runs,
+    replaced by a rerun)."""
+    from dsrecon.cli.outputs import check_inputs_outside, check_not_inputs, json_is_ours, table_inputs, table_is_ours
+
+    out = Path(output)
+    files = [f for d in data if Path(d).is_file() for f in table_inputs(d, "the data of the sweep")]
+    check_not_inputs([out / "results.tsv", out / "results.json", out / "best_config.json"], files)
+    check_inputs_outside(out / "trials", data, what="the trials folder")
+    for name, ours in (("results.tsv", table_is_ours), ("results.json", json_is_ours), ("best_config.json", json_is_ours)):
+        p = out / name
+        if (p.exists() or p.is_symlink()) and not (p.is_file() and ours(p)):
+            raise DsreconError(f"{p}: already exists and was not written by dsrecon (sweep writes {name} in -o {output}); "
+                               "move it away or choose another -o")
 
 
 @app.command("sweep", help=SWEEP_HELP)
@@ -108,6 +156,7 @@ def sweep_cmd(
 
     g = parse_grid(list(grid))
     s = _settings(options)
+    check_sweep_output(data, output)
     res = run_sweep([str(p) for p in data], output, s, g, seeds=seeds, asha=asha, asha_grace=asha_grace, max_parallel=max_parallel,
                     gpus_per_trial=gpus_per_fit, address=address, log=lambda m: log(m, quiet))
     log(f"wrote {output}/results.tsv, results.json, best_config.json", quiet)

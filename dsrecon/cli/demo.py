@@ -43,12 +43,14 @@ def demo_cmd(
     dev = resolve_device(device)
     t0 = time.perf_counter()
     out = Path(output)
+    check_demo_output(out)
     log(f"1/4 simulating Lorenz63 BOLD: {DEMO_TRAIN + DEMO_TEST} frames, TR {DEMO_TR} s, SPM HRF, noise 0.01", quiet)
     sim = simulate_system("lorenz63", DEMO_TRAIN + DEMO_TEST, DEMO_DT, DEMO_TR, kernel="spm", noise=0.01, seed=seed)
     names = sim["names"]
     write_table(out / "data" / "lorenz_bold_train.tsv", sim["observed"][:DEMO_TRAIN], names, sidecar={**sim["sidecar"], "split": "train"})
     write_table(out / "data" / "lorenz_bold_test.tsv", sim["observed"][DEMO_TRAIN:], names, sidecar={**sim["sidecar"], "split": "test"})
-    write_table(out / "data" / "lorenz_bold_latent.tsv", sim["latent"], names, sidecar={"RepetitionTime": DEMO_TR, "Description": "z-scored ground-truth Lorenz63 states"})
+    write_table(out / "data" / "lorenz_bold_latent.tsv", sim["latent"], names, sidecar={"RepetitionTime": DEMO_TR, "Description": "z-scored ground-truth Lorenz63 states",
+                                                                                          "versions": versions()})
     train = Recording(sim["observed"][:DEMO_TRAIN], tr=DEMO_TR, names=names, source=str(out / "data" / "lorenz_bold_train.tsv"))
     test = Recording(sim["observed"][DEMO_TRAIN:], tr=DEMO_TR, names=names, source=str(out / "data" / "lorenz_bold_test.tsv"))
 
@@ -191,3 +193,32 @@ def demo_metrics(model, rep: dict, latent: dict) -> dict:
                  true_lambda_max_per_time_unit=TRUE_LAMBDA_MAX, regime=ly.get("regime"))
     m.update(epochs_run=tr["epochs_run"], best_epoch=tr["best_epoch"], warnings=rep.get("warnings") or [])
     return m
+
+
+#: figures the demo draws in OUTPUT/figures (each as .png and .svg)
+DEMO_FIGURES = ("timeseries", "attractor_latent", "spectra", "training")
+
+
+def check_demo_output(out: Path) -> None:
+    """Before any work: every file the demo writes in ``out`` is absent or the output of an earlier
+    demo (recognised by its own content: tables by their sidecars, JSON by the versions it records,
+    the report by its generator tag; or any of them when out/metrics.json is an earlier demo's), and
+    run/ is new, empty or a run holding only what dsrecon wrote (as `fit --force`)."""
+    from dsrecon.cli.outputs import html_is_ours, json_is_ours, table_is_ours
+    from dsrecon.errors import DsreconError
+    from dsrecon.io.runs import check_target
+    from dsrecon.io.tables import sidecar_path
+
+    earlier = json_is_ours(out / "metrics.json")
+    checks = {}
+    for t in [out / "data" / f"lorenz_bold_{k}.tsv" for k in ("train", "test", "latent")] + [out / "generated.tsv"]:
+        checks[t], checks[sidecar_path(t)] = table_is_ours, json_is_ours
+    checks[out / "metrics.json"], checks[out / "report.html"] = json_is_ours, html_is_ours
+    for stem in DEMO_FIGURES:
+        for ext in ("png", "svg"):
+            checks[out / "figures" / f"{stem}.{ext}"] = lambda p: earlier
+    for p, ours in checks.items():
+        if (p.exists() or p.is_symlink()) and not (p.is_file() and not p.is_symlink() and (ours(p) or earlier)):
+            raise DsreconError(f"{p}: already exists and was not written by dsrecon (the demo writes it in -o {out}); "
+                               "move it away or choose another -o")
+    check_target(out / "run", force=True)

@@ -191,9 +191,18 @@ def evaluate_cmd(
     is better, identical inputs give 0. See docs/metrics.md.
     """
     _check_options(bins, gmm_var, smoothing, fcd_window, tr)
-    if output is not None:  # before any work: the metrics file can be written and is not a user's file
-        from dsrecon.cli.outputs import check_output_files, json_is_ours
+    if output is not None:  # before any work: the metrics file is none of the inputs, can be written and is not a user's file
+        from dsrecon.cli.outputs import check_not_inputs, check_output_files, json_is_ours, run_inputs, table_inputs
 
+        files = table_inputs(data, "the test data given with --data") + table_inputs(inputs_table, "the input table given with --inputs")
+        files += table_inputs(generated, "the table given with --generated") + table_inputs(reference, "the table given with --reference")
+        files += table_inputs(train, "the table given with --train")
+        files += [(events, "the events file given with --events")] if events is not None else []
+        dirs = []
+        if target and target[0] != "system":
+            files_of_run, dirs = run_inputs(Path(target[0]))
+            files += files_of_run
+        check_not_inputs([output], files, dirs)
         check_output_files([output], ours=json_is_ours)
     method = stsp.value if isinstance(stsp, StspMethod) else str(stsp)
     points = gmm_points.value if isinstance(gmm_points, GmmPoints) else str(gmm_points)

@@ -49,8 +49,9 @@ def fit_cmd(
     **options,
 ) -> None:
     from dsrecon.api import ConvSSM
+    from dsrecon.cli.outputs import check_inputs_outside, fit_input_paths
     from dsrecon.io.load import InputSpec, load_inputs, refuse_unused_queries
-    from dsrecon.io.runs import check_target
+    from dsrecon.io.runs import check_target, recover_commit
     from dsrecon.options import validate_options
 
     params, spec_kw = parse_fit_options(options)
@@ -58,7 +59,9 @@ def fit_cmd(
     spec = validate_options(InputSpec(**spec_kw, quiet=quiet))
     if ensemble < 1:
         raise DsreconError(f"--ensemble must be at least 1, got {ensemble}")
+    recover_commit(output, lambda s: log(s, quiet))  # a commit of this run cut short by a kill: completed first
     check_target(output, resume=resume, force=force)  # refuse an unusable -o before loading anything
+    check_inputs_outside(output, fit_input_paths(inputs, spec, model.kernel))
     refuse_unused_queries([str(p) for p in inputs], spec)
     recs = load_inputs([str(p) for p in inputs], spec)
     if model.decoder == "identity" and recs[0].regressors is not None:

@@ -109,14 +109,17 @@ def fit_group_cmd(
     from dsrecon.errors import FitInterrupted
     from dsrecon.group import GroupConvSSM
     from dsrecon.io.load import InputSpec
-    from dsrecon.io.runs import check_target
+    from dsrecon.cli.outputs import check_inputs_outside, fit_input_paths
+    from dsrecon.io.runs import check_target, recover_commit
     from dsrecon.options import model_fields, train_fields, validate_options
 
     params, spec_kw = parse_fit_options(options)
     model = GroupConvSSM(features, scheme, feature_decay, **params)
     model.validate()  # bad values fail here, before any data is read
     spec = validate_options(InputSpec(**spec_kw, quiet=quiet))
+    recover_commit(output, lambda s: log(s, quiet))  # a commit of this run cut short by a kill: completed first
     check_target(output, resume=resume, force=force)
+    check_inputs_outside(output, [*fit_input_paths(inputs, spec, model.base.kernel), from_run])
     source = None
     if from_run is not None:
         from dsrecon.io.runs import CONFIG_FILE

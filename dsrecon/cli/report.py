@@ -47,8 +47,14 @@ def report_cmd(
         raise DsreconError(f"--k-max must be positive, got {k_max}")
     if not run.is_dir():
         raise DsreconError(f"{run}: not a run directory")
-    from dsrecon.cli.outputs import check_output_files, html_is_ours
+    from dsrecon.cli.outputs import check_not_inputs, check_output_files, html_is_ours, run_inputs, table_inputs
 
+    files = table_inputs(data, "the test data given with --data") + table_inputs(inputs_table, "the input table given with --inputs")
+    files += table_inputs(participants, "the participants table given with --participants")
+    files += [(events, "the events file given with --events")] if events is not None else []
+    files_of_run, dirs = run_inputs(run, keep=("report.html",))  # RUN/report.html is the report's own default output
+    files += files_of_run
+    check_not_inputs([output if output is not None else run / "report.html"], files, dirs)
     check_output_files([output if output is not None else run / "report.html"], ours=html_is_ours)
     from dsrecon.group import GroupConvSSM, select_subject
 

@@ -161,6 +161,12 @@ def system_cmd(
         raise DsreconError(f"--noise must be >= 0, got {noise:g}")
     if transient is not None and not (math.isfinite(transient) and transient >= 0):
         raise DsreconError(f"--transient must be >= 0, got {transient:g}")
+    if output.suffix == ".tsv":
+        from dsrecon.cli.outputs import check_not_inputs
+
+        ins = [(events, "the events file given with --events")] if events is not None else []
+        ins += [(Path(kernel), "the kernel file given with --kernel")] if Path(kernel).is_file() else []
+        check_not_inputs([output, sidecar_path(output), latent_path(output), sidecar_path(latent_path(output))], ins)
     check_simulation_outputs(output)
     lat_path = latent_path(output)
     params = parse_params(param)

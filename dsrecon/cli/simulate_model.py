@@ -42,6 +42,14 @@ def model_cmd(
         raise DsreconError(f"--output {output}: must end in .tsv")
     if steps < 1:
         raise DsreconError(f"--steps must be positive, got {steps}")
+    from dsrecon.cli.outputs import check_not_inputs, run_inputs, table_inputs
+    from dsrecon.io.tables import sidecar_path
+
+    files = table_inputs(from_data, "the recording given with --from") + table_inputs(inputs_table, "the input table given with --inputs")
+    files += [(events, "the events file given with --events")] if events is not None else []
+    files_of_run, dirs = run_inputs(run)
+    files += files_of_run
+    check_not_inputs([output, sidecar_path(output), latent_path(output), sidecar_path(latent_path(output))], files, dirs)
     check_simulation_outputs(output)
     from dsrecon.group import select_subject
 

@@ -126,6 +126,9 @@ def run_state(run: Path) -> str:
     fit's staging directory with a checkpoint to resume, `resumable`), STALE (something there,
     nothing to resume) or ABSENT. A staging directory that is not whole (a worker killed while it
     removed it) is not PARTIAL: the next fit removes it and starts the subject over."""
+    from dsrecon.io.runs import recover_commit
+
+    recover_commit(run)  # a commit of this subject cut short by a kill: completed (or undone) first
     cfg = run / "config.json"
     if (run / "model.safetensors").exists() and cfg.exists():
         try:

@@ -164,7 +164,7 @@ class GroupTrainer(Trainer):
             return
         g, f = self.split(self.stack.flat[0])
         sub = GroupTrainer([kernel_free(n) for n in self.nets], [teacher_space(d) for d in self.datas], self.layout, g, f,
-                           self.pretrain_options()[0], self.members[0].seed, None, self._pretrain_progress(), self.log,
+                           self.pretrain_options()[0], self.members[0].seed, self.pretrain_dir, self._pretrain_progress(), self.log,
                            frozen_group=self.frozen, feature_decay=self.feature_decay)
         self._finish_pretraining(sub)
 

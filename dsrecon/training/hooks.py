@@ -21,10 +21,12 @@ class Interrupted(KeyboardInterrupt):
 @dataclass
 class FaultHooks:
     """Faults a test injects into training (never set by a user; not options, not recorded):
-    stop after this epoch as if killed; poison the loss of this batch (-1: every batch)."""
+    stop after this epoch as if killed; poison the loss of this batch (-1: every batch); stop after
+    this epoch of teacher-space pretraining as if killed."""
 
     stop_after_epoch: int | None = None
     nan_at_batch: int | None = None
+    stop_after_pretrain_epoch: int | None = None
 
 
 _HOOKS = FaultHooks()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -340,12 +341,13 @@ class Trainer:
         to its teacher signals directly, as a fit with no measurement kernel on the deconvolved data
         would be (same seeds, α, noise and learning-rate schedule over the pretraining epochs; no
         validation), and training through the kernel then starts from those parameters with a fresh
-        optimiser. Deterministic, so a fit killed while pretraining reruns it identically; its result
-        is checkpointed (epoch 0), so a fit killed later resumes without it."""
+        optimiser. It checkpoints like the rest of the fit (`_finish_pretraining`), so --resume
+        continues a fit interrupted while pretraining; its result is checkpointed (epoch 0,
+        ``pretrained``), so a fit killed later resumes without it."""
         if self.pretrained:  # done, or none asked (n_pretrain 0)
             return
         pre = [kernel_free(self.member_net(e)) for e in range(self.E)]
-        sub = Trainer(pre, teacher_space(self.data), self.pretrain_options(), [m.seed for m in self.members], None,
+        sub = Trainer(pre, teacher_space(self.data), self.pretrain_options(), [m.seed for m in self.members], self.pretrain_dir,
                       self._pretrain_progress(), self.log)
         self._finish_pretraining(sub)
 
@@ -359,13 +361,33 @@ class Trainer:
         # progress: epoch 0 of the kernel epochs while pretraining, its own count in the status
         return lambda e, t, msg: self.progress(0, self.o.epochs, f"teacher-space pretraining {e}/{t} · {msg}")
 
+    @property
+    def pretrain_dir(self) -> Path | None:
+        """The pretraining engine's run directory, checkpoint/pretrain/ (its checkpoint/ below it)."""
+        return None if self.ckpt_dir is None else self.ckpt_dir / "pretrain"
+
     def _finish_pretraining(self, sub: "Trainer") -> None:
-        """Run the pretraining engine ``sub`` and start the kernel stage from its parameters."""
-        with inject_faults():  # a test's faults are for the epochs through the kernel
+        """Run the pretraining engine ``sub`` and start the kernel stage from its parameters.
+
+        The phase is checkpointed: this engine's state.json says ``pretrained: false`` (written
+        first, at epoch 0, so that --resume finds the fit) while ``sub`` checkpoints its epochs below
+        `pretrain_dir`; a resumed fit continues them there. Its result is then this engine's epoch-0
+        checkpoint (``pretrained: true``), and the pretraining checkpoint goes."""
+        if self.ckpt_dir is not None and not (self.ckpt_dir / "state.json").exists():
+            self.save_checkpoint()
+        try:
+            sub.load_checkpoint()  # a resumed fit: the pretraining epochs already done
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise DsreconError(f"{sub.ckpt_dir}: damaged pretraining checkpoint ({e.__class__.__name__}: {e}); "
+                               "run the command without --resume to start over") from None
+        # a test's faults are for the epochs through the kernel, or the pretraining epoch it names
+        with inject_faults(stop_after_epoch=hooks.current().stop_after_pretrain_epoch):
             sub.fit()
         self.stack.flat = sub.stack.flat.clone()
         self.pretrained = True
         self.save_checkpoint()
+        if sub.run_dir is not None:
+            shutil.rmtree(sub.run_dir, ignore_errors=True)
 
     #: validate the starting parameters (epoch 0) as a candidate best model: a transfer's start is
     #: already a model of the group, which its first epochs can make worse (GroupTrainer)
