@@ -171,8 +171,20 @@ def test_metrics_where_the_data_do_not_beat_the_baseline_are_left_out_of_the_ver
     model = {"D_stsp": 1.0, "D_H": 0.9, "PE_n": 0.5}
     base = {"VAR1": {"D_stsp": 5.0, "D_H": 0.5, "PE_n": 1.0}, "floor": {"D_stsp": 8.0, "D_H": 0.1, "PE_n": None}}
     v = verdict(model, base, regime="chaotic", spread=1.0)
-    assert v["text"] == "bounded and chaotic; beats the linear baseline on prediction, loses on spectra"
+    assert v["text"] == "bounded and chaotic; beats the linear baseline on prediction, loses on spectra (state space: uninformative on this test set)"
     assert v["uninformative"] == ["D_stsp"]
+
+
+def test_every_aspect_is_never_claimed_when_aspects_were_left_out():
+    # a 94-region HCP report said "beats the linear baseline on every aspect" with a worse D_H and
+    # FC: those were uninformative (the floor no better than the VAR), and the two judged ones won
+    model = {"D_stsp": 132.0, "D_H": 0.2547, "PE_n": 0.7397, "FC_corr": 0.8502, "FC_rmse": 0.1276, "FCD_KS": 0.2117}
+    var = {"D_stsp": 125.8, "D_H": 0.2413, "PE_n": 0.9584, "FC_corr": 0.89, "FC_rmse": 0.1099, "FCD_KS": 0.2462}
+    floor = {"D_stsp": 127.3, "D_H": 0.2483, "PE_n": None, "FC_corr": 0.8885, "FC_rmse": 0.1111, "FCD_KS": 0.2072}
+    v = verdict(model, {"VAR1": var, "floor": floor}, regime="chaotic", spread=1.0)
+    assert "every aspect" not in v["text"]
+    assert v["text"] == ("bounded and chaotic; beats the linear baseline on prediction and FCD "
+                         "(state space, spectra and FC: uninformative on this test set)")
 
 
 def test_when_no_metric_is_informative_the_verdict_says_so():

@@ -283,16 +283,21 @@ def verdict(scores: dict | None, baselines: dict | None, *, regime: str | None =
         return {"text": f"{state}; no linear baseline to compare with", "state": state, "won": [], "lost": []}
     c = compare_to(scores, baselines["VAR1"], floor=baselines.get("floor"))
     won, lost = c["won"], c["lost"]
+    # aspects with no informative metric: named, so that "every aspect" never hides them
+    unjudged = list(dict.fromkeys(ASPECT[k] for k in c["uninformative"] if ASPECT[k] not in c["compared"]))
+    every = not unjudged
     if lost and not won:
-        tail = "loses to the linear baseline" + (" on every aspect" if len(lost) == len(c["compared"]) else f" on {_join(lost)}")
+        tail = "loses to the linear baseline" + (" on every aspect" if every and len(lost) == len(c["compared"]) else f" on {_join(lost)}")
     elif won and not lost:
-        tail = "beats the linear baseline" + (" on every aspect" if len(won) == len(c["compared"]) else f" on {_join(won)}")
+        tail = "beats the linear baseline" + (" on every aspect" if every and len(won) == len(c["compared"]) else f" on {_join(won)}")
     elif won:
         tail = f"beats the linear baseline on {_join(won)}, loses on {_join(lost)}"
     elif c["compared"]:
         tail = "level with the linear baseline"
     else:
         tail = "no metric here tells it from the linear baseline (the data themselves do no better)"
+    if unjudged and c["compared"]:
+        tail += f" ({_join(unjudged)}: uninformative on this test set)"
     return {"text": f"{state}; {tail}", "state": state, "won": won, "lost": lost, "uninformative": c["uninformative"]}
 
 
