@@ -98,13 +98,13 @@ class SingleFit(FitMode):
 
     def plan(self, log) -> dict:
         self.spec, self.kern, record = self.model.plan(self.recs, self.inputs, log)
-        self.log = log
-        if log is not None:
-            r0 = self.recs[0]
-            log(f"fitting {self.spec.backend} on {len(self.recs)} recording(s), {r0.n_regions} regions, "
-                f"{sum(r.n_frames for r in self.recs)} frames, TR {r0.tr:g} s, kernel {self.spec.kernel} ({self.kern.K} taps)"
-                + (f" → {self.target}" if self.target is not None else ""))
         return record
+
+    def announce(self, log) -> None:
+        r0 = self.recs[0]
+        log(f"fitting {self.spec.backend} on {len(self.recs)} recording(s), {r0.n_regions} regions, "
+            f"{sum(r.n_frames for r in self.recs)} frames, TR {r0.tr:g} s, kernel {self.spec.kernel} ({self.kern.K} taps)"
+            + (f" → {self.target}" if self.target is not None else ""))
 
     def adopt(self, staging: Path, record: dict, target: Path, log) -> None:
         """The staged run, after the same compatibility check as any resume."""

@@ -84,11 +84,10 @@ class FittedConvSSM:
         check_sizes(cfg, cfg_path, check_weights(state, run / MODEL_FILE))  # before building: no size allocates at random
         try:
             params = {f.name: cfg[config_key(f)] for f in model_fields() if config_key(f) in cfg}
-            params.update(latent_dim=cfg["latent_dim"], device=device)  # the built M; generation runs on the CPU
-            m = cls(**params, **cfg["train_options"])
+            m = cls(**params, **cfg["train_options"])  # the options as the run recorded them
             kern = Kernel.from_dict(cfg["kernel"])
             net = m.build_net(cfg["n_regions"], len(cfg.get("regressor_names", [])), kern, torch.Generator().manual_seed(0),
-                              len(cfg.get("input_names") or []))
+                              len(cfg.get("input_names") or []), latent_dim=cfg["latent_dim"])  # the built M
             Normalisation.from_dict(norm)
         except (DsreconError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise DataError(f"{cfg_path}: does not describe a model dsrecon can rebuild ({one_line(e)})") from None
@@ -114,7 +113,7 @@ class FittedConvSSM:
             raise DataError(f"{run / MODEL_FILE}: does not match {cfg_path}: {what}" + (f" (and {more} more)" if more else ""))
         net.load_state_dict(state)
         net.eval()
-        m.net_, m.config_, m.run_dir_ = net, cfg, run
+        m.net_, m.config_, m.run_dir_, m.device_ = net, cfg, run, device  # generation runs on the CPU
         return m
 
     # ---------------------------------------------------------------- device

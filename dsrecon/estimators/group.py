@@ -107,7 +107,8 @@ class GroupConvSSM:
         return layout.generate(self.g_, torch.as_tensor(self.features_, dtype=torch.float32)).detach()
 
     def _options(self) -> dict:
-        """The options the fitted nets were built with (the fit's resolved ones; a loaded run's are)."""
+        """The options of a subject's model: the fit's resolved ones (a loaded run's are), with the built
+        M, on the CPU (generation is sequential)."""
         return {**(self.resolved_ or self.base).get_params(), "latent_dim": self.config_["latent_dim"], "device": "cpu"}
 
     def subject(self, subject: str) -> ConvSSM:
@@ -208,7 +209,6 @@ class GroupConvSSM:
         check_sizes(cfg, cfg_path, check_weights(state, run / MODEL_FILE))
         try:
             params = {f.name: cfg[config_key(f)] for f in model_fields() if config_key(f) in cfg}
-            params.update(latent_dim=cfg["latent_dim"], device="cpu")
             g = cls(int(cfg["features"]), cfg["scheme"], run_feature_decay(cfg), **params, **cfg["train_options"])
             g.config_ = cfg
             g.subjects_ = [str(s["id"]) for s in cfg["subjects"]]

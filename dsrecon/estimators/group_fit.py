@@ -57,10 +57,6 @@ class GroupFit(FitMode):
             for s in specs.values():
                 s.sequence_length = seq
         self.specs, self.kerns, self.spec0 = specs, kerns, specs[ids[0]]
-        if log is not None:
-            what = "transfer (group parameters frozen)" if self.source is not None else f"group model, F {m.features}, {m.scheme}"
-            log(f"fitting {self.spec0.backend} {what} on {len(ids)} subject(s), {subs[ids[0]][0].n_regions} regions, "
-                f"{sum(r.n_frames for sid in ids for r in subs[sid])} frames" + (f" → {self.target}" if self.target is not None else ""))
         self.sub_cfgs = {sid: run_record(specs[sid], subs[sid], kerns[sid], data_hash(subs[sid]),
                                           None if self.inputs is None else list(self.inputs.get(sid) or []) or None)
                          for sid in ids}
@@ -73,6 +69,12 @@ class GroupFit(FitMode):
                           "run": None if src.run_dir_ is None else str(src.run_dir_),
                           "group_hash": array_hash(src.g_.numpy()), "subjects": src.subjects})
         return config
+
+    def announce(self, log) -> None:
+        m, subs, ids = self.model, self.subs, self.ids
+        what = "transfer (group parameters frozen)" if self.source is not None else f"group model, F {m.features}, {m.scheme}"
+        log(f"fitting {self.spec0.backend} {what} on {len(ids)} subject(s), {subs[ids[0]][0].n_regions} regions, "
+            f"{sum(r.n_frames for sid in ids for r in subs[sid])} frames" + (f" → {self.target}" if self.target is not None else ""))
 
     def check_resume(self, old: dict, new: dict, target) -> None:
         if old.get("format") != GROUP_FORMAT:

@@ -121,8 +121,12 @@ class ConvSSMParams:
         return make_kernel(self.kernel, tr, tau_decay=self.tau_decay, tau_rise=self.tau_rise)
 
     # ---------------------------------------------------------------- building
-    def build_net(self, n_obs: int, n_regressors: int, kern: Kernel, gen: torch.Generator, n_inputs: int = 0) -> ConvSSMNet:
-        M = self.latent_dim if self.latent_dim is not None else default_latent_dim(n_obs, self.decoder)
+    def build_net(self, n_obs: int, n_regressors: int, kern: Kernel, gen: torch.Generator, n_inputs: int = 0,
+                  latent_dim: int | None = None) -> ConvSSMNet:
+        """The network these options describe for ``n_obs`` regions; ``latent_dim``: the M a fitted
+        model was built with (a run's record), else the option's (default by N and the decoder)."""
+        M = latent_dim if latent_dim is not None else self.latent_dim
+        M = M if M is not None else default_latent_dim(n_obs, self.decoder)
         if M < 1:
             raise DsreconError(f"--latent-dim must be positive, got {M}")
         cls = get_backend(self.backend)

@@ -57,6 +57,9 @@ class FitMode:
         """The run record a fresh fit writes (options resolved once); a resume compares it."""
         raise NotImplementedError
 
+    def announce(self, log) -> None:
+        """The fit's first line in the log (what is fitted on what), once planned."""
+
     def check_resume(self, old: dict, new: dict, target: Path | None) -> None:
         """Refuse a resume whose staged record ``old`` differs from ``new`` (the data, the options)."""
         check_resumable(target, old, new)
@@ -128,6 +131,8 @@ class FitSession:
     def _fit(self, mode: FitMode, run: Path | None, fresh: bool):
         """The skeleton: train ``mode`` into ``run`` (the staging directory, or None)."""
         record = mode.plan(self.log)
+        if self.log is not None:
+            mode.announce(self.log)
         teachers = None
         if not fresh:
             mode.check_resume(read_staged_config(run, mode.record_file), record, self.target)
