@@ -75,3 +75,66 @@ def test_fitting_loading_and_moving_leave_the_options_as_given(tmp_path):
     assert m.device == "auto" and m.device_ == "cpu"
     back = load_run(tmp_path / "run")
     assert back.latent_dim is None and back.net_.M == 3  # the option as requested; the built M in the net
+
+
+_KILLED_AT_COMMIT = r"""
+import sys
+from pathlib import Path
+from dsrecon.io.runs import inject_commit_faults
+sys.path.insert(0, sys.argv[1])
+import test_resume_inputs as T
+from dsrecon import GroupConvSSM
+from dsrecon.ensemble import fit_ensemble
+out = Path(sys.argv[2])
+with inject_commit_faults("before_commit"):  # SIGKILL once the run is complete in staging
+    if out.name == "grp":
+        GroupConvSSM(features=1, **T.TINY).fit({"01": T.rec(0, "a"), "02": T.rec(1, "b")}, run_dir=out)
+    else:
+        fit_ensemble(T.rec(), out, 2, **T.TINY)
+"""
+
+
+def _killed_at_commit(tmp_path, name):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-c", _KILLED_AT_COMMIT, str(Path(__file__).parent), str(tmp_path / name)], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert not (tmp_path / name).exists() and (tmp_path / f".{name}.staging").is_dir()
+
+
+def test_a_finished_uncommitted_group_fit_is_put_in_place_by_resume(tmp_path):
+    import pytest
+
+    import test_resume_inputs as T
+    from dsrecon import GroupConvSSM, load_run
+    from dsrecon.errors import DsreconError
+
+    _killed_at_commit(tmp_path, "grp")
+    subs = {"01": T.rec(0, "a"), "02": T.rec(1, "b")}
+    with pytest.raises(DsreconError, match="input data differ"):  # the same check as any resume
+        GroupConvSSM(features=1, **T.TINY).fit({**subs, "02": T.moved(subs["02"])}, run_dir=tmp_path / "grp", resume=True)
+    lines = []
+    g = GroupConvSSM(features=1, **T.TINY).fit(subs, run_dir=tmp_path / "grp", resume=True, log=lines.append)
+    assert any("the fit had finished" in s for s in lines) and not any(s.startswith("fitting") for s in lines)
+    assert g.subjects == ["01", "02"] and g.run_dir == (tmp_path / "grp").resolve()
+    assert load_run(tmp_path / "grp").subjects == ["01", "02"]
+    assert g.subject("02").simulate(5)["observed"].shape == (5, 3)
+
+
+def test_a_finished_uncommitted_ensemble_is_put_in_place_by_resume(tmp_path):
+    import pytest
+
+    import test_resume_inputs as T
+    from dsrecon.ensemble import fit_ensemble
+    from dsrecon.errors import DsreconError
+
+    _killed_at_commit(tmp_path, "ens")
+    with pytest.raises(DsreconError, match="input data differ"):
+        fit_ensemble(T.moved(T.rec()), tmp_path / "ens", 2, resume=True, **T.TINY)
+    out = fit_ensemble(T.rec(), tmp_path / "ens", 2, resume=True, **T.TINY)
+    assert out["size"] == 2 and (tmp_path / "ens" / out["best_run"] / "model.safetensors").exists()
