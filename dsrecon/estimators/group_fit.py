@@ -14,7 +14,7 @@ import torch
 
 from dsrecon._util import array_hash, to_json
 from dsrecon.errors import DataError, DsreconError
-from dsrecon.estimators.group_run import GROUP_FORMAT, SUBJECT_KEYS, group_preset, run_feature_decay
+from dsrecon.estimators.group_run import GROUP_FORMAT, SUBJECT_KEYS, group_train_frames, run_feature_decay
 from dsrecon.estimators.record import run_record
 from dsrecon.estimators.session import FitMode, data_hash
 from dsrecon.io.runs import check_resumable, read_staged_config, read_teacher_cache, write_teacher_cache
@@ -40,12 +40,11 @@ class GroupFit(FitMode):
 
     def plan(self, log) -> dict:
         m, subs, ids = self.model, self.subs, self.ids
-        # one preset for the group (each subject resolves with it)
-        base = type(m.base)(**{**m.base.get_params(), "preset": group_preset(m.base.preset, subs, m.base.test_fraction)})
+        base, n_train = m.base, group_train_frames(subs, m.base.test_fraction)  # one preset for the group: the median subject's
         specs = {}
         for sid in ids:  # the kernel of each subject (its modality and TR) and one sequence length for all
             try:
-                specs[sid] = base.resolved(subs[sid], None)
+                specs[sid] = base.resolved(subs[sid], None, n_train=n_train)
             except DataError as e:
                 raise DataError(f"subject {sid}: {e}") from None
         kerns = {sid: s.kernel_for(subs[sid][0].tr) for sid, s in specs.items()}

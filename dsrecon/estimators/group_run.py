@@ -76,12 +76,17 @@ def write_features(run: Path, ids: list[str], feats: np.ndarray, config: dict) -
 
 
 
+def group_train_frames(subs: Mapping[str, list], test_fraction: float) -> int:
+    """The training samples a group fit's preset is chosen by: its median subject's, so that every
+    subject's model has the same architecture and training options."""
+    return int(np.median([training_frames([r.n_frames for r in recs], test_fraction) for recs in subs.values()]))
+
+
 def group_preset(preset: str, subs: Mapping[str, list], test_fraction: float) -> str:
-    """The preset of a group fit (`dsrecon.options.choose_preset`): by its median subject's training
-    samples, so that every subject's model has the same architecture and training options."""
+    """The preset of a group fit (`dsrecon.options.choose_preset` by `group_train_frames`; a group
+    fit settles it in `ConvSSM.resolved`, given those samples)."""
     n_regions = next(iter(subs.values()))[0].n_regions if subs else 0
-    return choose_preset(preset, int(np.median([training_frames([r.n_frames for r in recs], test_fraction) for recs in subs.values()])),
-                         n_regions)
+    return choose_preset(preset, group_train_frames(subs, test_fraction), n_regions)
 
 
 def run_feature_decay(cfg: dict) -> float:

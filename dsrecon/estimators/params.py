@@ -79,17 +79,18 @@ class ConvSSMParams:
         """backend_options checked against the backend's `Options` (names, types; text parsed)."""
         return typed_options(get_backend(self.backend).Options, dict(self.backend_options or {}), f"--backend {self.backend}")
 
-    def resolved(self, recs: Sequence[Recording], log: Callable[[str], None] | None = None) -> "ConvSSM":
+    def resolved(self, recs: Sequence[Recording], log: Callable[[str], None] | None = None, *, n_train: int | None = None) -> "ConvSSM":
         """A copy with the derived defaults filled in for these recordings (which must share one TR):
         the options left unset from the preset (`apply_preset`, the one place a preset is resolved),
         the kernel by modality (calcium imaging: calcium, else spm), the sequence length by the
         kernel's K taps and the training split, the device (auto: cuda when available), the backend
-        options typed. This model's own options are left as given."""
+        options typed. This model's own options are left as given. ``n_train``: the training samples the
+        preset is chosen by (default: these recordings'; a group fit passes its median subject's)."""
         recs = list(recs)
         self.validate()
         check_recordings(recs)
         out = type(self)(**self.get_params())
-        out.apply_preset(training_frames([r.n_frames for r in recs], out.test_fraction), recs[0].n_regions)
+        out.apply_preset(training_frames([r.n_frames for r in recs], out.test_fraction) if n_train is None else n_train, recs[0].n_regions)
         if out.kernel is None:
             out.kernel = "calcium" if recs[0].provenance.get("modality", "bold") == "calcium" else "spm"
         if out.sequence_length is None:
