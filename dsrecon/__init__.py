@@ -11,12 +11,16 @@ def __getattr__(name: str):  # lazy: `import dsrecon` imports nothing (the CLI's
         from dsrecon.io.recording import Recording
 
         return Recording
-    if name in ("ConvSSM", "load_run"):
-        from dsrecon import api
+    if name == "ConvSSM":
+        from dsrecon.estimators.convssm import ConvSSM
 
-        return getattr(api, name)
+        return ConvSSM
+    if name == "load_run":
+        from dsrecon.estimators.load import load_run
+
+        return load_run
     if name == "GroupConvSSM":
-        from dsrecon.group import GroupConvSSM
+        from dsrecon.estimators.group import GroupConvSSM
 
         return GroupConvSSM
     if name == "read_table":

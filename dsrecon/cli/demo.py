@@ -35,7 +35,7 @@ def demo_cmd(
 
     Example: dsrecon demo -o demo_output
     """
-    from dsrecon.api import ConvSSM
+    from dsrecon.estimators.convssm import ConvSSM
     from dsrecon.io.recording import Recording
     from dsrecon.io.tables import write_table
     from dsrecon.systems import simulate_system

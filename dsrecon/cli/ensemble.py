@@ -13,7 +13,7 @@ def fit_ensemble_cli(model, recs, output, size: int, alphas: str | None, *, resu
                      as_json: bool, inputs: list[str]) -> None:
     from dsrecon.cli.common import check_long_run, emit, log, progress_bar
     from dsrecon.cli.main import report_interrupt
-    from dsrecon.ensemble import convssm_kwargs, fit_ensemble
+    from dsrecon.estimators.ensemble import convssm_kwargs, fit_ensemble
 
     al = [a.strip() for a in alphas.split(",") if a.strip()] if alphas else None
     if alphas is not None and not al:
@@ -40,7 +40,7 @@ def fit_ensemble_cli(model, recs, output, size: int, alphas: str | None, *, resu
               "members": [{k: m[k] for k in ("run", "seed", "alpha", "best_val_D_stsp", "best_val_D_H", "final_loss", "epochs_run", "failed")}
                           for m in summary["members"]]}
     if not best.get("failed"):
-        from dsrecon.api import load_run
+        from dsrecon.estimators.load import load_run
 
         long_run = check_long_run(load_run(output / summary["best_run"]), "the best member's free run",
                                   "try --alpha-end 0.02, another --seed or a larger --ensemble")

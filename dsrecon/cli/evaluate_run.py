@@ -87,8 +87,8 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
     Every comparison metric beside the VAR(1) baseline and the floor (`dsrecon.evaluation`), the
     metric settings of the run's data kind unless ``gmm_var`` / ``smoothing`` are given, the
     fit's warnings and the verdict. A group run's subject: ``subject`` (or a loaded ``model``)."""
-    from dsrecon.api import load_run
-    from dsrecon.group import select_subject
+    from dsrecon.estimators.load import load_run
+    from dsrecon.estimators.load import select_subject
     from dsrecon.io.load import InputSpec, load_inputs
 
     from dsrecon.cli.common import resolve_device

@@ -48,7 +48,7 @@ def fit_cmd(
     quiet: bool = QuietOpt,
     **options,
 ) -> None:
-    from dsrecon.api import ConvSSM
+    from dsrecon.estimators.convssm import ConvSSM
     from dsrecon.cli.outputs import check_inputs_outside, fit_input_paths
     from dsrecon.io.load import InputSpec, load_inputs, refuse_unused_queries
     from dsrecon.io.runs import check_target, recover_commit

@@ -41,7 +41,7 @@ Examples:
 def group_inputs(inputs: list[Path], spec, subject_from_filename: bool) -> dict[str, list[str]]:
     """Subject id → its input paths (module help)."""
     from dsrecon.distributed.subjects import _stem, discover_subjects
-    from dsrecon.group import subject_id
+    from dsrecon.estimators.group_run import subject_id
     from dsrecon.io.results import bids_entities
 
     from dsrecon.io.load import refuse_unused_queries
@@ -104,10 +104,10 @@ def fit_group_cmd(
     quiet: bool = QuietOpt,
     **options,
 ) -> None:
-    from dsrecon.api import load_run
+    from dsrecon.estimators.load import load_run
     from dsrecon.cli.main import report_interrupt
     from dsrecon.errors import FitInterrupted
-    from dsrecon.group import GroupConvSSM
+    from dsrecon.estimators.group import GroupConvSSM
     from dsrecon.io.load import InputSpec
     from dsrecon.cli.outputs import check_inputs_outside, fit_input_paths
     from dsrecon.io.runs import check_target, recover_commit
@@ -182,10 +182,10 @@ def evaluate_all(run: Path, data: Path | None, *, subject: str | None, as_json: 
     from rich.table import Table
 
     from dsrecon._util import versions, write_json_atomic
-    from dsrecon.api import load_run
+    from dsrecon.estimators.load import load_run
     from dsrecon.cli.common import out_console
     from dsrecon.cli.evaluate_run import evaluate_run
-    from dsrecon.group import GroupConvSSM
+    from dsrecon.estimators.group import GroupConvSSM
 
     if subject is not None:
         raise DsreconError("give --subject or --all, not both")

@@ -56,7 +56,8 @@ def report_cmd(
     files += files_of_run
     check_not_inputs([output if output is not None else run / "report.html"], files, dirs)
     check_output_files([output if output is not None else run / "report.html"], ours=html_is_ours)
-    from dsrecon.group import GroupConvSSM, select_subject
+    from dsrecon.estimators.group import GroupConvSSM
+    from dsrecon.estimators.load import select_subject
 
     model = dsrecon.load_run(run)
     if (participants is not None or color_by is not None) and (not isinstance(model, GroupConvSSM) or subject is not None):

@@ -36,7 +36,7 @@ def model_cmd(
     Task fMRI: dsrecon simulate model run --events new_events.tsv --steps 600 -o response.tsv
     Replay a task run: dsrecon simulate model run --from bold.tsv --from-start --events bold_events.tsv --steps 600 -o replay.tsv
     """
-    from dsrecon.api import load_run
+    from dsrecon.estimators.load import load_run
 
     if output.suffix != ".tsv":
         raise DsreconError(f"--output {output}: must end in .tsv")
@@ -51,7 +51,7 @@ def model_cmd(
     files += files_of_run
     check_not_inputs([output, sidecar_path(output), latent_path(output), sidecar_path(latent_path(output))], files, dirs)
     check_simulation_outputs(output)
-    from dsrecon.group import select_subject
+    from dsrecon.estimators.load import select_subject
 
     if from_start and from_data is None:
         raise DsreconError("--from-start replays a recording: give it with --from FILE")

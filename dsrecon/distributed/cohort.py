@@ -82,7 +82,7 @@ def largest_lyapunov(model, n_steps: int, seed: int) -> dict:
 def fit_subject(job: dict) -> dict:
     """Fit (or resume, or only evaluate) one subject; runs in a worker. Errors propagate (the
     executor records them as this subject's failure)."""
-    from dsrecon.api import load_run
+    from dsrecon.estimators.load import load_run
     from dsrecon.io.load import load_inputs
 
     t_start = time.time()

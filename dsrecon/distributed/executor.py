@@ -165,7 +165,7 @@ def _pool_context():
         ctx = mp.get_context("forkserver")
     except ValueError:  # pragma: no cover - Windows
         return mp.get_context("spawn")
-    ctx.set_forkserver_preload(["torch", "dsrecon.distributed.cohort", "dsrecon.distributed.sweep", "dsrecon.api", "dsrecon.io.load"])
+    ctx.set_forkserver_preload(["torch", "dsrecon.distributed.cohort", "dsrecon.distributed.sweep", "dsrecon.estimators.load", "dsrecon.io.load"])
     return ctx
 
 

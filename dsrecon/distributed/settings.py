@@ -64,7 +64,7 @@ class _FitSettingsMethods:
 
     def model(self):
         """A ConvSSM with these options (its derived defaults are resolved by `fit`)."""
-        from dsrecon.api import ConvSSM
+        from dsrecon.estimators.convssm import ConvSSM
 
         kw = {f.name: getattr(self, f.name) for f in model_fields() + train_fields()}
         kw["backend_options"] = dict(self.backend_options)

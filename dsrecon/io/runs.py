@@ -957,3 +957,30 @@ def _kernel_difference(a: dict, b: dict) -> str:
         if not _same(pa.get(k), pb.get(k)):
             return f"{name}: {_show(pa.get(k))} in the run, {_show(pb.get(k))} now"
     return f"--kernel {a.get('kind')}: the taps differ ({len(a.get('taps') or [])} in the run, {len(b.get('taps') or [])} now)"
+
+
+# ------------------------------------------------------------------------ a run's descriptive files
+# (one writer each for every fit mode: `dsrecon.estimators`)
+
+
+def write_run_description(run: Path) -> None:
+    """dataset_description.json of a run directory (a BIDS derivative)."""
+    from dsrecon.io.results import write_dataset_description  # lazy, like write_config's
+
+    write_dataset_description(run)
+
+
+def write_training_log(run: Path, rows: list[dict], columns: list[str], description: str, seed) -> None:
+    """The training log (LOG_FILE, one row per epoch, NaN where a row lacks a column) and its sidecar."""
+    import numpy as np
+
+    from dsrecon._util import versions
+    from dsrecon.io.tables import write_table
+
+    arr = np.array([[r.get(c, np.nan) for c in columns] for r in rows], dtype=float).reshape(-1, len(columns))
+    write_table(Path(run) / LOG_FILE, arr, columns, sidecar={"Description": description, "seed": seed, "versions": versions()})
+
+
+#: the JSON form of an option value, and the comparison of two (public names for the estimators)
+plain = _plain
+same = _same
