@@ -316,6 +316,17 @@ def tune(subs: list[str], seed: int, threads: int, results: Path) -> str:
     return best
 
 
+def tuned_row(sid: str, best: str, train, test, results: Path, seed: int, threads: int) -> dict:
+    """The chosen configuration on the full training part. When validation chose the defaults, the
+    tuned fit is the defaults fit (same options, data and seed): its row is reused, marked so."""
+    if not TUNE_GRID[best]:
+        same = [r for r in read(results) if r["subject"] == sid and r["row"] == "dsrecon (defaults)"]
+        if same:
+            row = {k: v for k, v in same[-1].items() if k != "subject"}
+            return {**row, "row": "dsrecon (tuned)", "detail": f"validation chose {best}: the defaults row"}
+    return {**dsrecon_row("dsrecon (tuned)", train, test, TUNE_GRID[best], seed, threads), "detail": f"validation chose {best}"}
+
+
 # ------------------------------------------------------------------------------------------ bookkeeping
 def read(path: Path) -> list[dict]:
     if not path.exists():
@@ -485,7 +496,7 @@ def main() -> None:
             todo.append(("dsrecon --kernel none (standard SSM)",
                          lambda: [dsrecon_row("dsrecon --kernel none (standard SSM)", train, test, ["--kernel", "none"], a.seed, a.threads)]))
         if best is not None:
-            todo.append(("dsrecon (tuned)", lambda: [dsrecon_row("dsrecon (tuned)", train, test, TUNE_GRID[best], a.seed, a.threads)]))
+            todo.append(("dsrecon (tuned)", lambda: [tuned_row(sid, best, train, test, a.out, a.seed, a.threads)]))
         for name, make in todo:
             if name in done:
                 continue
