@@ -26,9 +26,10 @@ from dsrecon.io.runs import (CONFIG_FILE, LOG_FILE, MODEL_FILE, TEACHER_DIR, _pl
                              read_teacher_cache, write_teacher_cache)
 from dsrecon.io.tables import write_table
 from dsrecon.models.base import get_backend
-from dsrecon.options import (DEFAULT_ALPHA, PRESET_TRAIN_OPTIONS, PRESETS, ModelOptions, choose_preset, estimator_fields, model_fields, resolve_device, train_fields,
+from dsrecon.options import (DEFAULT_ALPHA, PRESET_TRAIN_OPTIONS, PRESETS, ModelOptions, choose_preset, estimator_fields, model_fields, train_fields,
                              typed_options, validate_options)
 from dsrecon.models.convssm import ConvSSMNet
+from dsrecon.models.device import resolve_device
 from dsrecon.models.decoders import default_latent_dim, make_decoder
 from dsrecon.models.noise import NoiseModel
 from dsrecon.models.noise import estimate as estimate_noise

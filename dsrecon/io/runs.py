@@ -896,6 +896,8 @@ def differences(old: dict, new: dict) -> list[str]:
     diffs: list[str] = []
     for key, opt in COMPATIBILITY_KEYS.items():
         a, b = _plain(old.get(key)), _plain(new.get(key))
+        if key == "train_options":
+            a, b = _alpha_as_number(a), _alpha_as_number(b)
         if _same(a, b):
             continue
         if key == "data_hash":
@@ -915,6 +917,17 @@ def differences(old: dict, new: dict) -> list[str]:
         else:
             diffs.append(f"{opt}: {_show(a)} in the run, {_show(b)} now")
     return diffs
+
+
+def _alpha_as_number(opts):
+    """Training options with --alpha as a number where it is one: text ("0.15", as given on the command
+    line) and a number (0.15, as given in Python or the annealed default) are the same α."""
+    if isinstance(opts, dict) and isinstance(opts.get("alpha"), str):
+        try:
+            return {**opts, "alpha": float(opts["alpha"])}
+        except ValueError:  # adaptive
+            pass
+    return opts
 
 
 def data_changed(diffs: list[str]) -> bool:
