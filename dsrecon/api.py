@@ -22,7 +22,7 @@ import torch
 from dsrecon._util import array_hash, dsrecon_version, seed_everything, versions, write_json_atomic
 from dsrecon.errors import DataError, DivergenceError, DsreconError
 from dsrecon.io.recording import Recording
-from dsrecon.io.runs import (CONFIG_FILE, LOG_FILE, MODEL_FILE, TEACHER_DIR, _plain, _same, check_resumable,  # noqa: F401
+from dsrecon.io.runs import (CONFIG_FILE, LOG_FILE, MODEL_FILE, TEACHER_DIR, check_resumable, json_equal as _same, json_value as _plain,  # noqa: F401
                              read_teacher_cache, write_teacher_cache)
 from dsrecon.io.tables import write_table
 from dsrecon.models.base import get_backend

@@ -40,7 +40,7 @@ Examples:
 
 def group_inputs(inputs: list[Path], spec, subject_from_filename: bool) -> dict[str, list[str]]:
     """Subject id → its input paths (module help)."""
-    from dsrecon.distributed.subjects import _stem, discover_subjects
+    from dsrecon.distributed.subjects import file_stem, discover_subjects
     from dsrecon.group import subject_id
     from dsrecon.io.results import bids_entities
 
@@ -60,7 +60,7 @@ def group_inputs(inputs: list[Path], spec, subject_from_filename: bool) -> dict[
     out: dict[str, list[str]] = {}
     for p in inputs:
         sub = bids_entities(p).get("sub")
-        out.setdefault(sub if sub else subject_id(_stem(p)), []).append(str(p))
+        out.setdefault(sub if sub else subject_id(file_stem(p)), []).append(str(p))
     return out
 
 

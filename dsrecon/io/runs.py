@@ -890,27 +890,27 @@ def differences(old: dict, new: dict) -> list[str]:
     old = dict(old)
     if isinstance(old.get("train_options"), dict):
         # a run started by an older version lacks the options added since; they had their defaults
-        old["train_options"] = {**_plain(TrainOptions().public()), **old["train_options"]}
+        old["train_options"] = {**json_value(TrainOptions().public()), **old["train_options"]}
     old.setdefault("input_names", [])  # a run from before external inputs: autonomous
     new = {**new, "input_names": new.get("input_names") or []}
     diffs: list[str] = []
     for key, opt in COMPATIBILITY_KEYS.items():
-        a, b = _plain(old.get(key)), _plain(new.get(key))
+        a, b = json_value(old.get(key)), json_value(new.get(key))
         if key == "train_options":
             a, b = _alpha_as_number(a), _alpha_as_number(b)
-        if _same(a, b):
+        if json_equal(a, b):
             continue
         if key == "data_hash":
             diffs.append(f"the input data differ (data hash {str(a)[:12]} in the run, {str(b)[:12]} now)")
         elif key == "train_options" and isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
-                if not _same(a.get(k), b.get(k)):
+                if not json_equal(a.get(k), b.get(k)):
                     name = f"train option '{k}'" if k in internal else "--" + k.replace("_", "-")
                     diffs.append(f"{name}: {_show(a.get(k))} in the run, {_show(b.get(k))} now")
         elif key == "backend_options" and isinstance(a or {}, dict) and isinstance(b or {}, dict):
             a, b = a or {}, b or {}
             for k in sorted(set(a) | set(b)):
-                if not _same(a.get(k), b.get(k)):
+                if not json_equal(a.get(k), b.get(k)):
                     diffs.append(f"--{k.replace('_', '-')}: {_show(a.get(k))} in the run, {_show(b.get(k))} now")
         elif key == "kernel" and isinstance(a, dict) and isinstance(b, dict):
             diffs.append(_kernel_difference(a, b))
@@ -943,11 +943,13 @@ def check_resumable(run: Path, old: dict, new: dict) -> None:
                            "or start over with --force")
 
 
-def _plain(v):
+def json_value(v):
+    """``v`` as it reads back from JSON (tuples as lists, other objects as text)."""
     return json.loads(json.dumps(v, default=str))
 
 
-def _same(a, b) -> bool:
+def json_equal(a, b) -> bool:
+    """Whether ``a`` and ``b`` are the same JSON (keys in any order)."""
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
@@ -967,6 +969,6 @@ def _kernel_difference(a: dict, b: dict) -> str:
         return f"--kernel: {a.get('kind')} in the run, {b.get('kind')} now"
     pa, pb = a.get("params") or {}, b.get("params") or {}
     for k, name in (("tr", "TR"), ("fs", "sampling rate"), ("tau_decay", "--tau-decay"), ("tau_rise", "--tau-rise"), ("path", "--kernel")):
-        if not _same(pa.get(k), pb.get(k)):
+        if not json_equal(pa.get(k), pb.get(k)):
             return f"{name}: {_show(pa.get(k))} in the run, {_show(pb.get(k))} now"
     return f"--kernel {a.get('kind')}: the taps differ ({len(a.get('taps') or [])} in the run, {len(b.get('taps') or [])} now)"

@@ -30,7 +30,8 @@ details{margin:.6em 0} summary{cursor:pointer;font-weight:600}
 """
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A value as the report shows it (4 significant digits; — for none)."""
     if v is None:
         return "—"
     if isinstance(v, (float, np.floating)):
@@ -38,7 +39,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _img(png: Path, alt: str) -> str:
+def figure_html(png: Path, alt: str) -> str:
+    """A PNG embedded as a captioned <figure>."""
     data = base64.b64encode(png.read_bytes()).decode("ascii")
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption class="muted">{html.escape(alt)}</figcaption></figure>'
 
@@ -104,15 +106,15 @@ def score_rows(card: dict[str, Any]) -> str:
         mark, cls = {1: ("better", "win"), -1: ("worse", "loss"), 0: ("level", "")}.get(c, ("—", ""))
         if c is not None and not informative(k, var, floor):
             mark, cls = f"{mark}, uninformative", ""  # the data themselves do not beat the VAR(1) here: left out of the verdict
-        out.append(f"<tr><td>{e(name)}</td><td class=\"num\">{e(_fmt(card.get(k)))}</td><td class=\"num\">{e(_fmt(var.get(k)))}</td>"
-                   f"<td class=\"num\">{e(_fmt(floor.get(k)))}</td><td>{'higher' if k in HIGHER_IS_BETTER else 'lower'}</td>"
+        out.append(f"<tr><td>{e(name)}</td><td class=\"num\">{e(fmt_value(card.get(k)))}</td><td class=\"num\">{e(fmt_value(var.get(k)))}</td>"
+                   f"<td class=\"num\">{e(fmt_value(floor.get(k)))}</td><td>{'higher' if k in HIGHER_IS_BETTER else 'lower'}</td>"
                    f"<td class=\"{cls}\">{mark}</td><td class=\"muted\">{e(note)}</td></tr>")
     out.append("</table>")
     info = card.get("baselines_info") or {}
     vi = info.get("VAR1") or {}
     if var:
         out.append(f'<p class="muted">VAR(1): a linear autoregression (ridge {vi.get("ridge")}, Gaussian innovations, spectral radius '
-                   f'{_fmt(vi.get("spectral_radius"))}) fitted to the same training data ({e(str(info.get("training_data", "")))}), run '
+                   f'{fmt_value(vi.get("spectral_radius"))}) fitted to the same training data ({e(str(info.get("training_data", "")))}), run '
                    f'freely for {vi.get("frames")} frames after {vi.get("burn_in")} burn-in frames and scored exactly as the model. '
                    'Floor: the training data\'s own last frames in place of the model (two stretches of one recording): about as good '
                    'as a model can get. A prediction error has no floor (0 is ideal). "Uninformative": the floor does not beat the '
@@ -132,7 +134,7 @@ def _table(rows: list[tuple[str, Any, str]]) -> str:
     parts = ["<table><tr><th>quantity</th><th>value</th><th>note</th></tr>"]
     for q, v, note in rows:
         cls = ' class="num"' if isinstance(v, (int, float, np.floating)) else ""
-        parts.append(f"<tr><td>{e(q)}</td><td{cls}>{e(_fmt(v))}</td><td class=\"muted\">{e(note)}</td></tr>")
+        parts.append(f"<tr><td>{e(q)}</td><td{cls}>{e(fmt_value(v))}</td><td class=\"muted\">{e(note)}</td></tr>")
     parts.append("</table>")
     return "\n".join(parts)
 
@@ -189,7 +191,7 @@ def render_html(
     if cycles:
         parts += ["<h2>Fixed points and cycles</h2>", _cycles_table(cycles)]
     parts.append("<h2>Figures</h2>")
-    parts.extend(_img(p, cap) for p, cap in figures)
+    parts.extend(figure_html(p, cap) for p, cap in figures)
     parts += _tail(config, provenance)
     return "\n".join(parts) + "\n"
 
@@ -358,7 +360,7 @@ def _comparison_figures(card: dict, t: Path, tr: float, names: list[str], mask, 
     vb, fl = base.get("VAR1") or {}, base.get("floor") or {}
 
     def beside(k: str) -> str:
-        return f"{k} {_fmt(card.get(k))}" + (f" (VAR(1) {_fmt(vb.get(k))}, floor {_fmt(fl.get(k))})" if vb else "")
+        return f"{k} {fmt_value(card.get(k))}" + (f" (VAR(1) {fmt_value(vb.get(k))}, floor {fmt_value(fl.get(k))})" if vb else "")
 
     N = x.shape[1]
     if N >= 2 and np.isfinite(g).all():
@@ -418,7 +420,7 @@ def _render_run_report(name: str, verdict_text: str, card: dict | None, warnings
     parts += ["<h2>Dynamics of the model</h2>", _table(metrics_rows(card, analysis, collapsed=collapsed))]
     t = config.get("training") or {}
     if t.get("best_val_D_stsp") is not None:
-        parts.append(f'<p class="muted">Validation D_stsp {_fmt(t.get("best_val_D_stsp"))} (epoch {t.get("best_epoch")}): the fit\'s own '
+        parts.append(f'<p class="muted">Validation D_stsp {fmt_value(t.get("best_val_D_stsp"))} (epoch {t.get("best_epoch")}): the fit\'s own '
                      "check, a long free run against every observed frame of the training data; it picks the model kept and is not "
                      "comparable with the test D_stsp above.</p>")
     section = None
@@ -426,7 +428,7 @@ def _render_run_report(name: str, verdict_text: str, card: dict | None, warnings
         if sec != section:
             parts.append(f"<h2>{e(sec)}</h2>")
             section = sec
-        parts.append(_img(png, cap))
+        parts.append(figure_html(png, cap))
     cycles = analysis.get("fixed_points", {}).get("cycles") or []
     if cycles:
         parts.append(_details(f"Fixed points and cycles: the table ({len(cycles)} found)", _cycles_table(cycles)))
@@ -468,7 +470,7 @@ def build_group_report(group: Any, output: str | Path, *, participants: dict[str
     by a participants.tsv column when given), a table per subject (features, λ_max, regime), the
     training curves and the configuration. Returns {"report", "subjects": [rows]}."""
     from dsrecon.errors import DivergenceError
-    from dsrecon.metrics.analysis import _regime, _state_from_latent
+    from dsrecon.metrics.analysis import regime_of, state_from_latent
     from dsrecon.metrics.lyapunov import dynamics_lyapunov
     from dsrecon.plots import figures as F
 
@@ -482,9 +484,9 @@ def build_group_report(group: Any, output: str | Path, *, participants: dict[str
             row[color_by] = (participants or {}).get(sid)
         try:
             lat = m.simulate(2000, seed=seed)["latent"]
-            ly = dynamics_lyapunov(m.dynamics, _state_from_latent(m.dynamics, lat[-1]), n_steps=lyapunov_steps,
+            ly = dynamics_lyapunov(m.dynamics, state_from_latent(m.dynamics, lat[-1]), n_steps=lyapunov_steps,
                                    transient=min(1000, lyapunov_steps), dt=m.tr)
-            row.update(lambda_max_per_second=ly.lambda_max, regime=_regime(ly.exponents))
+            row.update(lambda_max_per_second=ly.lambda_max, regime=regime_of(ly.exponents))
         except DivergenceError:
             row.update(lambda_max_per_second=None, regime="diverged")
         rows_out.append(row)
@@ -509,8 +511,8 @@ def build_group_report(group: Any, output: str | Path, *, participants: dict[str
     cols = list(rows_out[0]) if rows_out else ["subject"]
     table = ["<h2>Subjects</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"]
     for r in rows_out:
-        table.append("<tr>" + "".join(f'<td class="num">{e(_fmt(r.get(c)))}</td>' if isinstance(r.get(c), float)
-                                      else f"<td>{e(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>")
+        table.append("<tr>" + "".join(f'<td class="num">{e(fmt_value(r.get(c)))}</td>' if isinstance(r.get(c), float)
+                                      else f"<td>{e(fmt_value(r.get(c)))}</td>" for c in cols) + "</tr>")
     table.append("</table>")
     text = text.replace("<h2>Figures</h2>", "\n".join(table) + "\n<h2>Figures</h2>", 1)
     write_text_atomic(output, text)
