@@ -142,7 +142,7 @@ def demo_lead(latent: dict, analysis: dict, figure=None) -> list[tuple[str, str]
     beside the linear baseline and the floor (or the true value)."""
     import html
 
-    from dsrecon.plots.report import fmt_value, figure_html
+    from dsrecon.plots.html import figure_html, fmt_value
 
     ly = analysis.get("lyapunov") or {}
     lam = ly.get("lambda_max_per_step")
