@@ -7,7 +7,8 @@ and inside functions alike (a deferred import is still a dependency). Three rule
 - no import from a lower layer to a higher one (LAYERS, lowest first; within a layer the imports
   must be acyclic, which the first rule checks);
 - no ``from X import _name`` of another module's private name (a private module such as
-  ``dsrecon._util`` may be imported, by the modules of the package it sits in).
+  ``dsrecon._util`` may be imported, by the modules of the package it sits in);
+- options.py imports only the standard library (besides dsrecon's lowest layer).
 
 Plain text reading only: nothing of dsrecon is imported.
 """
@@ -15,6 +16,7 @@ Plain text reading only: nothing of dsrecon is imported.
 from __future__ import annotations
 
 import ast
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -158,6 +160,17 @@ def test_no_imports_of_private_names():
         if name is None and _private(last) and not (src == parent or src.startswith(parent + ".")):
             bad.append(f"{src}:{line} imports {dst}, private to {parent}")
     assert not bad, "imports of private names:\n" + "\n".join(sorted(set(bad)))
+
+
+def test_options_import_only_the_standard_library():
+    """Every option is declared in options.py, which the CLI reads to build its parameters: it loads
+    no torch or numpy (the device is models/device.py's, the forcing schedule training/gtf.py's)."""
+    path = PKG / "options.py"
+    outside = sorted({name.split(".")[0] for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                      for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                                   [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                      if name.split(".")[0] not in sys.stdlib_module_names | {"dsrecon"}})
+    assert not outside, f"dsrecon/options.py imports {outside}"
 
 
 def test_the_rules_see_the_code():
