@@ -15,15 +15,16 @@ from typing import Any, Callable
 
 from dsrecon.errors import DsreconError
 
-#: the GTF forcing weight α of the short-data preset (the convSSM paper's BOLD setting)
-DEFAULT_ALPHA = "0.15"
+#: the fixed GTF forcing weight α: the short-data preset's (the convSSM paper's BOLD setting), and
+#: where an annealed α (--alpha-end) starts when --alpha is unset
+DEFAULT_ALPHA = 0.15
 
 #: Data-aware defaults (``--preset``): the values of the options a user leaves unset. ``auto`` (the
 #: default) takes ``long`` for fits of at least LONG_MIN_SAMPLES training samples, else ``short``
 #: (`choose_preset`). Measured on Lorenz63-BOLD: docs/experiments/lorenz-bold-reconstruction.md#round-7-2026-12-02-100-000-frames-the-floor-and-the-teacher-space-term
 #: and docs/experiments/lorenz-bold-reconstruction.md#round-8-2026-12-03-the-gtf-papers-settings-on-long-data-now-the-long-data-preset.
 PRESETS: dict[str, dict[str, Any]] = {
-    "short": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0, "epochs": 2000,
+    "short": {"hidden_dim": 50, "alpha": f"{DEFAULT_ALPHA:g}", "l2": 0.0, "teacher_weight": 0.0, "epochs": 2000,
               "generation": "deterministic", "select_by": "stsp"},
     # the GTF paper's Lorenz settings (L 100, adaptive α, λ_lat 1e-5) with the teacher-space term (λ 1)
     "long": {"hidden_dim": 100, "alpha": "adaptive", "l2": 1e-5, "teacher_weight": 1.0, "epochs": 2000,
@@ -31,7 +32,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # whole-brain recordings (WIDE_MIN_REGIONS regions or more): resting-state BOLD is noise-driven, so
     # free runs are stochastic (the fitted noise model), and the budget is one that fits such a
     # subject in minutes (docs/benchmarks.md#whole-brain-resting-state-hcp-94-regions)
-    "wide": {"hidden_dim": 50, "alpha": DEFAULT_ALPHA, "l2": 0.0, "teacher_weight": 0.0, "epochs": 150,
+    "wide": {"hidden_dim": 50, "alpha": f"{DEFAULT_ALPHA:g}", "l2": 0.0, "teacher_weight": 0.0, "epochs": 150,
              "generation": "stochastic", "select_by": "connectivity"},
 }
 LONG_MIN_SAMPLES = 15_000
@@ -229,26 +230,6 @@ def _alpha_check(flag: str, v: Any) -> str | None:
     return None
 
 
-def resolve_device(device: str) -> str:
-    """Map auto|cpu|cuda[:i] to a torch device string, with a clear error for unavailable CUDA."""
-    import torch
-
-    d = str(device).lower()
-    if d == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if d == "cpu":
-        return "cpu"
-    if d.startswith("cuda"):
-        from dsrecon.models.backends import plrnn_cuda
-
-        if plrnn_cuda.simulating():  # tests without a GPU: CPU tensors, the CUDA kernels on numba's simulator
-            return "cpu"
-        if not torch.cuda.is_available():
-            raise DsreconError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-        return d
-    raise DsreconError(f"--device: unknown device '{device}' (choose auto, cpu or cuda)")
-
-
 # ---------------------------------------------------------------------------------------- the options
 @dataclass
 class ModelOptions:
@@ -341,19 +322,20 @@ class TrainOptions:
     checkpoint_every: int = option(25, help="Write a resumable checkpoint every this many epochs.", check=at_least(1),
                                    panel=VALIDATION_PANEL)
 
-    def schedule(self):
-        from dsrecon.training.gtf import AlphaSchedule
-
+    def schedule(self) -> dict[str, Any]:
+        """The forcing schedule these options ask for, its options checked together (--alpha-end
+        with a fixed --alpha), as the keyword arguments of `dsrecon.training.gtf.AlphaSchedule`
+        (`AlphaSchedule.from_options` builds it)."""
         if self.sparse_tf_interval:
             if self.alpha_end is not None:
                 raise DsreconError("--alpha-end anneals a fixed --alpha; it does not combine with --sparse-tf-interval")
-            return AlphaSchedule("sparse", interval=self.sparse_tf_interval)
+            return {"mode": "sparse", "interval": self.sparse_tf_interval}
         a = alpha_value(self.alpha if self.alpha is not None else DEFAULT_ALPHA)  # unset: resolved by the preset
         if a is None:
             if self.alpha_end is not None:
                 raise DsreconError("--alpha-end anneals a fixed --alpha; it does not combine with --alpha adaptive")
-            return AlphaSchedule("adaptive")
-        return AlphaSchedule("fixed", alpha=a, end=self.alpha_end, epochs=self.epochs or PRESETS["short"]["epochs"])
+            return {"mode": "adaptive"}
+        return {"mode": "fixed", "alpha": a, "end": self.alpha_end, "epochs": self.epochs or PRESETS["short"]["epochs"]}
 
     def pretraining(self) -> int:
         """Epochs of teacher-space pretraining: ``pretrain_epochs``, by default half of ``epochs``

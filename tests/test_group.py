@@ -289,7 +289,7 @@ def test_evaluate_all_and_subject_on_a_table_directory(cli, tmp_path):
     one = json.loads(r.out)
     assert one["subject"] == "02" and one["D_stsp"] == rows[1]["D_stsp"]
     # the group report: the feature space coloured by a participants.tsv column, one row per subject
-    from dsrecon.plots.report import html_is_self_contained
+    from dsrecon.plots.html import html_is_self_contained
 
     part = tmp_path / "participants.tsv"
     part.write_text("participant_id\tgroup\nsub-01\tpatient\nsub-02\tcontrol\n")

@@ -300,8 +300,8 @@ def test_force_replaces_a_run_from_before_manifests(work):
 
 def test_the_names_of_runs_from_before_manifests_cover_what_a_fit_writes(fitted, ensemble):
     """The fallback check (no manifest) knows every file a fit and an ensemble write now: a new
-    file in a run must be added to io/runs.py's names, or --force refuses old runs holding it."""
-    from dsrecon.io.runs import MANIFEST_FILE, _walk, foreign_files
+    file in a run must be added to io/run_dir.py's names, or --force refuses old runs holding it."""
+    from dsrecon.io.run_dir import MANIFEST_FILE, _walk, foreign_files
 
     for run in (fitted / "run", ensemble / "ens"):
         assert (run / MANIFEST_FILE).is_file()

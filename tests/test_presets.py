@@ -70,3 +70,16 @@ def test_whole_brain_data_take_the_wide_preset():
     assert (mine.epochs, mine.generation) == (7, "deterministic")
     short = ConvSSM().resolved([_rec(600)])
     assert (short.epochs, short.generation) == (PRESETS["short"]["epochs"], "deterministic")
+
+
+def test_resume_takes_alpha_as_text_or_number_alike():
+    """The annealed default α is the number DEFAULT_ALPHA; runs written when it was the text "0.15"
+    (and fits given --alpha on the command line) still resume: the same α either way."""
+    from dsrecon.io.runs import differences
+    from dsrecon.options import TrainOptions
+
+    base = TrainOptions().public()
+    assert differences({"train_options": {**base, "alpha": "0.15"}}, {"train_options": {**base, "alpha": DEFAULT_ALPHA}}) == []
+    assert differences({"train_options": {**base, "alpha": "adaptive"}}, {"train_options": {**base, "alpha": "adaptive"}}) == []
+    diffs = differences({"train_options": {**base, "alpha": "0.3"}}, {"train_options": {**base, "alpha": DEFAULT_ALPHA}})
+    assert diffs == ["--alpha: 0.3 in the run, 0.15 now"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dsrecon.metrics.analysis import analyze_model
-from dsrecon.plots.report import html_is_self_contained
+from dsrecon.plots.html import html_is_self_contained
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -17,7 +17,7 @@ state (a DivergenceError, or a Lyapunov run that diverges, counts as *unbounded*
 spectrum of the latent map (`dsrecon.metrics.lyapunov.dynamics_lyapunov`, QR/Benettin, float64)
 from the end of that run. One model step is one sample, i.e. 0.01 Lorenz time units, so
 λ per Lorenz time = λ per step / 0.01 (as benchmarks/lorenz_analysis.py computes it). The regime is
-`dsrecon.metrics.analysis._regime` (chaotic: λ_max > 1e-3 per step = 0.1 per Lorenz time).
+`dsrecon.metrics.analysis.regime_of` (chaotic: λ_max > 1e-3 per step = 0.1 per Lorenz time).
 
 Per variant it prints: models, bounded, median λ_max with its interquartile range (over bounded
 models), the share of all models that are chaotic + bounded + within 25 % of 0.9056, the share
@@ -49,7 +49,7 @@ from dsrecon import Recording, load_run
 from dsrecon._util import versions
 from dsrecon.ensemble import fit_ensemble
 from dsrecon.errors import DivergenceError
-from dsrecon.metrics.analysis import _regime, _state_from_latent
+from dsrecon.metrics.analysis import regime_of, state_from_latent
 from dsrecon.metrics.lyapunov import dynamics_lyapunov
 from dsrecon.systems import simulate_system
 
@@ -92,12 +92,12 @@ def analyse_member(run: Path, lyap_steps: int, seed: int) -> dict:
         if not np.isfinite(lat).all() or np.abs(lat).max() > 1e4:
             raise DivergenceError("free run left the bounded regime")
         t0 = time.perf_counter()
-        res = dynamics_lyapunov(model.dynamics, _state_from_latent(model.dynamics, lat[-1]), n_steps=lyap_steps,
+        res = dynamics_lyapunov(model.dynamics, state_from_latent(model.dynamics, lat[-1]), n_steps=lyap_steps,
                                 transient=1000, dt=LORENZ_DT)
         row.update({"bounded": True, "lambda_max_per_step": float(res.exponents[0]),
                     "lambda_max": float(res.exponents[0]) / LORENZ_DT,
                     "exponents_per_lorenz_time": [float(v) for v in res.per_second],
-                    "kaplan_yorke": float(res.kaplan_yorke), "regime": _regime(res.exponents),
+                    "kaplan_yorke": float(res.kaplan_yorke), "regime": regime_of(res.exponents),
                     "lyapunov_s": time.perf_counter() - t0})
     except DivergenceError as e:
         row.update({"bounded": False, "regime": "unbounded", "error": str(e)})

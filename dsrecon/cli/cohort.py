@@ -92,12 +92,12 @@ def check_cohort_output(directory: Path, output: Path) -> None:
     """-o of fit-cohort: apart from the cohort directory (neither inside the other: a rerun would
     read the outputs as subjects, or write among the inputs), and its summary files absent or
     written by an earlier fit-cohort (the subjects' runs are checked as any run directory)."""
-    from dsrecon.cli.outputs import _within, json_is_ours, table_is_ours
+    from dsrecon.cli.outputs import is_within, json_is_ours, table_is_ours
 
-    if _within(output, directory):
+    if is_within(output, directory):
         raise DsreconError(f"{output}: is inside the cohort directory {directory} (a rerun would read it as a subject); "
                            "dsrecon never writes among its inputs: choose another -o")
-    if _within(directory, output):
+    if is_within(directory, output):
         raise DsreconError(f"{directory}: the cohort directory is inside -o {output}; dsrecon never writes over its inputs: "
                            "choose another -o")
     out = Path(output)

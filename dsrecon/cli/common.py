@@ -16,7 +16,7 @@ from rich.table import Table
 
 from dsrecon._util import to_json
 from dsrecon.errors import DsreconError
-from dsrecon.options import resolve_device  # noqa: F401  (the device is resolved by the library)
+from dsrecon.models.device import resolve_device  # noqa: F401  (the device is resolved by the library)
 
 #: Logs and progress go to stderr; stdout is reserved for results (`--json`).
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # a note stays one line in a log file

@@ -142,7 +142,7 @@ def demo_lead(latent: dict, analysis: dict, figure=None) -> list[tuple[str, str]
     beside the linear baseline and the floor (or the true value)."""
     import html
 
-    from dsrecon.plots.report import _fmt, _img
+    from dsrecon.plots.html import figure_html, fmt_value
 
     ly = analysis.get("lyapunov") or {}
     lam = ly.get("lambda_max_per_step")
@@ -161,7 +161,7 @@ def demo_lead(latent: dict, analysis: dict, figure=None) -> list[tuple[str, str]
     e = html.escape
     t = ["<table><tr><th>quantity</th><th>model</th><th>VAR(1)</th><th>floor / truth</th><th>better</th><th>what it is</th></tr>"]
     for q, m, v, f, b, note in rows:
-        t.append(f"<tr><td>{e(q)}</td><td class=\"num\">{e(_fmt(m))}</td><td class=\"num\">{e(_fmt(v))}</td><td class=\"num\">{e(_fmt(f))}</td>"
+        t.append(f"<tr><td>{e(q)}</td><td class=\"num\">{e(fmt_value(m))}</td><td class=\"num\">{e(fmt_value(v))}</td><td class=\"num\">{e(fmt_value(f))}</td>"
                  f"<td>{e(b)}</td><td class=\"muted\">{e(note)}</td></tr>")
     t.append("</table>")
     t.append('<p class="muted">The demo\'s data are simulated, so the true latent system is known: this comparison says whether the '
@@ -170,7 +170,7 @@ def demo_lead(latent: dict, analysis: dict, figure=None) -> list[tuple[str, str]
              "trained from), run as long. The scores on the 500 test frames below compare observations only; on so few frames even "
              "a perfect model scores a test D_stsp near 9 (docs/metrics.md), which is why their floor stands beside them.</p>")
     if figure is not None and Path(figure).exists():
-        t.append(_img(Path(figure), "The true Lorenz63 attractor (data panel, z-scored states) and the model's latent free run (model "
+        t.append(figure_html(Path(figure), "The true Lorenz63 attractor (data panel, z-scored states) and the model's latent free run (model "
                                     "panel), on the same axes."))
     return [("Latent attractor against the true Lorenz63", "\n".join(t))]
 

@@ -1,4 +1,5 @@
-"""`dsrecon evaluate RUN --data TEST.tsv` and `dsrecon evaluate system NAME` (routed from cli/evaluate.py)."""
+"""`dsrecon evaluate RUN --data TEST.tsv`, `dsrecon evaluate GROUP --all` and `dsrecon evaluate system NAME`
+(routed from cli/evaluate.py)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,6 @@ def evaluate_target(target: list[str], *, data: Path | None, stsp: str, bins: in
                   lyapunov_steps=extra.get("lyapunov_steps"), device=extra.get("device") or "cpu",
                   fcd_window_s=float(extra.get("fcd_window_s") or 30.0))
         if extra.get("all_subjects"):
-            from dsrecon.cli.group import evaluate_all
-
             return evaluate_all(Path(target[0]), data, subject=extra.get("subject"), as_json=as_json, output=output, **kw)
         res = evaluate_run(Path(target[0]), data, subject=extra.get("subject"), events=extra.get("events"),
                            inputs_table=extra.get("inputs_table"), **kw)
@@ -172,3 +171,44 @@ def evaluate_run(run: Path, data: Path | None, *, stsp: str, bins: int, gmm_var:
                 "analysis": an,
             })
     return out
+
+
+def evaluate_all(run: Path, data: Path | None, *, subject: str | None, as_json: bool, output: Path | None, quiet: bool, seed: int,
+                 **kw) -> None:
+    """`dsrecon evaluate GROUP --all`: every subject on its own held-out tail, one row each."""
+    from rich.table import Table
+
+    from dsrecon.cli.common import out_console
+    from dsrecon.estimators.group import GroupConvSSM
+    from dsrecon.estimators.load import load_run
+
+    if subject is not None:
+        raise DsreconError("give --subject or --all, not both")
+    if data is not None:
+        raise DsreconError("--all evaluates every subject on its own held-out tail; --data goes with --subject")
+    g = load_run(run)
+    if not isinstance(g, GroupConvSSM):
+        raise DsreconError(f"--all: {run} is not a group run (written by dsrecon fit, not dsrecon fit-group)")
+    rows = []
+    for sid in g.subjects:
+        r = evaluate_run(run, None, model=g.subject(sid), quiet=quiet, seed=seed, **kw)
+        rows.append({"subject": sid, "D_stsp": r["D_stsp"], "D_H": r["D_H"], f"PE{r['n_pe']}": r["PE_n"], "PE_n": r["PE_n"], "n_pe": r["n_pe"],
+                     "FC_corr": r["FC_corr"], "FC_rmse": r["FC_rmse"], "FCD_KS": r["FCD_KS"], "baselines": r["baselines"],
+                     "lambda_max_per_second": r.get("lambda_max_per_second"), "regime": r.get("regime"), "diverged": r["diverged"],
+                     "verdict": r.get("verdict"), "data": r["data"]})
+    res = {"run": str(run), "subjects": rows, "seed": seed, "versions": versions()}
+    if output is not None:
+        write_json_atomic(output, res)
+        log(f"wrote {output}", quiet)
+    if as_json:
+        emit(res, True)
+        return
+    if quiet:
+        return
+    t = Table(title=f"dsrecon evaluate {run} --all (lower is better)", header_style="bold")
+    for c in ("subject", "D_stsp", "D_H", f"PE{rows[0]['n_pe']}" if rows else "PE", "λ_max /s", "regime"):
+        t.add_column(c, justify="left" if c in ("subject", "regime") else "right")
+    fmt = lambda v: "—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    for r in rows:
+        t.add_row(r["subject"], fmt(r["D_stsp"]), fmt(r["D_H"]), fmt(r["PE_n"]), fmt(r["lambda_max_per_second"]), fmt(r["regime"]))
+    out_console.print(t)

@@ -40,7 +40,7 @@ Examples:
 
 def group_inputs(inputs: list[Path], spec, subject_from_filename: bool) -> dict[str, list[str]]:
     """Subject id → its input paths (module help)."""
-    from dsrecon.distributed.subjects import _stem, discover_subjects
+    from dsrecon.distributed.subjects import discover_subjects, file_stem
     from dsrecon.estimators.group_run import subject_id
     from dsrecon.io.results import bids_entities
 
@@ -60,7 +60,7 @@ def group_inputs(inputs: list[Path], spec, subject_from_filename: bool) -> dict[
     out: dict[str, list[str]] = {}
     for p in inputs:
         sub = bids_entities(p).get("sub")
-        out.setdefault(sub if sub else subject_id(_stem(p)), []).append(str(p))
+        out.setdefault(sub if sub else subject_id(file_stem(p)), []).append(str(p))
     return out
 
 
@@ -175,45 +175,3 @@ def fit_group_cmd(
     log(f"wrote {output}/model.safetensors, config.json, subject_features.tsv, training_log.tsv", quiet)
     emit(result, as_json, title=f"dsrecon fit-group → {output}", quiet=quiet)
 
-
-def evaluate_all(run: Path, data: Path | None, *, subject: str | None, as_json: bool, output: Path | None, quiet: bool, seed: int,
-                 **kw) -> None:
-    """`dsrecon evaluate GROUP --all`: every subject on its own held-out tail, one row each."""
-    from rich.table import Table
-
-    from dsrecon._util import versions, write_json_atomic
-    from dsrecon.estimators.load import load_run
-    from dsrecon.cli.common import out_console
-    from dsrecon.cli.evaluate_run import evaluate_run
-    from dsrecon.estimators.group import GroupConvSSM
-
-    if subject is not None:
-        raise DsreconError("give --subject or --all, not both")
-    if data is not None:
-        raise DsreconError("--all evaluates every subject on its own held-out tail; --data goes with --subject")
-    g = load_run(run)
-    if not isinstance(g, GroupConvSSM):
-        raise DsreconError(f"--all: {run} is not a group run (written by dsrecon fit, not dsrecon fit-group)")
-    rows = []
-    for sid in g.subjects:
-        r = evaluate_run(run, None, model=g.subject(sid), quiet=quiet, seed=seed, **kw)
-        rows.append({"subject": sid, "D_stsp": r["D_stsp"], "D_H": r["D_H"], f"PE{r['n_pe']}": r["PE_n"], "PE_n": r["PE_n"], "n_pe": r["n_pe"],
-                     "FC_corr": r["FC_corr"], "FC_rmse": r["FC_rmse"], "FCD_KS": r["FCD_KS"], "baselines": r["baselines"],
-                     "lambda_max_per_second": r.get("lambda_max_per_second"), "regime": r.get("regime"), "diverged": r["diverged"],
-                     "verdict": r.get("verdict"), "data": r["data"]})
-    res = {"run": str(run), "subjects": rows, "seed": seed, "versions": versions()}
-    if output is not None:
-        write_json_atomic(output, res)
-        log(f"wrote {output}", quiet)
-    if as_json:
-        emit(res, True)
-        return
-    if quiet:
-        return
-    t = Table(title=f"dsrecon evaluate {run} --all (lower is better)", header_style="bold")
-    for c in ("subject", "D_stsp", "D_H", f"PE{rows[0]['n_pe']}" if rows else "PE", "λ_max /s", "regime"):
-        t.add_column(c, justify="left" if c in ("subject", "regime") else "right")
-    fmt = lambda v: "—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    for r in rows:
-        t.add_row(r["subject"], fmt(r["D_stsp"]), fmt(r["D_H"]), fmt(r["PE_n"]), fmt(r["lambda_max_per_second"]), fmt(r["regime"]))
-    out_console.print(t)

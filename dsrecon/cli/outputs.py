@@ -75,7 +75,8 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _within(p: Path, d: Path) -> bool:
+def is_within(p: Path, d: Path) -> bool:
+    """Whether ``p`` is ``d`` or lies under it (links resolved)."""
     rp, rd = os.path.realpath(p), os.path.realpath(d)
     return rp == rd or rp.startswith(rd.rstrip(os.sep) + os.sep)
 
@@ -120,7 +121,7 @@ def check_not_inputs(outputs: Iterable[Path], files: Iterable[tuple[Path, str]] 
                 same = "" if str(p) == str(o) else f"{p}, "
                 raise DsreconError(f"{o}: is {same}{what}{also}; dsrecon never overwrites its inputs: choose another {option}")
         for d, what, keep in dirs:
-            if d.is_dir() and _within(o, d) and not any(_exists(k) and _same_file(o, k) for k in keep):
+            if d.is_dir() and is_within(o, d) and not any(_exists(k) and _same_file(o, k) for k in keep):
                 raise DsreconError(f"{o}: is a file of {what}{also}; dsrecon never overwrites its inputs: choose another {option}")
 
 
@@ -134,7 +135,7 @@ def check_inputs_outside(target: Path, inputs: Iterable[Path | str | None], *, w
         for p in inputs:
             if p is None or str(p) == "":
                 continue
-            if _exists(Path(p)) and _within(Path(p), d):
+            if _exists(Path(p)) and is_within(Path(p), d):
                 raise DsreconError(f"{p}: is inside {what} {t} that this command writes; dsrecon never overwrites its inputs: "
                                    f"choose another -o")
 

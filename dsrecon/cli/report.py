@@ -63,7 +63,7 @@ def report_cmd(
     if (participants is not None or color_by is not None) and (not isinstance(model, GroupConvSSM) or subject is not None):
         raise DsreconError("--participants and --color-by go with the report of a group run (without --subject)")
     if isinstance(model, GroupConvSSM) and subject is None:
-        from dsrecon.plots.report import build_group_report, read_participants
+        from dsrecon.plots.group_report import build_group_report, read_participants
 
         if color_by is not None and participants is None:
             raise DsreconError("--color-by needs --participants participants.tsv")

@@ -48,7 +48,8 @@ def _safe(name: str) -> str:
     return _SAFE.sub("_", name).strip("._") or "subject"
 
 
-def _stem(p: Path) -> str:
+def file_stem(p: Path) -> str:
+    """A recording file's name without its format suffix (``.nii.gz``, the table suffixes)."""
     name = p.name
     for suf in (".nii.gz",) + _table_suffixes():
         if name.endswith(suf):
@@ -108,7 +109,7 @@ def _table_subjects(root: Path) -> list[Subject]:
             continue
         if q.is_file() and is_table_path(q) and not q.name.endswith(("_latent.tsv", "_latent.tsv.gz")):
             sub = bids_entities(q).get("sub")
-            key = f"sub-{sub}" if sub else _safe(_stem(q))
+            key = f"sub-{sub}" if sub else _safe(file_stem(q))
             groups.setdefault(key, []).append(str(q))
         elif q.is_dir():
             has_tables = any(f.is_file() and is_table_path(f) for f in q.iterdir())

@@ -14,12 +14,13 @@ import torch
 
 from dsrecon.errors import DsreconError
 from dsrecon.io.recording import Recording
-from dsrecon.io.runs import plain, same
+from dsrecon.io.runs import json_equal as same, json_value as plain
 from dsrecon.models.base import get_backend
 from dsrecon.models.convssm import ConvSSMNet
 from dsrecon.models.decoders import default_latent_dim, make_decoder
+from dsrecon.models.device import resolve_device
 from dsrecon.options import (DEFAULT_ALPHA, PRESET_TRAIN_OPTIONS, PRESETS, ModelOptions, TrainOptions, choose_preset, estimator_fields,
-                             model_fields, resolve_device, train_fields, typed_options, validate_options)
+                             model_fields, train_fields, typed_options, validate_options)
 from dsrecon.signal.kernels import Kernel, make_kernel
 from dsrecon.training.batches import DEFAULT_SEQUENCE_LENGTH, default_sequence_length
 from dsrecon.training.prepare import check_recordings, training_frames

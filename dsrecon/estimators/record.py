@@ -14,7 +14,7 @@ import numpy as np
 from dsrecon._util import dsrecon_version, versions
 from dsrecon.errors import DataError
 from dsrecon.io.recording import Recording
-from dsrecon.io.runs import plain
+from dsrecon.io.runs import json_value as plain
 from dsrecon.options import model_fields
 from dsrecon.signal.kernels import Kernel
 

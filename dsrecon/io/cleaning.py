@@ -94,28 +94,28 @@ def confounds_problem(flag: str, value: Any) -> str | None:
 def read_confounds(path: str | Path, n_frames: int, data_source: str) -> tuple[np.ndarray, list[str]]:
     """A confounds table → ((n_frames, R) array, column names); DataError naming ``path`` otherwise."""
     from dsrecon.io.files import check_input_file
-    from dsrecon.io.tables import _check_names, _read_text, _unquote
+    from dsrecon.io.tables import check_column_names, read_table_text, unquote
 
     p = Path(path)
     check_input_file(p, "confounds table")
     if p.suffix.lower() == ".npy" or not any(p.name.lower().endswith(s) for s in (".tsv", ".csv", ".txt", ".tsv.gz", ".csv.gz", ".txt.gz")):
         raise DataError(f"{p}: --confounds takes a TSV/CSV table with a header row (e.g. fMRIPrep's *_desc-confounds_timeseries.tsv)")
-    lines = _read_text(p).splitlines()
+    lines = read_table_text(p).splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
         raise DataError(f"{p}: empty confounds table")
     delim = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
     split = (lambda ln: ln.split(delim)) if delim else (lambda ln: ln.split())
-    header = [_unquote(c.strip()) for c in split(lines[0])]
+    header = [unquote(c.strip()) for c in split(lines[0])]
     if all(_number(c) is not None for c in header):
         raise DataError(f"{p}: the confounds table has no header row; name its columns in a first row")
-    _check_names(p, header)
+    check_column_names(p, header)
     rows = []
     for i, ln in enumerate(lines[1:], start=2):
         if not ln.strip():
             raise DataError(f"{p}: line {i} is blank; a confounds table holds one row per frame")
-        cells = [_unquote(c.strip()) for c in split(ln)]
+        cells = [unquote(c.strip()) for c in split(ln)]
         if len(cells) != len(header):
             raise DataError(f"{p}: ragged table: line {i} has {len(cells)} columns, the header {len(header)}")
         row = []

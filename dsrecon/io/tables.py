@@ -92,7 +92,7 @@ def read_named_array(path: str | os.PathLike, *, notes: list[str] | None = None)
     if not named:
         cols = read_sidecar(p).get("Columns")
         if isinstance(cols, list) and len(cols) == arr.shape[1] and all(isinstance(c, str) and c for c in cols):
-            _check_names(sidecar_path(p), list(cols))
+            check_column_names(sidecar_path(p), list(cols))
             names, named = list(cols), True
     return arr, names, named
 
@@ -171,7 +171,8 @@ def _positional_names(n: int) -> list[str]:
     return [f"region{i:03d}" for i in range(n)]
 
 
-def _read_text(p: Path) -> str:
+def read_table_text(p: Path) -> str:
+    """A text table's contents; DataError naming ``p`` when it cannot be read as text."""
     try:
         raw = p.read_bytes()
     except OSError as e:
@@ -190,7 +191,7 @@ def _read_text(p: Path) -> str:
 
 
 def _read_delimited(p: Path, notes: list[str]) -> tuple[np.ndarray, list[str], bool]:
-    text = _read_text(p)
+    text = read_table_text(p)
     all_lines = text.splitlines()
     content = [i for i, ln in enumerate(all_lines) if ln.strip() and not ln.startswith("#")]
     if not content:
@@ -212,7 +213,7 @@ def _read_delimited(p: Path, notes: list[str]) -> tuple[np.ndarray, list[str], b
             rows = [r[:-1] if len(r) > 1 and not r[-1].strip() else r for r in rows]
     else:
         rows = [ln.split() for ln in lines]
-    rows = [[_unquote(c.strip()) for c in r] for r in rows]
+    rows = [[unquote(c.strip()) for c in r] for r in rows]
     header: list[str] | None = None
     if not _is_numeric_row(rows[0]):
         header, rows = rows[0], rows[1:]
@@ -246,7 +247,7 @@ def _read_delimited(p: Path, notes: list[str]) -> tuple[np.ndarray, list[str], b
     elif header[0] in _INDEX_HEADERS and ncol > 1 and _counts(arr[:, 0]):
         notes.append(f"{p}: unnamed first column counts {_count_text(arr[:, 0])}: read as a row index and dropped")
         header, arr = header[1:], arr[:, 1:]
-    _check_names(p, header)
+    check_column_names(p, header)
     return np.ascontiguousarray(arr), header, True
 
 
@@ -265,7 +266,8 @@ def _span(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{names[0]}…{names[-1]}"
 
 
-def _check_names(p: Path, names: list[str]) -> None:
+def check_column_names(p: Path, names: list[str]) -> None:
+    """DataError naming ``p`` for an empty or repeated column name."""
     for j, n in enumerate(names):
         if not n:
             what = "the first column" if j == 0 else f"column {j + 1}"
@@ -281,7 +283,7 @@ def _check_names(p: Path, names: list[str]) -> None:
         raise DataError(f"{p}: duplicated column name(s) in the header: {', '.join(items)}{more}; region names must be unique")
 
 
-def _unquote(cell: str) -> str:
+def unquote(cell: str) -> str:
     """Drop one pair of surrounding quotes ("WM" → WM), as spreadsheet/R CSV exports write them."""
     if len(cell) >= 2 and cell[0] == cell[-1] and cell[0] in "\"'":
         return cell[1:-1].strip()
@@ -353,7 +355,7 @@ def read_table(path: str | os.PathLike, tr: float | None = None, *, allow_nan: b
     if not has_header and isinstance(cols, list) and cols and all(isinstance(c, str) and c for c in cols):
         if len(cols) != arr.shape[1]:
             raise DataError(f"{sidecar_path(p)}: Columns lists {len(cols)} names, {p} has {arr.shape[1]} columns")
-        _check_names(sidecar_path(p), list(cols))
+        check_column_names(sidecar_path(p), list(cols))
         names, columns = list(cols), "sidecar Columns"
         if notes and notes[-1].startswith(f"{p}: first row is numeric"):
             notes[-1] = f"{p}: first row is numeric, read as data (no header); columns named by the sidecar's Columns"

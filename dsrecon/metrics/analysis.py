@@ -22,7 +22,7 @@ def _latent_trajectory(model: Any, n_steps: int, seed: int, data: Recording | No
     return {k: np.asarray(v, dtype=np.float64) for k, v in sim.items()}
 
 
-def _state_from_latent(dynamics: Any, z: np.ndarray) -> np.ndarray:
+def state_from_latent(dynamics: Any, z: np.ndarray) -> np.ndarray:
     """A full backend state (S,) from a latent z (M,): backends with memory pad after M."""
     S = int(getattr(dynamics, "state_dim", z.size))
     if S == z.size:
@@ -49,7 +49,7 @@ def fixed_points_of(dynamics: Any, init_states: np.ndarray | None, k_max: int, s
         return dyn.jacobian(torch.as_tensor(x, dtype=torch.float32)).detach().double().numpy()
 
     if init_states is not None and init_states.shape[1] != S:
-        init_states = np.stack([_state_from_latent(dyn, z) for z in init_states])
+        init_states = np.stack([state_from_latent(dyn, z) for z in init_states])
     return "root", find_fixed_points_generic(step, jac, S, n_init=100, init_states=init_states, seed=seed, tol=1e-5)
 
 
@@ -80,7 +80,7 @@ def analyze_model_full(
     latent = sim["latent"]
     generated = sim["observed"]
     dyn = model.dynamics
-    z0 = _state_from_latent(dyn, latent[-1])
+    z0 = state_from_latent(dyn, latent[-1])
     try:
         lyap = dynamics_lyapunov(dyn, z0, n_steps=lyapunov_steps, transient=min(1000, lyapunov_steps), dt=tr)
         out["lyapunov"] = {
@@ -91,7 +91,7 @@ def analyze_model_full(
             "kaplan_yorke_dimension": lyap.kaplan_yorke,
             "n_steps": lyap.n_steps,
             "seconds": lyap.seconds,
-            "regime": _regime(lyap.exponents),
+            "regime": regime_of(lyap.exponents),
         }
     except DivergenceError as e:
         lyap = None
@@ -123,7 +123,7 @@ def analyze_model(model: Any, *, data: Recording | None = None, lyapunov_steps: 
     return analyze_model_full(model, data=data, lyapunov_steps=lyapunov_steps, k_max=k_max, seed=seed)[0]
 
 
-def _regime(exponents_per_step: np.ndarray, tol: float = 1e-3) -> str:
+def regime_of(exponents_per_step: np.ndarray, tol: float = 1e-3) -> str:
     """'chaotic' (λ_max > tol), 'periodic or quasi-periodic' (|λ_max| ≤ tol), 'fixed point' (< −tol)."""
     lam = float(exponents_per_step[0])
     if lam > tol:

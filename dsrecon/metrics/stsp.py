@@ -20,7 +20,7 @@ from dsrecon.errors import DataError
 
 #: docs/method.md §6: 30 bins per dimension, Laplace pseudo-count 1e-5, range padded by 0.1 σ.
 DEFAULT_BINS = 30
-DEFAULT_ALPHA = 1e-5
+PSEUDO_COUNT = 1e-5
 RANGE_PAD_SD = 0.1
 #: docs/method.md §6: σ² = 1.0 per mixture component, 1 000 MC samples, ≤ 10 000 centres.
 DEFAULT_GMM_VAR = 1.0
@@ -117,7 +117,7 @@ def _cell_counts(code_ref: np.ndarray, code_gen: np.ndarray, n_cells: int) -> tu
     return np.bincount(inv[: len(code_ref)], minlength=u), np.bincount(inv[len(code_ref):], minlength=u)
 
 
-def stsp_binned(generated: np.ndarray, reference: np.ndarray, bins: int = DEFAULT_BINS, alpha: float = DEFAULT_ALPHA) -> float:
+def stsp_binned(generated: np.ndarray, reference: np.ndarray, bins: int = DEFAULT_BINS, alpha: float = PSEUDO_COUNT) -> float:
     """Binned D_stsp = KL(p_true ‖ p_gen) in nats over all ``bins``^N cells.
 
     generated, reference: (T, N) arrays (T may differ). Cells span [min − 0.1σ, max + 0.1σ] of the

@@ -109,7 +109,7 @@ class LatentDynamics(nn.Module):
         Returns the pre-forcing states (B, T, S): out[:, t] = F(z̃_{t}) with z̃ the forced state.
         z̃_t = (1−α_t) z_t + α_t d_t on the first F units where d_t is finite.
         """
-        alpha_t = _alpha_per_step(alpha, T, state0)
+        alpha_t = alpha_per_step(alpha, T, state0)
         z = state0
         outs = []
         for t in range(T):
@@ -177,7 +177,8 @@ class LatentDynamics(nn.Module):
         return "fused"
 
 
-def _alpha_per_step(alpha: torch.Tensor | float, T: int, like: torch.Tensor) -> torch.Tensor:
+def alpha_per_step(alpha: torch.Tensor | float, T: int, like: torch.Tensor) -> torch.Tensor:
+    """The forcing weights α as a (T,) tensor (a scalar repeated over the steps), in ``like``'s dtype and device."""
     a = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
     if a.ndim == 0:
         a = a.expand(T)

@@ -1,9 +1,9 @@
 """One self-contained HTML report for a fitted run: figures embedded as base64 PNG, no external
-URLs, stylesheets or scripts, so it can be mailed to a colleague and opened anywhere."""
+URLs, stylesheets or scripts, so it can be mailed to a colleague and opened anywhere. The page's
+HTML pieces are dsrecon.plots.html; a group run's report is dsrecon.plots.group_report."""
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
 import tempfile
@@ -12,36 +12,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dsrecon._util import to_json, versions, write_text_atomic
+from dsrecon._util import versions, write_text_atomic
 from dsrecon.io.recording import Recording
-
-_CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left}
-th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
-img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
-pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em;border:1px solid #e5e5e5;max-height:30em}
-.muted{color:#666;font-size:.9em}
-.warn{background:#fff4e5;border-left:4px solid #e08a00;padding:.5em 1em;margin:1em 0}
-.warn li{margin:.2em 0}
-td.win{color:#1b7f3b} td.loss{color:#b3261e}
-details{margin:.6em 0} summary{cursor:pointer;font-weight:600}
-"""
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, (float, np.floating)):
-        return "NaN" if np.isnan(v) else ("inf" if not np.isfinite(v) else f"{float(v):.4g}")
-    return str(v)
-
-
-def _img(png: Path, alt: str) -> str:
-    data = base64.b64encode(png.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption class="muted">{html.escape(alt)}</figcaption></figure>'
-
+from dsrecon.plots.html import cycles_table, details, figure_html, fmt_value, page_head, page_tail, quantity_table
 
 def metrics_rows(scores: dict[str, Any] | None, analysis: dict[str, Any], collapsed: bool = False) -> list[tuple[str, Any, str]]:
     """(quantity, value, note) rows of the report's dynamics table (the scores have their own
@@ -104,15 +77,15 @@ def score_rows(card: dict[str, Any]) -> str:
         mark, cls = {1: ("better", "win"), -1: ("worse", "loss"), 0: ("level", "")}.get(c, ("—", ""))
         if c is not None and not informative(k, var, floor):
             mark, cls = f"{mark}, uninformative", ""  # the data themselves do not beat the VAR(1) here: left out of the verdict
-        out.append(f"<tr><td>{e(name)}</td><td class=\"num\">{e(_fmt(card.get(k)))}</td><td class=\"num\">{e(_fmt(var.get(k)))}</td>"
-                   f"<td class=\"num\">{e(_fmt(floor.get(k)))}</td><td>{'higher' if k in HIGHER_IS_BETTER else 'lower'}</td>"
+        out.append(f"<tr><td>{e(name)}</td><td class=\"num\">{e(fmt_value(card.get(k)))}</td><td class=\"num\">{e(fmt_value(var.get(k)))}</td>"
+                   f"<td class=\"num\">{e(fmt_value(floor.get(k)))}</td><td>{'higher' if k in HIGHER_IS_BETTER else 'lower'}</td>"
                    f"<td class=\"{cls}\">{mark}</td><td class=\"muted\">{e(note)}</td></tr>")
     out.append("</table>")
     info = card.get("baselines_info") or {}
     vi = info.get("VAR1") or {}
     if var:
         out.append(f'<p class="muted">VAR(1): a linear autoregression (ridge {vi.get("ridge")}, Gaussian innovations, spectral radius '
-                   f'{_fmt(vi.get("spectral_radius"))}) fitted to the same training data ({e(str(info.get("training_data", "")))}), run '
+                   f'{fmt_value(vi.get("spectral_radius"))}) fitted to the same training data ({e(str(info.get("training_data", "")))}), run '
                    f'freely for {vi.get("frames")} frames after {vi.get("burn_in")} burn-in frames and scored exactly as the model. '
                    'Floor: the training data\'s own last frames in place of the model (two stretches of one recording): about as good '
                    'as a model can get. A prediction error has no floor (0 is ideal). "Uninformative": the floor does not beat the '
@@ -125,73 +98,6 @@ def score_rows(card: dict[str, Any]) -> str:
                f'smoothing {ms.get("smoothing"):g} bins, FCD windows {card.get("FCD_window_s"):g} s; settings for {e(str(ms.get("data_kind")))} '
                f'data ({e(str(ms.get("chosen_by")))}).</p>')
     return "\n".join(out)
-
-
-def _table(rows: list[tuple[str, Any, str]]) -> str:
-    e = html.escape
-    parts = ["<table><tr><th>quantity</th><th>value</th><th>note</th></tr>"]
-    for q, v, note in rows:
-        cls = ' class="num"' if isinstance(v, (int, float, np.floating)) else ""
-        parts.append(f"<tr><td>{e(q)}</td><td{cls}>{e(_fmt(v))}</td><td class=\"muted\">{e(note)}</td></tr>")
-    parts.append("</table>")
-    return "\n".join(parts)
-
-
-def _details(summary: str, body: str) -> str:
-    return f"<details><summary>{html.escape(summary)}</summary>\n{body}\n</details>"
-
-
-def _cycles_table(cycles: list[dict[str, Any]]) -> str:
-    e = html.escape
-    parts = ["<table><tr><th>period</th><th>stability</th><th>max |eigenvalue|</th><th>first point (latent)</th></tr>"]
-    for c in cycles[:50]:
-        pt = ", ".join(f"{x:.3g}" for x in np.asarray(c["points"])[0][:6])
-        parts.append(f"<tr><td class=\"num\">{c['period']}</td><td>{e(c['stability'])}</td><td class=\"num\">{c['max_abs_eigenvalue']:.4g}</td><td>({e(pt)}{', …' if np.asarray(c['points']).shape[1] > 6 else ''})</td></tr>")
-    parts.append("</table>")
-    if len(cycles) > 50:
-        parts.append(f'<p class="muted">{len(cycles) - 50} more not shown.</p>')
-    return "\n".join(parts)
-
-
-def _head(title: str) -> list[str]:
-    e = html.escape
-    return ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-            f'<meta name="generator" content="dsrecon {e(versions().get("dsrecon", ""))}">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"]
-
-
-def _tail(config: dict[str, Any], provenance: dict[str, Any]) -> list[str]:
-    """Provenance, configuration and versions, each in a collapsed section: out of the main flow."""
-    e = html.escape
-    vers = "<table>" + "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in versions().items()) + "</table>"
-    return ["<h2>Provenance</h2>",
-            _details("Data provenance", f"<pre>{e(to_json(provenance))}</pre>"),
-            _details("Model configuration (config.json)", f"<pre>{e(to_json(config))}</pre>"),
-            _details("Versions", vers), "</body></html>"]
-
-
-def render_html(
-    title: str,
-    rows: list[tuple[str, Any, str]],
-    figures: list[tuple[Path, str]],
-    config: dict[str, Any],
-    provenance: dict[str, Any],
-    cycles: list[dict[str, Any]] | None = None,
-) -> str:
-    """A plain report as one HTML string (figures as (png path, caption)): title, metrics table,
-    cycles, figures; provenance, configuration and versions in collapsed sections."""
-    e = html.escape
-    parts = _head(title) + [
-        f"<h1>{e(title)}</h1>",
-        f'<p class="muted">generated {e(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))} by dsrecon {e(versions().get("dsrecon", ""))}</p>',
-        "<h2>Metrics</h2>", _table(rows)]
-    if cycles:
-        parts += ["<h2>Fixed points and cycles</h2>", _cycles_table(cycles)]
-    parts.append("<h2>Figures</h2>")
-    parts.extend(_img(p, cap) for p, cap in figures)
-    parts += _tail(config, provenance)
-    return "\n".join(parts) + "\n"
 
 
 def _filled(x: np.ndarray) -> np.ndarray:
@@ -358,7 +264,7 @@ def _comparison_figures(card: dict, t: Path, tr: float, names: list[str], mask, 
     vb, fl = base.get("VAR1") or {}, base.get("floor") or {}
 
     def beside(k: str) -> str:
-        return f"{k} {_fmt(card.get(k))}" + (f" (VAR(1) {_fmt(vb.get(k))}, floor {_fmt(fl.get(k))})" if vb else "")
+        return f"{k} {fmt_value(card.get(k))}" + (f" (VAR(1) {fmt_value(vb.get(k))}, floor {fmt_value(fl.get(k))})" if vb else "")
 
     N = x.shape[1]
     if N >= 2 and np.isfinite(g).all():
@@ -401,7 +307,7 @@ def _render_run_report(name: str, verdict_text: str, card: dict | None, warnings
                        lead: list[tuple[str, str]] | None) -> str:
     e = html.escape
     headline = verdict_text[:1].upper() + verdict_text[1:]
-    parts = _head(f"{name}: {verdict_text} (dsrecon report)")
+    parts = page_head(f"{name}: {verdict_text} (dsrecon report)")
     parts.append(f'<h1 id="verdict">{e(headline)}</h1>')
     what = f"dsrecon report of {name}"
     if data is not None:
@@ -415,10 +321,10 @@ def _render_run_report(name: str, verdict_text: str, card: dict | None, warnings
         parts += [f"<h2>{e(head)}</h2>", body]
     if card is not None:
         parts += ["<h2>Scores on the test data, beside their yardsticks</h2>", score_rows(card)]
-    parts += ["<h2>Dynamics of the model</h2>", _table(metrics_rows(card, analysis, collapsed=collapsed))]
+    parts += ["<h2>Dynamics of the model</h2>", quantity_table(metrics_rows(card, analysis, collapsed=collapsed))]
     t = config.get("training") or {}
     if t.get("best_val_D_stsp") is not None:
-        parts.append(f'<p class="muted">Validation D_stsp {_fmt(t.get("best_val_D_stsp"))} (epoch {t.get("best_epoch")}): the fit\'s own '
+        parts.append(f'<p class="muted">Validation D_stsp {fmt_value(t.get("best_val_D_stsp"))} (epoch {t.get("best_epoch")}): the fit\'s own '
                      "check, a long free run against every observed frame of the training data; it picks the model kept and is not "
                      "comparable with the test D_stsp above.</p>")
     section = None
@@ -426,101 +332,14 @@ def _render_run_report(name: str, verdict_text: str, card: dict | None, warnings
         if sec != section:
             parts.append(f"<h2>{e(sec)}</h2>")
             section = sec
-        parts.append(_img(png, cap))
+        parts.append(figure_html(png, cap))
     cycles = analysis.get("fixed_points", {}).get("cycles") or []
     if cycles:
-        parts.append(_details(f"Fixed points and cycles: the table ({len(cycles)} found)", _cycles_table(cycles)))
+        parts.append(details(f"Fixed points and cycles: the table ({len(cycles)} found)", cycles_table(cycles)))
     if msgs:
-        parts.append(_details(f"The fit's messages ({len(msgs)})", "<pre>" + e("\n".join(msgs)) + "</pre>"))
-    parts += _tail(config, provenance)
+        parts.append(details(f"The fit's messages ({len(msgs)})", "<pre>" + e("\n".join(msgs)) + "</pre>"))
+    parts += page_tail(config, provenance)
     return "\n".join(parts) + "\n"
 
 
-def read_participants(path: str | Path, column: str | None) -> dict[str, str]:
-    """participants.tsv → {subject id (no 'sub-'): value of ``column``}; a DataError naming the
-    file when it cannot be read or has no such column."""
-    from dsrecon.errors import DataError
-
-    p = Path(path)
-    try:
-        lines = [ln.rstrip("\r\n") for ln in p.read_text().splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: cannot read ({getattr(e, 'strerror', None) or e})") from None
-    if not lines:
-        raise DataError(f"{p}: empty (expected a participants.tsv with a participant_id column)")
-    head = lines[0].split("\t")
-    if "participant_id" not in head:
-        raise DataError(f"{p}: no participant_id column (columns: {', '.join(head)})")
-    if column is not None and column not in head:
-        raise DataError(f"{p}: --color-by {column}: no such column (columns: {', '.join(head)})")
-    i, j = head.index("participant_id"), head.index(column) if column is not None else None
-    out = {}
-    for ln in lines[1:]:
-        cells = ln.split("\t")
-        sid = cells[i][4:] if cells[i].startswith("sub-") else cells[i]
-        out[sid] = cells[j] if j is not None and j < len(cells) else ""
-    return out
-
-
-def build_group_report(group: Any, output: str | Path, *, participants: dict[str, str] | None = None, color_by: str | None = None,
-                       lyapunov_steps: int = 20_000, seed: int = 0) -> dict[str, Any]:
-    """The report of a group run (`dsrecon fit-group`): the subjects in the feature space (coloured
-    by a participants.tsv column when given), a table per subject (features, λ_max, regime), the
-    training curves and the configuration. Returns {"report", "subjects": [rows]}."""
-    from dsrecon.errors import DivergenceError
-    from dsrecon.metrics.analysis import _regime, _state_from_latent
-    from dsrecon.metrics.lyapunov import dynamics_lyapunov
-    from dsrecon.plots import figures as F
-
-    ids = group.subjects
-    feats = np.asarray(group.features_)
-    rows_out = []
-    for i, sid in enumerate(ids):
-        m = group.subject(sid)
-        row = {"subject": sid, **{f"f{k + 1}": float(feats[i, k]) for k in range(feats.shape[1])}}
-        if color_by is not None:
-            row[color_by] = (participants or {}).get(sid)
-        try:
-            lat = m.simulate(2000, seed=seed)["latent"]
-            ly = dynamics_lyapunov(m.dynamics, _state_from_latent(m.dynamics, lat[-1]), n_steps=lyapunov_steps,
-                                   transient=min(1000, lyapunov_steps), dt=m.tr)
-            row.update(lambda_max_per_second=ly.lambda_max, regime=_regime(ly.exponents))
-        except DivergenceError:
-            row.update(lambda_max_per_second=None, regime="diverged")
-        rows_out.append(row)
-    figs: list[tuple[Path, str]] = []
-    e = html.escape
-    with tempfile.TemporaryDirectory(prefix="dsrecon-report-") as tmp:
-        t = Path(tmp)
-        color = [r.get(color_by) for r in rows_out] if color_by is not None else None
-        F.feature_scatter(feats, ids, t / "features", color=color, color_label=color_by)
-        figs.append((t / "features.png", "Subjects in the feature space" + (f", coloured by {color_by} (participants.tsv)" if color_by else "")))
-        run_dir = getattr(group, "run_dir", None)
-        log_path = Path(run_dir) / "training_log.tsv" if run_dir else None
-        if log_path is not None and log_path.exists():
-            F.training_curves(log_path, t / "training")
-            figs.append((t / "training.png", "Training curves (mean loss over subjects, α, mean validation D_stsp and D_H)"))
-        cfg = dict(group.config)
-        title = f"dsrecon group report: {Path(run_dir).name if run_dir else 'group'}"
-        rows = [("subjects", len(ids), ""), ("features F", int(cfg.get("features", 0)), cfg.get("scheme", "")),
-                ("backend", cfg.get("backend"), f"latent dim {cfg.get('latent_dim')}")]
-        text = render_html(title, rows, figs, {k: v for k, v in cfg.items() if k != "subjects"},
-                           {"run": str(run_dir) if run_dir else None, "subjects": cfg.get("subjects"), "seed": seed})
-    cols = list(rows_out[0]) if rows_out else ["subject"]
-    table = ["<h2>Subjects</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"]
-    for r in rows_out:
-        table.append("<tr>" + "".join(f'<td class="num">{e(_fmt(r.get(c)))}</td>' if isinstance(r.get(c), float)
-                                      else f"<td>{e(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>")
-    table.append("</table>")
-    text = text.replace("<h2>Figures</h2>", "\n".join(table) + "\n<h2>Figures</h2>", 1)
-    write_text_atomic(output, text)
-    return {"report": str(output), "subjects": rows_out}
-
-
-def html_is_self_contained(text: str) -> bool:
-    """No external resource references (http(s)://, //host, <link>, <script src>)."""
-    low = text.lower()
-    return not any(s in low for s in ('src="http', "src='http", 'href="http', "<link", "<script", 'src="//', "url(http"))
-
-
-__all__ = ["build_report", "build_group_report", "read_participants", "render_html", "metrics_rows", "html_is_self_contained"]
+__all__ = ["build_report", "metrics_rows", "score_rows", "data_latent"]

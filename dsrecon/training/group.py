@@ -38,7 +38,8 @@ from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData, training_samples
 from dsrecon.training.member import Member
 from dsrecon.training.stack import Stack, StackedRAdam, clip_rows_
-from dsrecon.training.trainer import Trainer, kernel_free, teacher_space
+from dsrecon.training.pretrain import kernel_free, teacher_space
+from dsrecon.training.trainer import Trainer
 from dsrecon.training.validation import validate
 
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import torch
 
-#: default fixed forcing weight for the convSSM
-DEFAULT_ALPHA = 0.15
+from dsrecon.options import DEFAULT_ALPHA, TrainOptions
+
 #: adaptive α evaluates Jacobian norms on every JACOBIAN_STRIDE-th frame of a batch
 JACOBIAN_STRIDE = 4
 #: default interval of sparse teacher forcing (ALRNN tutorial)
@@ -31,6 +31,11 @@ class AlphaSchedule:
         self.alpha = 1.0 if mode == "adaptive" else float(alpha)
         self.interval = int(interval)
         self.start, self.end, self.epochs = self.alpha, end, max(int(epochs), 1)
+
+    @classmethod
+    def from_options(cls, opts: TrainOptions) -> "AlphaSchedule":
+        """The schedule the training options ask for (`TrainOptions.schedule`: checked)."""
+        return cls(**opts.schedule())
 
     def at_epoch(self, epoch: int) -> None:
         """Set α for the epoch with 0-based index ``epoch`` of an annealed schedule (a function of the

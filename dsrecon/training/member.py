@@ -11,6 +11,7 @@ import torch
 
 from dsrecon.options import TrainOptions
 from dsrecon.training import checkpoint as ckpt
+from dsrecon.training.gtf import AlphaSchedule
 
 
 def should_restore_best(v: dict, best_d_stsp: float, opts: TrainOptions) -> bool:
@@ -34,7 +35,7 @@ class Member:
 
     def __init__(self, seed: int, opts: TrainOptions):
         self.seed, self.opts = int(seed), opts
-        self.alpha = opts.schedule()
+        self.alpha = AlphaSchedule.from_options(opts)
         self.rng = np.random.default_rng(self.seed)
         self.lr_scale, self.divergences, self.batches_done = 1.0, 0, 0
         self.rows: list[dict] = []

@@ -36,6 +36,7 @@ from dsrecon.training import checkpoint as ckpt
 from dsrecon.training.batches import SequenceSampler, normal_fill
 from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData, training_samples
+from dsrecon.training.pretrain import kernel_free, teacher_space
 from dsrecon.training import hooks, validation
 from dsrecon.training.hooks import Interrupted, inject_faults  # noqa: F401 (the engine's interrupt; tests import it from here)
 from dsrecon.training.member import Member
@@ -44,27 +45,6 @@ from dsrecon.training.validation import generate_after_members, validate, valida
 
 LOG_COLUMNS = ["epoch", "loss", "alpha", "lr", "seconds", "val_D_stsp", "val_D_H"]
 MAX_DIVERGENCE_RETRIES = 3
-
-
-def kernel_free(net: ConvSSMNet) -> ConvSSMNet:
-    """A copy of ``net`` that observes its latent itself (kernel taps [1]): the model of teacher-space pretraining."""
-    p = copy.deepcopy(net)
-    p.taps = torch.ones(1, 1, 1, dtype=p.taps.dtype, device=p.taps.device)
-    p.__dict__.pop("_toeplitz_cache", None)
-    return p
-
-
-def teacher_space(data: PreparedData) -> PreparedData:
-    """``data`` with every training split's observations replaced by its teacher signals (the frames
-    with a reliable teacher; the rest masked out) and no validation split: what pretraining fits."""
-    from dsrecon.training.batches import Prepared
-
-    train = []
-    for r in data.train:
-        ok = r.mask & np.isfinite(r.teacher).all(axis=1)
-        train.append(Prepared(np.where(ok[:, None], r.teacher, 0.0).astype(np.float32), ok, r.teacher, r.regressors,
-                              f"{r.source} (teacher signals)", r.inputs))
-    return replace(data, train=train, test=[])
 
 
 # ----------------------------------------------------------------------------- the engine

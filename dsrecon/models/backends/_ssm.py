@@ -36,9 +36,9 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import nn
 
-from dsrecon.models.backends.plrnn import _normalized_positive_definite, _uniform
+from dsrecon.models.backends.plrnn import normalized_positive_definite, uniform_init
 from dsrecon.models.backends.scan import complex_scan, linear_scan, matrix_scan
-from dsrecon.models.base import LatentDynamics, _alpha_per_step, all_members
+from dsrecon.models.base import LatentDynamics, alpha_per_step, all_members
 from dsrecon.options import BACKEND_PANEL, option
 
 
@@ -65,10 +65,10 @@ class ClosedLoopSSM(LatentDynamics):
         if E < 1:
             raise ValueError(f"hidden_dim must be positive, got {E}")
         self.E = E
-        self.a = nn.Parameter(torch.diagonal(_normalized_positive_definite(M, generator)).clone())
-        self.D = nn.Parameter(_uniform((E, M), 1 / math.sqrt(M), generator))
-        self.W_o = nn.Parameter(_uniform((M, E), 1 / math.sqrt(E), generator))
-        self.b_o = nn.Parameter(_uniform((E,), 1 / math.sqrt(E), generator))
+        self.a = nn.Parameter(torch.diagonal(normalized_positive_definite(M, generator)).clone())
+        self.D = nn.Parameter(uniform_init((E, M), 1 / math.sqrt(M), generator))
+        self.W_o = nn.Parameter(uniform_init((M, E), 1 / math.sqrt(E), generator))
+        self.b_o = nn.Parameter(uniform_init((E,), 1 / math.sqrt(E), generator))
         self.c = nn.Parameter(torch.zeros(M))
 
     # --- to implement -----------------------------------------------------------------------
@@ -124,7 +124,7 @@ class ClosedLoopSSM(LatentDynamics):
         """True when forcing replaces every fed-back input: α = 1 and finite teacher on all M units."""
         if teacher is None or teacher.shape[-1] != self.M:
             return False
-        a = _alpha_per_step(alpha, T, state0)[: T - 1]
+        a = alpha_per_step(alpha, T, state0)[: T - 1]
         return bool((all_members(a) == 1).all()) and bool(torch.isfinite(all_members(teacher[:, : T - 1])).all())
 
 

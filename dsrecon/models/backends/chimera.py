@@ -34,7 +34,7 @@ import torch.nn.functional as Fnn
 from torch import nn
 
 from dsrecon.models.backends._ssm import ClosedLoopSSM, SSMOptions
-from dsrecon.models.backends.plrnn import _uniform
+from dsrecon.models.backends.plrnn import uniform_init
 from dsrecon.models.base import register
 from dsrecon.options import BACKEND_PANEL, option
 
@@ -63,7 +63,7 @@ class Chimera(ClosedLoopSSM):
         sizes = (G, G, G * N, G * N, G * N, G * N)
         self._sizes = sizes
         scales = (0.1 / math.sqrt(M),) * 2 + (1 / math.sqrt(M),) * 4
-        self.W_sel = nn.Parameter(torch.cat([_uniform((n, M), sc, generator) for n, sc in zip(sizes, scales)]))
+        self.W_sel = nn.Parameter(torch.cat([uniform_init((n, M), sc, generator) for n, sc in zip(sizes, scales)]))
         self.b_dt1 = nn.Parameter(self._dt_bias(M, generator))
         self.b_dt2 = nn.Parameter(self._dt_bias(M, generator))
         self.b_B1 = nn.Parameter(torch.ones(HEADS, M, N))  # B starts at 1 (S4D's B init) plus a selective part
@@ -73,7 +73,7 @@ class Chimera(ClosedLoopSSM):
         self.A4_log = nn.Parameter(logA.clone())
         self.A2 = nn.Parameter(torch.zeros(HEADS, N))
         self.A3 = nn.Parameter(torch.zeros(HEADS, N))
-        self.W_y = nn.Parameter(_uniform((E, G), 1 / math.sqrt(G), generator))
+        self.W_y = nn.Parameter(uniform_init((E, G), 1 / math.sqrt(G), generator))
 
     @staticmethod
     def _dt_bias(M: int, gen) -> torch.Tensor:

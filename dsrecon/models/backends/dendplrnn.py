@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dsrecon.models.backends.plrnn import _normalized_positive_definite
+from dsrecon.models.backends.plrnn import normalized_positive_definite
 from dsrecon.models.base import LatentDynamics, register
 from dsrecon.options import BACKEND_PANEL, option
 
@@ -42,7 +42,7 @@ class DendPLRNN(LatentDynamics):
         if B < 1:
             raise ValueError(f"--bases must be positive, got {bases}")
         self.n_bases = B
-        Kmat = _normalized_positive_definite(M, generator)
+        Kmat = normalized_positive_definite(M, generator)
         self.A = nn.Parameter(torch.diagonal(Kmat).clone())
         self.W = nn.Parameter(Kmat * (1 - torch.eye(M)))
         self.h0 = nn.Parameter(torch.zeros(M))

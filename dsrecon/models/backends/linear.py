@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dsrecon.models.backends.scan import linear_scan, matrix_scan
-from dsrecon.models.base import LatentDynamics, _alpha_per_step, register
+from dsrecon.models.base import LatentDynamics, alpha_per_step, register
 from dsrecon.options import BACKEND_PANEL, option
 
 
@@ -71,7 +71,7 @@ class LinearAR(LatentDynamics):
         put = state0.new_zeros(B, T, M)
         if teacher is not None:
             F = teacher.shape[-1]
-            a = _alpha_per_step(alpha, T, state0)[None, :, None]
+            a = alpha_per_step(alpha, T, state0)[None, :, None]
             ok = torch.isfinite(teacher)
             w = torch.where(ok, a.expand_as(teacher), torch.zeros_like(teacher))
             keep = torch.cat([1 - w, keep[..., F:]], dim=2)

@@ -27,7 +27,7 @@ import torch.nn.functional as Fnn
 from torch import nn
 
 from dsrecon.models.backends._ssm import ClosedLoopSSM, SSMOptions
-from dsrecon.models.backends.plrnn import _uniform
+from dsrecon.models.backends.plrnn import uniform_init
 from dsrecon.models.backends.scan import linear_scan
 from dsrecon.models.base import register
 from dsrecon.options import BACKEND_PANEL, option
@@ -53,16 +53,16 @@ class Mamba(ClosedLoopSSM):
             raise ValueError(f"state_size and d_conv must be positive, got {N} and {K}")
         self.N, self.K = N, K
         self.R = math.ceil(E / 16)
-        self.W_x = nn.Parameter(_uniform((E, M), 1 / math.sqrt(M), generator))
-        self.W_g = nn.Parameter(_uniform((E, M), 1 / math.sqrt(M), generator))
-        self.conv_w = nn.Parameter(_uniform((E, K), 1 / math.sqrt(K), generator))
-        self.conv_b = nn.Parameter(_uniform((E,), 1 / math.sqrt(K), generator))
-        self.W_dt_down = nn.Parameter(_uniform((self.R, E), 1 / math.sqrt(E), generator))
-        self.W_dt_up = nn.Parameter(_uniform((E, self.R), self.R**-0.5, generator))
+        self.W_x = nn.Parameter(uniform_init((E, M), 1 / math.sqrt(M), generator))
+        self.W_g = nn.Parameter(uniform_init((E, M), 1 / math.sqrt(M), generator))
+        self.conv_w = nn.Parameter(uniform_init((E, K), 1 / math.sqrt(K), generator))
+        self.conv_b = nn.Parameter(uniform_init((E,), 1 / math.sqrt(K), generator))
+        self.W_dt_down = nn.Parameter(uniform_init((self.R, E), 1 / math.sqrt(E), generator))
+        self.W_dt_up = nn.Parameter(uniform_init((E, self.R), self.R**-0.5, generator))
         dt = torch.exp(math.log(DT_MIN) + torch.rand(E, generator=generator) * (math.log(DT_MAX) - math.log(DT_MIN)))
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt)
-        self.W_B = nn.Parameter(_uniform((N, E), 1 / math.sqrt(E), generator))
-        self.W_C = nn.Parameter(_uniform((N, E), 1 / math.sqrt(E), generator))
+        self.W_B = nn.Parameter(uniform_init((N, E), 1 / math.sqrt(E), generator))
+        self.W_C = nn.Parameter(uniform_init((N, E), 1 / math.sqrt(E), generator))
         self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1))
         self.D_skip = nn.Parameter(torch.ones(E))
 

@@ -14,18 +14,19 @@ from torch import nn
 
 from dsrecon.errors import DsreconError
 from dsrecon.models.backends import plrnn_cuda, plrnn_fused
-from dsrecon.models.base import LatentDynamics, _alpha_per_step, register
+from dsrecon.models.base import LatentDynamics, alpha_per_step, register
 from dsrecon.options import BACKEND_PANEL, option
 
 
-def _normalized_positive_definite(M: int, gen: torch.Generator | None = None) -> torch.Tensor:
+def normalized_positive_definite(M: int, gen: torch.Generator | None = None) -> torch.Tensor:
     """K / λ_max(K) with K = RᵀR/M + I, R ~ N(0, 1) (reference init for A and W)."""
     R = torch.randn(M, M, generator=gen, dtype=torch.float64)
     K = R.T @ R / M + torch.eye(M, dtype=torch.float64)
     return (K / torch.linalg.eigvalsh(K).max()).float()
 
 
-def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator | None) -> torch.Tensor:
+def uniform_init(shape: tuple[int, ...], bound: float, gen: torch.Generator | None) -> torch.Tensor:
+    """Uniform in [−bound, bound] (the backends' weight init)."""
     return (torch.rand(*shape, generator=gen) * 2 - 1) * bound
 
 
@@ -55,7 +56,7 @@ class _Fused(LatentDynamics):
             if inputs is not None and self.n_inputs == 0:
                 raise ValueError("inputs given to a model without an input term (fitted without inputs)")
             d = state0.new_zeros(1, state0.shape[0], T, 0) if teacher is None else teacher[None]
-            return self.fused_rollout(self.pack()[None], state0[None], d, _alpha_per_step(alpha, T, state0)[None],
+            return self.fused_rollout(self.pack()[None], state0[None], d, alpha_per_step(alpha, T, state0)[None],
                                       None if inputs is None else inputs[None])[0]
         return super().rollout(state0, T, teacher, alpha, inputs)
 
@@ -87,11 +88,11 @@ class SHPLRNN(_Fused):
         super().__init__(latent_dim)
         M, L = self.M, int(hidden_dim)
         self.L = L
-        self.A = nn.Parameter(torch.diagonal(_normalized_positive_definite(M, generator)).clone())
-        self.W1 = nn.Parameter(_uniform((M, L), 1 / math.sqrt(L), generator))
-        self.W2 = nn.Parameter(_uniform((L, M), 1 / math.sqrt(M), generator))
+        self.A = nn.Parameter(torch.diagonal(normalized_positive_definite(M, generator)).clone())
+        self.W1 = nn.Parameter(uniform_init((M, L), 1 / math.sqrt(L), generator))
+        self.W2 = nn.Parameter(uniform_init((L, M), 1 / math.sqrt(M), generator))
         self.h1 = nn.Parameter(torch.zeros(M))
-        h2 = _uniform((L,), 1 / math.sqrt(L), generator) if self.clipped else torch.zeros(L)
+        h2 = uniform_init((L,), 1 / math.sqrt(L), generator) if self.clipped else torch.zeros(L)
         self.h2 = nn.Parameter(h2)
 
     def extra_config(self) -> dict:
@@ -156,7 +157,7 @@ class PLRNN(_Fused):
         if not 0 <= P <= M:
             raise ValueError(f"pwl_units must be in [0, {M}], got {P}")
         self.P = P
-        Kmat = _normalized_positive_definite(M, generator)
+        Kmat = normalized_positive_definite(M, generator)
         self.A = nn.Parameter(torch.diagonal(Kmat).clone())
         self.W = nn.Parameter(Kmat * (1 - torch.eye(M)))
         self.h = nn.Parameter(torch.zeros(M))
