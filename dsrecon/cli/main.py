@@ -316,6 +316,13 @@ def run() -> None:  # console-script entry point
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, functools.partial(_exit_now, code))
+    if code in (130, 143) and "ray" not in sys.modules:
+        # interrupted: everything is cleaned up and reported. The interpreter's teardown can abort
+        # (exit −6, "PyThreadState … released … finalizing") when a signal left a thread of an
+        # extension (numba, torch) mid-call, seen once on a fresh clone with `report` under SIGTERM;
+        # leave without the teardown. Commands that started Ray keep it: its exit handler stops the
+        # workers
+        _exit_now(code, None, None)
     sys.exit(code)
 
 
