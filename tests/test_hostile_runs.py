@@ -658,3 +658,31 @@ def test_a_fit_interrupted_while_pretraining_resumes_bit_identically(tmp_path, f
     logs = [pd.read_csv(tmp_path / d / "training_log.tsv", sep="\t").drop(columns="seconds") for d in ("run", "full")]
     pd.testing.assert_frame_equal(*logs)  # every epoch's loss, α, lr and validation (not its wall time)
     assert not (tmp_path / "run" / "checkpoint" / "pretrain").exists() and not leftovers(tmp_path)
+
+
+def test_a_staging_directory_is_removed_by_renaming_it_first(tmp_path, monkeypatch):
+    """A fit killed while its staging directory was being deleted left a directory that still looked
+    resumable (checkpoint and teacher index present, a teacher table gone): a cohort rerun resumed
+    it and failed on the missing file. Removal now renames first, so a reader sees all or nothing,
+    and the next fit of the target deletes what a cut-short removal left."""
+    import shutil as _shutil
+
+    from dsrecon.io import run_staging
+    from dsrecon.io.run_staging import StagedRun, remove_staging
+
+    st = tmp_path / ".run.staging"
+    (st / "teacher").mkdir(parents=True)
+    (st / "teacher" / "index.json").write_text("{}")
+    (st / "state.json").write_text("{}")
+    seen = []
+    real_rmtree = _shutil.rmtree
+
+    def cut_short(path, *a, **k):  # the kill: the deletion never happens
+        seen.append(Path(path).name)
+
+    monkeypatch.setattr(run_staging.shutil, "rmtree", cut_short)
+    remove_staging(st)
+    assert not st.exists() and (tmp_path / ".run.staging.removing" / "state.json").exists() and seen == [".run.staging.removing"]
+    monkeypatch.setattr(run_staging.shutil, "rmtree", real_rmtree)
+    with StagedRun(tmp_path / "run") as s:  # the next fit of the target clears it under its lock
+        assert s.fresh and not (tmp_path / ".run.staging.removing").exists()

@@ -72,6 +72,20 @@ def _fault(step: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def remove_staging(d: Path) -> None:
+    """Remove a staging directory so that no reader ever sees part of it: renamed first (atomic),
+    then deleted. A process killed during the deletion (its lock then released by the kernel)
+    leaves ``.NAME.staging.removing``, which the next fit of that target deletes under its lock;
+    an in-place ``rmtree`` cut short left a staging directory that still looked resumable (its
+    checkpoint and teacher index there, a teacher table gone)."""
+    trash = d.with_name(d.name + ".removing")
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
+    if d.exists():
+        os.rename(d, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _fsync_dir(d: Path) -> None:
     """Make the renames in directory d durable (a power cut after the commit keeps them)."""
     try:
@@ -234,6 +248,9 @@ class StagedRun:
         try:
             _recover_locked(self.target, self.log)
             check_target(self.target, resume=self.resume, force=self.force)  # again, now that we hold the lock
+            left = self.dir.with_name(self.dir.name + ".removing")
+            if left.exists():  # a removal cut short by a kill (remove_staging)
+                shutil.rmtree(left, ignore_errors=True)
             if self.resume:
                 self.fresh = False
                 self.complete = is_complete(self.dir)
@@ -242,7 +259,7 @@ class StagedRun:
                     raise DsreconError(f"{self.dir}: exists and was not written by dsrecon; move it away")
                 what = ("the complete run an earlier fit could not put in place" if is_complete(self.dir)
                         else "the staging directory of an earlier, interrupted fit")
-                shutil.rmtree(self.dir)
+                remove_staging(self.dir)
                 self.log(f"note: removed {what} ({self.dir.name}); use --resume to continue such a fit instead")
             if self.fresh:
                 self.dir.mkdir()
@@ -292,7 +309,7 @@ class StagedRun:
             # interrupted: keep the staging directory and its checkpoint for --resume; a resume that
             # fails (options differ, bad data) keeps the checkpoint it was given as well
             if failed and self.fresh:
-                shutil.rmtree(self.dir, ignore_errors=True)
+                remove_staging(self.dir)
         finally:
             self._cleanup_lock()
         if failed or self.committed:
