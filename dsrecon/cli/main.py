@@ -300,8 +300,18 @@ def _exit_now(code: int, signum, frame) -> None:  # noqa: ARG001
     os._exit(code)
 
 
+def _quiet_interrupts(u) -> None:
+    """sys.unraisablehook: an interrupt raised inside a C callback (SIGTERM landing in numba's
+    first compilation, llvmlite's ctypes callback) is reported by the command's own line, not as
+    "Exception ignored … Traceback"; every other unraisable exception goes to Python's hook."""
+    if u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(u)
+
+
 def run() -> None:  # console-script entry point
     """The process's entry point: handlers first, then the command; exits with its code."""
+    sys.unraisablehook = _quiet_interrupts
     clear_interrupt()
     install_handlers()
     try:
