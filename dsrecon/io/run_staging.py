@@ -78,11 +78,12 @@ def remove_staging(d: Path) -> None:
     leaves ``.NAME.staging.removing``, which the next fit of that target deletes under its lock;
     an in-place ``rmtree`` cut short left a staging directory that still looked resumable (its
     checkpoint and teacher index there, a teacher table gone)."""
+    if not d.exists():
+        return
     trash = d.with_name(d.name + ".removing")
-    if trash.exists():
-        shutil.rmtree(trash, ignore_errors=True)
-    if d.exists():
-        os.rename(d, trash)
+    if trash.exists() or trash.is_symlink():  # never deleted here: a name of our own beside it instead
+        trash = d.with_name(f"{d.name}.removing-{os.getpid()}")
+    os.rename(d, trash)
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -249,7 +250,7 @@ class StagedRun:
             _recover_locked(self.target, self.log)
             check_target(self.target, resume=self.resume, force=self.force)  # again, now that we hold the lock
             left = self.dir.with_name(self.dir.name + ".removing")
-            if left.exists():  # a removal cut short by a kill (remove_staging)
+            if not left.is_symlink() and self._looks_staged(left):  # a removal cut short by a kill (remove_staging)
                 shutil.rmtree(left, ignore_errors=True)
             if self.resume:
                 self.fresh = False
