@@ -38,6 +38,36 @@ def interrupt_exception(signum: int) -> KeyboardInterrupt:
     return Terminated() if signum == signal.SIGTERM else UserInterrupt()
 
 
+def raise_on_signal(signum, frame) -> None:  # noqa: ARG001
+    """Signal handler: note the signal (raised again at the next check if the exception is
+    swallowed), then raise its exception."""
+    note_interrupt(signum)
+    raise interrupt_exception(signum)
+
+
+def quiet_unraisable(u) -> None:
+    """sys.unraisablehook: an interrupt raised inside a C callback (a signal landing in numba's
+    first compilation, llvmlite's ctypes callback) is not printed as "Exception ignored …
+    Traceback" (it was noted, and the next :func:`check_interrupt` raises it again); every other
+    unraisable exception goes to Python's hook."""
+    import sys
+
+    if u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(u)
+
+
+def install_worker_handlers() -> None:
+    """In a worker process of a local pool (cohort, sweep): SIGINT and SIGTERM raise as in the
+    CLI, and an interrupt swallowed by a C callback is neither printed nor lost."""
+    import sys
+
+    sys.unraisablehook = quiet_unraisable
+    for s in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(s, raise_on_signal)
+
+
 def check_interrupt() -> None:
     """Raise again the interrupt of a signal received earlier (no-op when none). Long loops (the
     training batches, Lyapunov chunks) call this, so Ctrl-C is never lost."""

@@ -25,7 +25,7 @@ import sys
 import warnings
 
 # (nothing heavier than this here: the handlers are installed once this module is imported)
-from dsrecon._interrupt import clear_interrupt, interrupt_exception, interrupt_pending, note_interrupt, signals_deferred
+from dsrecon._interrupt import clear_interrupt, interrupt_pending, quiet_unraisable, raise_on_signal, signals_deferred
 from dsrecon.errors import DsreconError, FitInterrupted, Terminated
 
 #: the arguments of the command being run (for messages that repeat the command, e.g. --resume)
@@ -78,9 +78,7 @@ def _register() -> None:
 _STATE: dict = {"reported": False, "json": False, "json_done": False}
 
 
-def _on_signal(signum, frame):  # noqa: ARG001
-    note_interrupt(signum)  # raised again at the next check if the exception is swallowed
-    raise interrupt_exception(signum)
+_on_signal = raise_on_signal
 
 
 def install_handlers() -> dict | None:
@@ -300,13 +298,7 @@ def _exit_now(code: int, signum, frame) -> None:  # noqa: ARG001
     os._exit(code)
 
 
-def _quiet_interrupts(u) -> None:
-    """sys.unraisablehook: an interrupt raised inside a C callback (SIGTERM landing in numba's
-    first compilation, llvmlite's ctypes callback) is reported by the command's own line, not as
-    "Exception ignored … Traceback"; every other unraisable exception goes to Python's hook."""
-    if u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt):
-        return
-    sys.__unraisablehook__(u)
+_quiet_interrupts = quiet_unraisable  # (the command's own line reports the interrupt)
 
 
 def run() -> None:  # console-script entry point

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterator
 
+from dsrecon._interrupt import install_worker_handlers
 from dsrecon.errors import DsreconError
 
 NO_RAY_ENV = "DSRECON_NO_RAY"
@@ -143,6 +144,9 @@ def _pool_init(stop=None) -> None:
     global _STOP
     _STOP = stop
     limit_threads()
+    # the driver passes Ctrl-C / SIGTERM on as SIGINT: the worker's fit stops as the CLI's would,
+    # and an interrupt landing in numba's first compilation is neither printed nor lost
+    install_worker_handlers()
 
 
 def _call_with_env(fn: Callable[[dict], dict], job: dict, env: dict[str, str]) -> dict:
