@@ -373,9 +373,14 @@ def test_interrupted_fit_cohort_stops_its_workers_and_resumes(tmp_path, sig):
     assert snapshot(tmp_path / "data") == before and not _tmp_files(tmp_path) and not leftovers(out)
 
 
-def test_interrupted_sweep_leaves_no_temporary_files(userdir):
+def test_interrupted_sweep_leaves_no_temporary_files(userdir, tmp_path_factory):
+    """SIGTERM to a sweep on the local pool, on a cold numba cache: the workers are still compiling
+    (an interrupt there lands in llvmlite's ctypes callback) and must neither print a traceback
+    nor leave a temporary file."""
+    cache = tmp_path_factory.mktemp("numba-cache")
     p = popen("sweep", "x.tsv", "-o", "sw", "--grid", "hidden_dim=6,8", "--seeds", "2", "--epochs", "400", "--batches-per-epoch", "2",
-              "--batch-size", "4", "--sequence-length", "60", "--val-every", "5", "--quiet", cwd=userdir)
+              "--batch-size", "4", "--sequence-length", "60", "--val-every", "5", "--quiet", cwd=userdir,
+              env={"NUMBA_CACHE_DIR": str(cache)})
     _wait_for(lambda: (userdir / "sw").exists() and any((userdir / "sw").rglob("state.json")), proc=p)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
