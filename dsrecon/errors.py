@@ -6,9 +6,24 @@ message as one line on stderr and exits with status 1, without a traceback.
 
 from __future__ import annotations
 
+import re
+from typing import Callable
+
 
 class DsreconError(Exception):
     """A user or data error; the message names the file or option and the problem."""
+
+
+class OptionError(DsreconError):
+    """An option's value is refused. The message names each option by its parameter name in
+    backquotes (`hidden_dim`), the library's own words; the CLI shows its flag there instead
+    (``--hidden-dim``: `dsrecon.cli.options.cli_words`)."""
+
+    NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
+
+    def named(self, name_of: Callable[[str], str]) -> str:
+        """The message with each `name` replaced by ``name_of(name)``."""
+        return self.NAME.sub(lambda m: name_of(m.group(1)), str(self))
 
 
 class DataError(DsreconError):

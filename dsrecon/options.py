@@ -13,7 +13,7 @@ import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from dsrecon.errors import DsreconError
+from dsrecon.errors import DsreconError, OptionError
 
 #: the fixed GTF forcing weight α: the short-data preset's (the convSSM paper's BOLD setting), and
 #: where an annealed α (--alpha-end) starts when --alpha is unset
@@ -89,14 +89,15 @@ def field_types(cls: type) -> dict[str, Any]:
 
 
 def validate_options(obj: Any) -> Any:
-    """Run every field's check; raise DsreconError (one line naming the option) on the first failure."""
+    """Run every field's check; raise OptionError (one line naming the option by its field name,
+    which the CLI shows as its flag) on the first failure."""
     for f in dataclasses.fields(obj):
         check = f.metadata.get("check")
         v = getattr(obj, f.name)
         if check is not None and v is not None:
-            msg = check(flag_of(f), v)
+            msg = check(f"`{f.name}`", v)
             if msg:
-                raise DsreconError(msg)
+                raise OptionError(msg)
     return obj
 
 
@@ -212,9 +213,9 @@ def alpha_value(text: Any) -> float | None:
     try:
         a = float(text)
     except (TypeError, ValueError):
-        raise DsreconError(f"--alpha must be a number in [0, 1] or 'adaptive', got '{text}'") from None
+        raise OptionError(f"`alpha` must be a number in [0, 1] or 'adaptive', got '{text}'") from None
     if not 0.0 <= a <= 1.0:
-        raise DsreconError(f"--alpha must be in [0, 1], got {a}")
+        raise OptionError(f"`alpha` must be in [0, 1], got {a}")
     return a
 
 
@@ -328,12 +329,12 @@ class TrainOptions:
         (`AlphaSchedule.from_options` builds it)."""
         if self.sparse_tf_interval:
             if self.alpha_end is not None:
-                raise DsreconError("--alpha-end anneals a fixed --alpha; it does not combine with --sparse-tf-interval")
+                raise OptionError("`alpha_end` anneals a fixed `alpha`; it does not combine with `sparse_tf_interval`")
             return {"mode": "sparse", "interval": self.sparse_tf_interval}
         a = alpha_value(self.alpha if self.alpha is not None else DEFAULT_ALPHA)  # unset: resolved by the preset
         if a is None:
             if self.alpha_end is not None:
-                raise DsreconError("--alpha-end anneals a fixed --alpha; it does not combine with --alpha adaptive")
+                raise OptionError("`alpha_end` anneals a fixed `alpha`; it does not combine with `alpha` adaptive")
             return {"mode": "adaptive"}
         return {"mode": "fixed", "alpha": a, "end": self.alpha_end, "epochs": self.epochs or PRESETS["short"]["epochs"]}
 

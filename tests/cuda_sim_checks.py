@@ -89,7 +89,7 @@ def trainer_errors(seed: int = 3) -> dict:
             os.environ["DSRECON_CUDA_SIMULATOR"] = "0"
         cpu_nets = [copy.deepcopy(net).cpu() for net in nets]
         cpu_runs = [validation.generate_after(net, tr, n, total=total) for net in cpu_nets]
-        cpu_val = [validation.validate(net, data, singles[0].train_options, seed=k) for k, net in enumerate(cpu_nets)]
+        cpu_val = [validation.validation_scores(net, data, singles[0].train_options, seed=k) for k, net in enumerate(cpu_nets)]
         batched_cpu = validation.generate_after_members(Stack(nets), Stack(nets).flat, tr, n, total, device="cpu")
         if sim:
             os.environ["DSRECON_CUDA_SIMULATOR"] = "1"
@@ -97,7 +97,7 @@ def trainer_errors(seed: int = 3) -> dict:
         dev_runs = validation.generate_after_members(stack, stack.flat, tr, n, total)
         gens = list(zip(*[validation.generate_after_members(stack, stack.flat, t_, *validation.validation_steps(t_, te))
                           for t_, te in zip(data.train, data.test)]))  # per member: one run per recording
-        dev_val = [validation.validate(net, data, singles[0].train_options, seed=k, generated=list(gens[k])) for k, net in enumerate(nets)]
+        dev_val = [validation.validation_scores(net, data, singles[0].train_options, seed=k, generated=list(gens[k])) for k, net in enumerate(nets)]
         res["moving"] = {"spread": [float(b.std(0).max()) for b in cpu_runs],
                          "free_run_rel_err": max(relative_error(torch.from_numpy(a), torch.from_numpy(b)) for a, b in zip(dev_runs, cpu_runs)),
                          "batched_cpu_rel_err": max(relative_error(torch.from_numpy(a), torch.from_numpy(b)) for a, b in zip(batched_cpu, cpu_runs)),

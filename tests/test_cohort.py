@@ -38,7 +38,7 @@ def test_parse_grid_casts_and_rejects():
             parse_grid([bad])
     with pytest.raises(DsreconError, match="given twice"):
         parse_grid(["hidden_dim=4", "hidden-dim=5"])
-    with pytest.raises(DsreconError, match="--alpha must be in"):
+    with pytest.raises(DsreconError, match="`alpha` must be in"):
         FitSettings(alpha="1.5").validate()
 
 
@@ -124,7 +124,7 @@ def test_cohort_starts_over_a_subject_whose_staging_directory_was_cut_short(cli,
     (removing the remains), not fail trying to resume it."""
     from dsrecon.io.load import InputSpec, load_inputs
     from dsrecon.io.runs import staging_path
-    from dsrecon.training.hooks import Interrupted, inject_faults
+    from dsrecon.training.hooks import InjectedKill, inject_faults
 
     monkeypatch.setenv("DSRECON_NO_RAY", "1")
     data = tmp_path / "data"
@@ -132,7 +132,7 @@ def test_cohort_starts_over_a_subject_whose_staging_directory_was_cut_short(cli,
     write_subject(data / "sub-01_task-rest_bold.tsv", seed=0)
     out = tmp_path / "cohort"
     s = FitSettings(epochs=2, batches_per_epoch=2, batch_size=4, hidden_dim=8, sequence_length=60, val_every=1, checkpoint_every=1)
-    with pytest.raises(Interrupted), inject_faults(stop_after_epoch=1):
+    with pytest.raises(InjectedKill), inject_faults(stop_after_epoch=1):
         s.model().fit(load_inputs([str(data / "sub-01_task-rest_bold.tsv")], InputSpec()), out / "sub-01")
     st = staging_path(out / "sub-01")
     assert run_state(out / "sub-01") == PARTIAL
@@ -150,7 +150,7 @@ def test_cohort_and_sweep_on_the_process_pool(cli, tmp_path, monkeypatch):
     evaluation; a rerun skips the finished subjects and completes the failed one."""
     from dsrecon.api import load_run
     from dsrecon.io.load import InputSpec, load_inputs
-    from dsrecon.training.hooks import Interrupted, inject_faults
+    from dsrecon.training.hooks import InjectedKill, inject_faults
 
     monkeypatch.setenv("DSRECON_NO_RAY", "1")
     data = tmp_path / "data"
@@ -161,7 +161,7 @@ def test_cohort_and_sweep_on_the_process_pool(cli, tmp_path, monkeypatch):
     # sub-03 was killed at epoch 1 of 2 (a checkpoint at every epoch)
     s = FitSettings(epochs=2, batches_per_epoch=2, batch_size=4, hidden_dim=8, sequence_length=60, val_every=1, checkpoint_every=1)
     recs = load_inputs([str(data / "sub-03_task-rest_bold.tsv")], InputSpec())
-    with pytest.raises(Interrupted), inject_faults(stop_after_epoch=1):
+    with pytest.raises(InjectedKill), inject_faults(stop_after_epoch=1):
         s.model().fit(recs, out / "sub-03")
     assert run_state(out / "sub-03") == PARTIAL
 

@@ -180,9 +180,9 @@ def test_collapse_restore_in_a_member_equals_the_single_fit(lorenz_bold, tmp_pat
         return fake
 
     opts = {**OPTS, "epochs": 6, "val_every": 2, "patience": 0, "restore_on_collapse": True}
-    monkeypatch.setattr(trainer_mod, "validate", fake_factory())
+    monkeypatch.setattr(trainer_mod, "validation_scores", fake_factory())
     single = ConvSSM(seed=2, **opts).fit(lorenz_bold)
-    monkeypatch.setattr(trainer_mod, "validate", fake_factory())
+    monkeypatch.setattr(trainer_mod, "validation_scores", fake_factory())
     s = fit_ensemble(lorenz_bold, tmp_path / "ens", 1, seed=2, **opts)
     assert single.config["training"]["collapse_restores"] == 2  # checks 2 and 3 both collapsed
     assert s["members"][0]["collapse_restores"] == 2

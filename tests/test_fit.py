@@ -11,7 +11,7 @@ from dsrecon.errors import DataError, DivergenceError, DsreconError
 from dsrecon.io.tables import write_table
 from dsrecon.systems import simulate_system
 from dsrecon.training.batches import Prepared, SequenceSampler
-from dsrecon.training.hooks import Interrupted, inject_faults
+from dsrecon.training.hooks import InjectedKill, inject_faults
 
 TINY = dict(hidden_dim=8, epochs=4, batches_per_epoch=3, batch_size=4, val_every=2, checkpoint_every=2)
 
@@ -58,7 +58,7 @@ def _tensors(model):
 def test_killed_and_resumed_fit_matches_uninterrupted(tmp_path):
     rec = lorenz_rec()
     full = ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "full")
-    with pytest.raises(Interrupted):  # killed after epoch 5; the last checkpoint is from epoch 4
+    with pytest.raises(InjectedKill):  # killed after epoch 5; the last checkpoint is from epoch 4
         with inject_faults(stop_after_epoch=5):
             ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "killed")
     assert not (tmp_path / "killed").exists()  # nothing at the target until the run is complete
@@ -118,7 +118,7 @@ def test_annealed_alpha_is_followed_and_resumes_bit_identically(tmp_path):
     kw = {**TINY, "epochs": 6, "alpha": "0.3", "alpha_end": 0.03, "pretrain_epochs": 0}
     full = ConvSSM(**kw).fit(rec, run_dir=tmp_path / "full")
     np.testing.assert_allclose([r["alpha"] for r in full.history_], 0.3 * 0.1 ** (np.arange(6) / 5), rtol=1e-6)
-    with pytest.raises(Interrupted):
+    with pytest.raises(InjectedKill):
         with inject_faults(stop_after_epoch=5):
             ConvSSM(**kw).fit(rec, run_dir=tmp_path / "killed")
     resumed = ConvSSM(**kw).fit(rec, run_dir=tmp_path / "killed", resume=True)
@@ -215,7 +215,7 @@ def test_validation_judges_the_end_of_a_long_free_run():
     from dsrecon.signal.kernels import make_kernel
     from dsrecon.training.prepare import prepare
     from dsrecon.options import TrainOptions
-    from dsrecon.training.validation import VAL_HORIZON, generate_after, validate
+    from dsrecon.training.validation import VAL_HORIZON, generate_after, validation_scores
 
     t = np.arange(1200)
     x = np.stack([np.cos(2 * np.pi * t / 50), np.sin(2 * np.pi * t / 50)], 1)
@@ -232,8 +232,8 @@ def test_validation_judges_the_end_of_a_long_free_run():
     early = generate_after(decaying, data.train[0], 10_000)  # the old window: 1.25·n, first 0.25·n dropped
     assert np.abs(early).max() > 0.05 and np.abs(tail).max() < 1e-3
 
-    v_sus = validate(sustained, data, opts)
-    v_dec = validate(decaying, data, opts)
+    v_sus = validation_scores(sustained, data, opts)
+    v_dec = validation_scores(decaying, data, opts)
     assert v_sus["D_stsp"] < 1.0, v_sus
     assert v_dec["D_stsp"] > 5 * v_sus["D_stsp"], (v_sus, v_dec)
 
@@ -243,14 +243,14 @@ def test_validation_flags_a_collapsed_free_run():
     from dsrecon.signal.kernels import make_kernel
     from dsrecon.training.prepare import prepare
     from dsrecon.options import TrainOptions
-    from dsrecon.training.validation import validate
+    from dsrecon.training.validation import validation_scores
 
     t = np.arange(1200)
     x = np.stack([np.cos(2 * np.pi * t / 50), np.sin(2 * np.pi * t / 50)], 1)
     kern = make_kernel("none", 1.0)
     data = prepare([Recording(x, tr=1.0, names=["a", "b"])], kern, 0.25)
-    assert validate(_rotation_net(0.9997, kern), data, TrainOptions())["collapsed"] is True
-    assert validate(_rotation_net(1.0, kern), data, TrainOptions())["collapsed"] is False
+    assert validation_scores(_rotation_net(0.9997, kern), data, TrainOptions())["collapsed"] is True
+    assert validation_scores(_rotation_net(1.0, kern), data, TrainOptions())["collapsed"] is False
 
 
 def test_observation_noise_matches_the_recordings_level_per_channel():
@@ -278,7 +278,7 @@ def test_match_noise_compares_noisy_data_with_a_noisy_free_run():
     from dsrecon.signal.kernels import make_kernel
     from dsrecon.training.prepare import prepare
     from dsrecon.options import TrainOptions
-    from dsrecon.training.validation import validate
+    from dsrecon.training.validation import validation_scores
 
     t = np.arange(4000)
     x = np.stack([np.cos(2 * np.pi * t / 50), np.sin(2 * np.pi * t / 50)], 1)
@@ -287,10 +287,10 @@ def test_match_noise_compares_noisy_data_with_a_noisy_free_run():
     data = prepare([Recording(x, tr=1.0, names=["a", "b"])], kern, 0.25)
     off, on = TrainOptions(), replace(TrainOptions(), match_noise=True)
     sustained, decaying = _rotation_net(1.0, kern), _rotation_net(0.9997, kern)
-    plain, matched = validate(sustained, data, off), validate(sustained, data, on)
+    plain, matched = validation_scores(sustained, data, off), validation_scores(sustained, data, on)
     assert matched["D_stsp"] < 0.5 * plain["D_stsp"], (plain, matched)
     assert matched["D_H"] == plain["D_H"]  # the spectra are compared without the added noise
-    assert validate(decaying, data, on)["D_stsp"] > 5 * matched["D_stsp"]
+    assert validation_scores(decaying, data, on)["D_stsp"] > 5 * matched["D_stsp"]
 
 
 def test_cli_match_noise_is_recorded(cli, tmp_path):
@@ -318,7 +318,7 @@ def test_collapse_restores_the_best_model_with_fresh_optimiser(tmp_path, monkeyp
         good = len(calls) == 1
         return {"D_stsp": 1.0 if good else 9.0, "D_H": 0.1, "D_stsp_method": "binned", "collapsed": not good}
 
-    monkeypatch.setattr(trainer_mod, "validate", fake_validate)
+    monkeypatch.setattr(trainer_mod, "validation_scores", fake_validate)
     run = tmp_path / "run"
     m = ConvSSM(kernel="spm", seed=0, restore_on_collapse=restore, patience=0,
                 **{**TINY, "epochs": 4, "val_every": 2, "checkpoint_every": 2})
@@ -352,7 +352,7 @@ def test_resume_accepts_a_run_from_before_a_new_option(tmp_path):
     """A checkpointed run whose config.json predates an option (here restore_on_collapse) resumes
     when that option is at its default, and is refused when it is not."""
     rec = lorenz_rec()
-    with pytest.raises(Interrupted):
+    with pytest.raises(InjectedKill):
         with inject_faults(stop_after_epoch=5):
             ConvSSM(**{**TINY, "epochs": 6}).fit(rec, run_dir=tmp_path / "old")
     cfg_path = tmp_path / ".old.staging" / "config.json"

@@ -879,7 +879,7 @@ def test_hidden_dim_zero_in_the_python_api():
 
     x = np.random.default_rng(0).standard_normal((200, 3))
     rec = Recording(data=x, tr=1.0, names=["a", "b", "c"], mask=np.ones(200, bool), source="x")
-    with pytest.raises(DsreconError, match="--hidden-dim must be a positive integer, got 0"):
+    with pytest.raises(DsreconError, match="`hidden_dim` must be a positive integer, got 0"):
         ConvSSM(hidden_dim=0, epochs=1, batches_per_epoch=1, sequence_length=60).fit(rec)
 
 
@@ -1064,14 +1064,14 @@ def test_fit_cohort_with_a_failed_subject_exits_1_and_keeps_the_rest(tmp_path):
 def test_resume_refusal_names_the_option_and_both_values(tmp_path):
     from dsrecon.api import ConvSSM
     from dsrecon.io.load import InputSpec, load_inputs
-    from dsrecon.training.hooks import Interrupted, inject_faults
+    from dsrecon.training.hooks import InjectedKill, inject_faults
 
     (tmp_path / "data").mkdir()
     (tmp_path / "runs").mkdir()
     x = lorenz_table(tmp_path / "data" / "x.tsv")
     recs = load_inputs([str(x)], InputSpec())
     opts = dict(hidden_dim=8, epochs=3, batches_per_epoch=2, batch_size=4, sequence_length=60, val_every=1, checkpoint_every=1)
-    with pytest.raises(Interrupted):  # killed after epoch 2, as the CLI's TINY fit would be
+    with pytest.raises(InjectedKill):  # killed after epoch 2, as the CLI's TINY fit would be
         with inject_faults(stop_after_epoch=2):
             ConvSSM(**opts).fit(recs, run_dir=tmp_path / "runs" / "run", inputs=["data/x.tsv"])
     before = snapshot(tmp_path)

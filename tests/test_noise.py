@@ -176,18 +176,18 @@ def test_connectivity_selection_scores_the_fields_statistics():
     from dsrecon.signal.kernels import make_kernel
     from dsrecon.training.member import Member
     from dsrecon.training.prepare import prepare
-    from dsrecon.training.validation import validate
+    from dsrecon.training.validation import validation_scores
 
     rec = _wide_rec(T=300)
     data = prepare([rec], make_kernel("none", 1.0), 0.25)
     gen = torch.Generator().manual_seed(0)
     net = ConvSSMNet(get_backend("cshplrnn")(6, hidden_dim=8, generator=gen), make_decoder("identity", 6, 6), torch.ones(1), 6)
     opts = TrainOptions(generation="stochastic", select_by="connectivity", stsp="gmm")
-    v = validate(net, data, opts, seed=0)
+    v = validation_scores(net, data, opts, seed=0)
     assert 0 <= v["FCD_KS"] <= 1 and -1 <= v["FC_corr"] <= 1
     assert v["selection"] == pytest.approx(v["FCD_KS"] + 1 - v["FC_corr"] + v["D_H"])
     m = Member(0, opts)
     m.record({"D_stsp": 1.0, "D_H": 0.2, "selection": 0.9}, 5, torch.zeros(3))
     m.record({"D_stsp": 0.1, "D_H": 0.2, "selection": 1.5}, 10, torch.ones(3))  # better D_stsp, worse selection
     assert m.best_epoch == 5
-    assert "selection" not in validate(net, data, TrainOptions(stsp="gmm"), seed=0)  # stsp: the published criterion
+    assert "selection" not in validation_scores(net, data, TrainOptions(stsp="gmm"), seed=0)  # stsp: the published criterion

@@ -95,3 +95,68 @@ def test_unknown_or_mistyped_backend_option_is_one_line(cli, tmp_path):
     assert r.code == 1 and r.err.count("\n") == 1 and "--backend cshplrnn: no option 'pwl_units'" in r.err
     r = cli("fit", x, "-o", tmp_path / "r2", "--backend", "s4d", "--backend-option", "state_size=many", "--epochs", "1")
     assert r.code == 1 and r.err.count("\n") == 1 and "--state-size: 'many' is not an integer" in r.err
+
+
+def test_group_model_params_are_kept_as_given_and_clone():
+    """GroupConvSSM follows the scikit-learn rule like ConvSSM: get_params/set_params, clone, and
+    fitting or validating never rewrites a hyperparameter (derived values end in _)."""
+    base = pytest.importorskip("sklearn.base")
+    from dsrecon import GroupConvSSM
+    from dsrecon.errors import DsreconError
+    from dsrecon.models.group import FEATURE_DECAY
+
+    g = GroupConvSSM(features=2, hidden_dim=7)
+    p = g.get_params()
+    assert p["features"] == 2 and p["scheme"] == "linear" and p["feature_decay"] is None and p["hidden_dim"] == 7
+    c = base.clone(g)
+    assert c is not g and c.get_params() == p
+    assert c.set_params(features=0, epochs=5, feature_decay=0.5) is c
+    assert (c.features, c.feature_decay, c.base.epochs) == (0, 0.5, 5) and g.base.epochs is None and g.features == 2
+    g.validate()
+    assert g.feature_decay is None and g.feature_decay_ == FEATURE_DECAY  # resolved beside, not over, the option
+    with pytest.raises(Exception, match="unexpected keyword argument 'nope'"):
+        g.set_params(nope=1)
+    for bad in ({"features": -1}, {"features": 1.5}, {"feature_decay": float("nan")}, {"scheme": "cubic"}):
+        with pytest.raises(DsreconError):
+            GroupConvSSM(**bad).validate()
+
+
+def test_the_library_names_parameters_and_the_cli_names_flags(cli, tmp_path):
+    """Issue 37: a Python user reads the parameter they passed (`hidden_dim`), a CLI user the flag
+    they typed (--hidden-dim); one OptionError carries both."""
+    from dsrecon.cli.options import cli_words, flag_for
+    from dsrecon.errors import OptionError
+
+    with pytest.raises(OptionError) as e:
+        ConvSSM(hidden_dim=0).validate()
+    assert str(e.value) == "`hidden_dim` must be a positive integer, got 0"
+    assert cli_words(e.value) == "--hidden-dim must be a positive integer, got 0"
+    with pytest.raises(OptionError, match="^`alpha_end` anneals a fixed `alpha`") as e:
+        ConvSSM(alpha="adaptive", alpha_end=0.1).validate()
+    assert cli_words(e.value).startswith("--alpha-end anneals a fixed --alpha;")
+    assert cli_words(OptionError("`n_steps` must be positive, got 0")) == "--steps must be positive, got 0"
+    assert cli_words(OptionError("`size` must be at least 1 (members), got 0")).startswith("--ensemble must")
+    # every estimator parameter maps to a flag `dsrecon fit` has (or a backend option's)
+    fit_flags = _flags(cli, "fit")
+    for f in estimator_fields():
+        if f.metadata.get("cli", True) and f.name != "backend_options":
+            assert flag_for(f.name) in fit_flags, (f.name, flag_for(f.name))
+    # the command line: the flag, not the parameter name
+    np = pytest.importorskip("numpy")
+    x = tmp_path / "x.tsv"
+    np.savetxt(x, np.random.default_rng(0).standard_normal((200, 3)), delimiter="\t", header="a\tb\tc", comments="")
+    r = cli("fit", str(x), "--tr", "1", "-o", str(tmp_path / "run"), "--hidden-dim", "0", "--quiet")
+    assert r.code == 1 and "--hidden-dim must be a positive integer, got 0" in r.err and "`" not in r.err, r.err
+
+
+def test_no_option_error_is_written_in_cli_words():
+    """OptionError messages name parameters (`name`), never flags (the CLI maps them)."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "dsrecon"
+    bad = []
+    for p in root.rglob("*.py"):
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if "OptionError(" in line and re.search(r"(?<![\w-])--[a-z]", line):
+                bad.append(f"{p.relative_to(root)}:{i}: {line.strip()}")
+    assert not bad, "\n".join(bad)

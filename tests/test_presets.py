@@ -41,7 +41,7 @@ def test_resolved_fills_only_what_is_unset(preset):
 def test_annealed_alpha_starts_from_the_fixed_default():
     r = ConvSSM(alpha_end=0.02, preset="long").resolved([_rec(600)])
     assert r.alpha == DEFAULT_ALPHA and r.alpha_end == 0.02
-    with pytest.raises(DsreconError, match="--alpha-end"):
+    with pytest.raises(DsreconError, match="`alpha_end` anneals"):
         ConvSSM(alpha="adaptive", alpha_end=0.02).resolved([_rec(600)])
 
 

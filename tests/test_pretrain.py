@@ -15,7 +15,7 @@ from dsrecon import ConvSSM, Recording
 from dsrecon.ensemble import fit_ensemble
 from dsrecon.errors import DsreconError
 from dsrecon.systems import simulate_system
-from dsrecon.training.hooks import Interrupted, inject_faults
+from dsrecon.training.hooks import InjectedKill, inject_faults
 from dsrecon.training.trainer import Trainer
 
 OPTS = dict(hidden_dim=8, latent_dim=3, epochs=4, batches_per_epoch=3, batch_size=4, val_every=2, checkpoint_every=1,
@@ -82,7 +82,7 @@ def test_pretraining_is_recorded_and_changes_the_fit(tmp_path):
 def test_killed_fit_with_pretraining_resumes_bit_identically(tmp_path):
     rec = _rec()
     full = ConvSSM(**OPTS).fit(rec, run_dir=tmp_path / "full")
-    with pytest.raises(Interrupted), inject_faults(stop_after_epoch=2):
+    with pytest.raises(InjectedKill), inject_faults(stop_after_epoch=2):
         ConvSSM(**OPTS).fit(rec, run_dir=tmp_path / "killed")
     resumed = ConvSSM(**OPTS).fit(rec, run_dir=tmp_path / "killed", resume=True)
     for k, v in full.net_.state_dict().items():
@@ -93,7 +93,7 @@ def test_killed_fit_with_pretraining_resumes_bit_identically(tmp_path):
         with inject_faults(stop_after_epoch=1):
             try:
                 ConvSSM(**OPTS).fit(rec, run_dir=tmp_path / "k2")
-            except Interrupted:
+            except InjectedKill:
                 pass
         ConvSSM(**{**OPTS, "pretrain_epochs": 5}).fit(rec, run_dir=tmp_path / "k2", resume=True)
 

@@ -13,7 +13,7 @@ from dsrecon import ConvSSM, GroupConvSSM, Recording
 from dsrecon.ensemble import fit_ensemble
 from dsrecon.errors import DsreconError
 from dsrecon.systems import simulate_system
-from dsrecon.training.hooks import Interrupted, inject_faults
+from dsrecon.training.hooks import InjectedKill, inject_faults
 
 TINY = dict(latent_dim=3, hidden_dim=8, epochs=4, batches_per_epoch=2, batch_size=4, val_every=100, checkpoint_every=1,
             sequence_length=60)
@@ -36,7 +36,7 @@ def moved(r: Recording) -> Recording:
 
 
 def _interrupt(fit):
-    with pytest.raises(Interrupted):
+    with pytest.raises(InjectedKill):
         with inject_faults(stop_after_epoch=2):
             fit()
 

@@ -14,7 +14,7 @@ Spearman correlation between the rule's score and latent D_stsp over all members
 Rules (each computed on the member's kept model, from the free run that validation makes: from the
 last reliable training teacher state, the end of a run past the training data, as long as the
 recording; the reference is the whole recording, z-scored with the training statistics):
-- ``val``: validation's D_stsp (`dsrecon.training.trainer.validate` on this run: what the engine selects by);
+- ``val``: validation's D_stsp (`dsrecon.training.validation.validation_scores` on this run: what the engine selects by);
 - ``val_DH``: validation's D_H (the same call);
 - ``val_gmm``: the Gaussian-mixture D_stsp (σ² 1) on the same run and reference;
 - ``teacher``: D_stsp in teacher space: the run's latent units (z-scored) against the Wiener teacher
@@ -51,7 +51,7 @@ from dsrecon.metrics.prediction import prediction_error  # noqa: E402
 from dsrecon.metrics.stsp import _bin_index, _joint_codes, bin_edges, stsp_binned, stsp_gmm  # noqa: E402
 from dsrecon.signal.deconvolution import wiener_deconvolve  # noqa: E402
 from dsrecon.training.prepare import prepare  # noqa: E402
-from dsrecon.training.validation import DIVERGENCE_BOUND, validate, validation_bins, validation_steps  # noqa: E402
+from dsrecon.training.validation import DIVERGENCE_BOUND, validation_bins, validation_scores, validation_steps  # noqa: E402
 
 RULES = ("val", "val_DH", "val_gmm", "teacher", "pe20", "pe100", "consensus")
 COMBOS = {"val+DH": ("val", "val_DH"), "val+teacher": ("val", "teacher"), "val+DH+teacher": ("val", "val_DH", "teacher"),
@@ -91,7 +91,7 @@ def member_scores(run: Path, rec: Recording) -> tuple[dict, np.ndarray | None, l
     trn, tst = data.train[0], data.test[0]
     whole = np.concatenate([trn.x, tst.x])
     full = whole[np.concatenate([trn.mask, tst.mask])]
-    bins = validation_bins(full, 30)  # as validate caps them
+    bins = validation_bins(full, 30)  # as validation_scores caps them
     edges = bin_edges(full, bins)
     n, total = validation_steps(trn, tst)
     state0 = net.state_from_last_reliable(trn.teacher)
@@ -99,7 +99,7 @@ def member_scores(run: Path, rec: Recording) -> tuple[dict, np.ndarray | None, l
     x, Z = x[0, total - n:].numpy(), Z[0].numpy()
     if not np.isfinite(x).all() or np.abs(Z).max() > DIVERGENCE_BOUND:
         return {r: float("inf") for r in RULES}, None, edges
-    v = validate(net, data, model.train_options, generated=[x])  # the engine's own score of this run
+    v = validation_scores(net, data, model.train_options, generated=[x])  # the engine's own score of this run
     lat = Z[-n:, :3].astype(np.float64)
     teach = trn.teacher[np.isfinite(trn.teacher).all(axis=1)]
     z = zscore(lat) if np.all(lat.std(0) > 1e-8) else lat

@@ -158,8 +158,8 @@ def fit_group_cmd(
             prog.stop()
             raise typer.Exit(report_interrupt(e)) from None
     summary = fitted.config["training"]
-    result = {"run": str(output), "seconds": time.perf_counter() - t0, "subjects": fitted.subjects, "features": fitted.features,
-              "scheme": fitted.scheme, "feature_decay": fitted.feature_decay, "transfer_from": None if from_run is None else str(from_run), **summary,
+    result = {"run": str(output), "seconds": time.perf_counter() - t0, "subjects": fitted.subjects, "features": int(fitted.features),
+              "scheme": fitted.scheme, "feature_decay": fitted.feature_decay_, "transfer_from": None if from_run is None else str(from_run), **summary,
               "seed": fitted.config.get("seed"), "versions": fitted.config["versions"]}
     models = {sid: fitted.subject(sid) for sid in fitted.subjects}
     # (a model with task inputs may rest without them: checked only for autonomous models)

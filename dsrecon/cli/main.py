@@ -219,7 +219,7 @@ def resume_command(argv: list[str] | None = None) -> str:
     return shlex.join(["dsrecon", *args])
 
 
-def _one_line(e: BaseException) -> str:
+def _one_line(e: BaseException | str) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else e.__class__.__name__
 
@@ -259,7 +259,9 @@ def _main(args: list[str]) -> int:
         _register()  # (imports torch: seconds, in which a signal must not print a traceback either)
         rv = _app()(args=args, prog_name="dsrecon", standalone_mode=False)
     except DsreconError as e:
-        return _say(f"error: {_one_line(e)}", 1)
+        from dsrecon.cli.options import cli_words  # (the library's parameter names → the command's flags)
+
+        return _say(f"error: {_one_line(cli_words(e) or e)}", 1)
     except typer.Abort as e:
         cause = e.__cause__ or e.__context__
         if isinstance(cause, KeyboardInterrupt):  # (click < 8.2 turned Ctrl-C into Abort)

@@ -15,10 +15,31 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from dsrecon.errors import DsreconError
+from dsrecon.errors import DsreconError, OptionError
 from dsrecon.io.load import InputSpec
 from dsrecon.options import (BACKEND_PANEL, MODEL_PANEL, ModelOptions, TrainOptions, base_type, cli_fields, field_types, flag_of,
                              optional)
+
+#: library parameter names whose flag is not that of the option field of the same name (or --name-with-dashes)
+OTHER_FLAGS = {"n_steps": "--steps", "size": "--ensemble", "backend_options": "--backend-option"}
+
+
+def flag_for(name: str) -> str:
+    """The CLI flag of the library parameter ``name`` (hidden_dim → --hidden-dim, n_steps → --steps)."""
+    if name in OTHER_FLAGS:
+        return OTHER_FLAGS[name]
+    for cls in (ModelOptions, TrainOptions, InputSpec):
+        f = cls.__dataclass_fields__.get(name)
+        if f is not None:
+            return flag_of(f)
+    return "--" + name.replace("_", "-")
+
+
+def cli_words(e: BaseException) -> str:
+    """An error's message as the CLI shows it: the library names options by their parameter names
+    (`OptionError`: `hidden_dim`), the command line by their flags (--hidden-dim)."""
+    return e.named(flag_for) if isinstance(e, OptionError) else str(e)
+
 
 #: the generic way to give a backend option (any backend, registered ones included)
 BACKEND_OPTION = "backend_option"

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from dsrecon._util import seed_everything, versions
-from dsrecon.errors import DataError, DsreconError
+from dsrecon.errors import DataError, DsreconError, OptionError
 from dsrecon.estimators.convssm import ConvSSM
 from dsrecon.estimators.record import run_record
 from dsrecon.estimators.session import FitMode, FitSession, data_hash
@@ -66,12 +66,12 @@ def fit_ensemble(recordings, run_dir, size: int, *, seeds: list[int] | None = No
         raise DataError("no recordings to fit")
     size = int(size)
     if size < 1:
-        raise DsreconError(f"--ensemble must be at least 1, got {size}")
+        raise OptionError(f"`size` must be at least 1 (members), got {size}")
     options = ConvSSM(**convssm_kwargs).get_params()  # every option, checked by name once
     base_seed = int(options.pop("seed") or 0)
     seeds = member_seeds(base_seed, size) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != size or len(set(seeds)) != size:
-        raise DsreconError(f"--ensemble {size}: need {size} distinct seeds, got {seeds}")
+        raise OptionError(f"`size` {size}: need {size} distinct seeds, got {seeds}")
     al = member_alphas(alphas, size, options.pop("alpha"))
     models = [ConvSSM(**options, seed=s, alpha=a) for s, a in zip(seeds, al)]
     models = [m.resolved(recs, log if k == 0 else None) for k, m in enumerate(models)]  # kernel, sequence length, device

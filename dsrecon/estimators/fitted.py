@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from dsrecon._util import seed_everything
-from dsrecon.errors import DataError, DivergenceError, DsreconError
+from dsrecon.errors import DataError, DivergenceError, DsreconError, OptionError
 from dsrecon.io.recording import Recording
 from dsrecon.io.run_check import check_config, check_sizes, check_weights
 from dsrecon.io.runs import CONFIG_FILE, MODEL_FILE
@@ -186,7 +186,7 @@ class FittedConvSSM:
         drawn from ``seed``; None: the model's default (`generation_`).
         Raises DivergenceError when the run leaves the bounded regime."""
         if n_steps < 1:
-            raise DsreconError(f"--steps must be positive, got {n_steps}")
+            raise OptionError(f"`n_steps` must be positive, got {n_steps}")
         if start not in ("start", "end"):
             raise DsreconError(f"start must be 'start' or 'end', got '{start}'")
         net = self._net()
@@ -196,7 +196,7 @@ class FittedConvSSM:
         first = 0
         if start == "start":
             if data is None:
-                raise DsreconError("replaying a recording from its start needs the recording (--from FILE)")
+                raise OptionError("replaying a recording from its start needs the recording (`data`)")
             state0, r = self._reliable_state(data, net, "first")
             first = r + net.K - 1
             u = None

@@ -18,6 +18,7 @@ sidecar), teacher/<id>/ and the training log; it is written like a single fit's
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from dsrecon._util import write_json_atomic
-from dsrecon.errors import DataError, DsreconError
+from dsrecon.errors import DataError, DsreconError, OptionError
 from dsrecon.estimators.convssm import ConvSSM
 from dsrecon.estimators.group_fit import GroupFit
 from dsrecon.estimators.group_run import GROUP_FORMAT, LOG_DESCRIPTION, as_subjects, check_regions, run_feature_decay, subject_id, write_features
@@ -50,9 +51,9 @@ class GroupConvSSM:
     given in ``base`` (the fit's resolved options: ``resolved_``)."""
 
     def __init__(self, features: int = 3, scheme: str = "linear", feature_decay: float | None = None, **params):
-        self.features, self.scheme = int(features), str(scheme)
-        self.feature_decay = float(FEATURE_DECAY if feature_decay is None else feature_decay)
+        self.features, self.scheme, self.feature_decay = features, scheme, feature_decay  # as given; validate() checks
         self.base = ConvSSM(**params)  # the options (checked by fit)
+        self.feature_decay_: float | None = None  # λ_f as fitted (feature_decay, or FEATURE_DECAY for None)
         self.resolved_: ConvSSM | None = None
         self.g_: torch.Tensor | None = None
         self.features_: np.ndarray | None = None
@@ -63,8 +64,16 @@ class GroupConvSSM:
         self.run_dir_: Path | None = None
         self.history_: list[dict] = []
 
-    def get_params(self) -> dict:
+    def get_params(self, deep: bool = True) -> dict:
+        """Every constructor argument → its value (the group's three, then ``base``'s ConvSSM options)."""
         return {"features": self.features, "scheme": self.scheme, "feature_decay": self.feature_decay, **self.base.get_params()}
+
+    def set_params(self, **params) -> "GroupConvSSM":
+        """Set constructor arguments (the group's own, or any ConvSSM option); returns self."""
+        own = {k: params.pop(k) for k in ("features", "scheme", "feature_decay") if k in params}
+        self.base.set_params(**params)  # (names an unknown keyword)
+        self.__dict__.update(own)
+        return self
 
     # ---------------------------------------------------------------- fitted contract
     @property
@@ -163,17 +172,19 @@ class GroupConvSSM:
     def validate(self) -> None:
         """One line naming the first bad option (DsreconError), before any data is read."""
         if self.scheme not in SCHEMES:
-            raise DsreconError(f"--scheme: unknown scheme '{self.scheme}' (choose {', '.join(SCHEMES)})")
-        if self.features < 0:
-            raise DsreconError(f"--features must be at least 0, got {self.features}")
-        if not (math.isfinite(self.feature_decay) and self.feature_decay >= 0):
-            raise DsreconError(f"--feature-decay must be a number ≥ 0, got {self.feature_decay:g}")
+            raise OptionError(f"`scheme`: unknown scheme '{self.scheme}' (choose {', '.join(SCHEMES)})")
+        if isinstance(self.features, bool) or not isinstance(self.features, numbers.Integral) or self.features < 0:
+            raise OptionError(f"`features` must be a whole number, at least 0, got {self.features!r}")
+        decay = FEATURE_DECAY if self.feature_decay is None else self.feature_decay
+        if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not (math.isfinite(decay) and decay >= 0):
+            raise OptionError(f"`feature_decay` must be a number ≥ 0, got {decay!r}")
         self.base.validate()
+        self.feature_decay_ = float(decay)
 
     def _session(self, subs, run_dir, source, resume, overwrite, progress, log, inputs) -> "GroupConvSSM":
         self.validate()
         if self.base.decoder == "pca":  # its principal axes are the data's: one subject's are not another's
-            raise DsreconError("--decoder pca is not available for a group fit (each subject's principal axes differ); "
+            raise OptionError("`decoder` pca is not available for a group fit (each subject's principal axes differ); "
                                "use identity or affine")
         check_regions(subs)
         session = FitSession(run_dir, resume=resume, overwrite=overwrite, progress=progress, log=log)
@@ -210,6 +221,7 @@ class GroupConvSSM:
         try:
             params = {f.name: cfg[config_key(f)] for f in model_fields() if config_key(f) in cfg}
             g = cls(int(cfg["features"]), cfg["scheme"], run_feature_decay(cfg), **params, **cfg["train_options"])
+            g.feature_decay_ = g.feature_decay
             g.config_ = cfg
             g.subjects_ = [str(s["id"]) for s in cfg["subjects"]]
             layout, _ = g.layout()

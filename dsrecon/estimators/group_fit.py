@@ -61,7 +61,7 @@ class GroupFit(FitMode):
                          for sid in ids}
         config = {k: v for k, v in self.sub_cfgs[ids[0]].items() if k not in SUBJECT_KEYS}
         src = self.source
-        config.update(format=GROUP_FORMAT, features=m.features, scheme=m.scheme, feature_decay=m.feature_decay, subject_ids=ids,
+        config.update(format=GROUP_FORMAT, features=int(m.features), scheme=m.scheme, feature_decay=m.feature_decay_, subject_ids=ids,
                       data_hash=array_hash(np.frombuffer(to_json(ids).encode(), np.uint8),
                                            *[np.frombuffer(self.sub_cfgs[s]["data_hash"].encode(), np.uint8) for s in ids]),
                       transfer_from=None if src is None else {
@@ -71,7 +71,7 @@ class GroupFit(FitMode):
 
     def announce(self, log) -> None:
         m, subs, ids = self.model, self.subs, self.ids
-        what = "transfer (group parameters frozen)" if self.source is not None else f"group model, F {m.features}, {m.scheme}"
+        what = "transfer (group parameters frozen)" if self.source is not None else f"group model, F {int(m.features)}, {m.scheme}"
         log(f"fitting {self.spec0.backend} {what} on {len(ids)} subject(s), {subs[ids[0]][0].n_regions} regions, "
             f"{sum(r.n_frames for sid in ids for r in subs[sid])} frames" + (f" → {self.target}" if self.target is not None else ""))
 
@@ -128,12 +128,12 @@ class GroupFit(FitMode):
         nets = [s0.build_net(N, n_reg, self.kerns[ids[0]], torch.Generator().manual_seed(seed)).to(s0.device)]
         nets += [self.specs[s].build_net(N, n_reg, self.kerns[s], torch.Generator().manual_seed(seed)).to(s0.device) for s in ids[1:]]
         st0 = Stack(nets[:1])
-        self.layout = GroupLayout(st0.layout, st0.P, self.model.features, self.model.scheme)
+        self.layout = GroupLayout(st0.layout, st0.P, int(self.model.features), self.model.scheme)
         gen2 = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 16]).generate_state(1)[0]))
         src = self.source
         if src is None:
             self.g0 = self.layout.init_vector(st0.flat[0].cpu(), gen2)
-            self.f0 = init_features(len(ids), self.model.features, gen2)
+            self.f0 = init_features(len(ids), int(self.model.features), gen2)
         else:
             if src.g_.shape[0] != self.layout.G:
                 raise DsreconError("transfer: the new subjects' data do not fit the group model's architecture")
@@ -150,8 +150,8 @@ class GroupFit(FitMode):
     def engine(self, nets, datas, run, progress, log):
         ids, src, m = self.ids, self.source, self.model
         trainer = GroupTrainer(nets, [datas[s] for s in ids], self.layout, self.g0, self.f0, self.spec0.train_options, self.spec0.seed,
-                               run, progress, log, frozen_group=src is not None, feature_decay=m.feature_decay)
-        if src is not None and m.features > 0:
+                               run, progress, log, frozen_group=src is not None, feature_decay=m.feature_decay_)
+        if src is not None and int(m.features) > 0:
             # each new subject starts where the group's model of it validates best: the mean of the
             # source's features, or one source subject's (deterministic, so a resumed run agrees)
             names = ["mean"] + list(src.subjects)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dsrecon.errors import DataError, DsreconError
+from dsrecon.errors import DataError, DsreconError, OptionError
 from dsrecon.estimators.convssm import ConvSSM
 from dsrecon.estimators.group import GroupConvSSM
 from dsrecon.estimators.group_run import is_group_config
@@ -58,8 +58,8 @@ def select_subject(model, subject: str | None, run: Path):
     if isinstance(model, GroupConvSSM):
         if subject is None:
             shown = ", ".join(model.subjects[:10]) + (" …" if len(model.subjects) > 10 else "")
-            raise DsreconError(f"{run}: a group run: choose a subject with --subject (subjects: {shown})")
+            raise OptionError(f"{run}: a group run: choose a subject with `subject` (subjects: {shown})")
         return model.subject(subject)
     if subject is not None:
-        raise DsreconError(f"--subject {subject}: {run} is not a group run (written by dsrecon fit, not fit-group)")
+        raise OptionError(f"`subject` {subject}: {run} is not a group run (written by dsrecon fit, not fit-group)")
     return model

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from dsrecon.errors import DsreconError
+from dsrecon.errors import DsreconError, OptionError
 from dsrecon.io.recording import Recording
 from dsrecon.io.runs import json_equal as same, json_value as plain
 from dsrecon.models.base import get_backend
@@ -130,20 +130,20 @@ class ConvSSMParams:
         M = latent_dim if latent_dim is not None else self.latent_dim
         M = M if M is not None else default_latent_dim(n_obs, self.decoder)
         if M < 1:
-            raise DsreconError(f"--latent-dim must be positive, got {M}")
+            raise OptionError(f"`latent_dim` must be positive, got {M}")
         cls = get_backend(self.backend)
         kwargs = self.backend_kwargs()
         if "hidden_dim" in cls.Options.__dataclass_fields__:
             kwargs.setdefault("hidden_dim", self.hidden_dim)
         # sizes, checked here for every backend (a 0 fails deep inside one, e.g. a division by L)
-        for key, opt in (("hidden_dim", "--hidden-dim"), ("bases", "--bases"), ("state_size", "--backend-option state_size")):
+        for key, opt in (("hidden_dim", "`hidden_dim`"), ("bases", "`bases`"), ("state_size", "`backend_options` state_size")):
             v = kwargs.get(key)
             if v is not None and not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1):
-                raise DsreconError(f"{opt} must be a positive integer, got {v}")
+                raise OptionError(f"{opt} must be a positive integer, got {v}")
         try:
             dyn = cls(M, generator=gen, **kwargs)
         except (TypeError, ValueError) as e:
-            raise DsreconError(f"--backend {self.backend}: {e}") from None
+            raise OptionError(f"`backend` {self.backend}: {e}") from None
         dyn.enable_inputs(n_inputs)  # external inputs act on the dynamics (C s_t), never on the decoder
         dec = make_decoder(self.decoder, M, n_obs, n_regressors, generator=gen)
         return ConvSSMNet(dyn, dec, torch.as_tensor(kern.taps), n_obs)

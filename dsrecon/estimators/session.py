@@ -23,7 +23,7 @@ from dsrecon.errors import FitInterrupted, Terminated
 from dsrecon.io.recording import Recording
 from dsrecon.io.runs import (CONFIG_FILE, StagedRun, check_resumable, read_staged_config, resume_checkpoint, write_config,
                              write_run_description)
-from dsrecon.training.hooks import Interrupted
+from dsrecon.training.hooks import InjectedKill
 from dsrecon.training.memory import check_fit_memory
 
 
@@ -153,7 +153,7 @@ class FitSession:
                 resume_checkpoint(trainer, run)
         try:
             summaries = trainer.fit()
-        except Interrupted:
+        except InjectedKill:
             raise
         except KeyboardInterrupt as e:
             raise interrupted(trainer, e, run, mode.epochs()) from None

@@ -16,7 +16,7 @@ A transfer (group frozen) penalises its features alone: a pull towards the origi
 
 Everything else is the single-fit engine's (`Trainer`): one `Member` holds the seed, batch/noise
 stream, α schedule, best model, patience and divergence retries; checkpoints and --resume are the
-same files. Validation runs `validate` on every subject and averages D_stsp and D_H.
+same files. Validation runs `validation_scores` on every subject and averages D_stsp and D_H.
 With one subject and F = 0 the arithmetic is exactly a single fit's (tests/test_group.py), with
 teacher-space pretraining too (`--pretrain-epochs N`; a group fit has none unless asked).
 """
@@ -40,7 +40,7 @@ from dsrecon.training.member import Member
 from dsrecon.training.stack import Stack, StackedRAdam, clip_rows_
 from dsrecon.training.pretrain import kernel_free, teacher_space
 from dsrecon.training.trainer import Trainer
-from dsrecon.training.validation import validate
+from dsrecon.training.validation import validation_scores
 
 
 class _Row:
@@ -121,7 +121,7 @@ class GroupTrainer(Trainer):
         return self.nets[0]
 
     def _validate(self, e: int, generated: list | None = None) -> dict:  # noqa: ARG002 (CPU free runs per subject)
-        """`validate` every subject: D_stsp and D_H are the subjects' means (inf when one diverged)."""
+        """`validation_scores` of every subject: D_stsp and D_H are the subjects' means (inf when one diverged)."""
         vs = self._validate_subjects(self.rows(self.stack.flat[e]))
         if len(vs) == 1:
             return vs[0]
@@ -132,9 +132,9 @@ class GroupTrainer(Trainer):
                 "collapsed": any(bool(v.get("collapsed")) for v in vs), "per_subject": d}
 
     def _validate_subjects(self, rows: torch.Tensor) -> list[dict]:
-        """`validate` of every subject's model, its packed parameters the rows (S, P)."""
+        """`validation_scores` of every subject's model, its packed parameters the rows (S, P)."""
         m = self.members[0]
-        return [validate(self.subject_net(s, rows), d, m.opts, seed=m.seed) for s, d in enumerate(self.datas)]
+        return [validation_scores(self.subject_net(s, rows), d, m.opts, seed=m.seed) for s, d in enumerate(self.datas)]
 
     def subject_validation(self, feats: torch.Tensor) -> list[float]:
         """Every subject's validation D_stsp (inf when its free run diverged) with features ``feats`` (S, F)."""

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 
-class Interrupted(KeyboardInterrupt):
+class InjectedKill(KeyboardInterrupt):
     """Raised by the stop_after_epoch testing hook, as if the process had been killed after a
     checkpoint (a KeyboardInterrupt, so the run's staging directory is kept for --resume, as after
     a kill)."""

@@ -54,7 +54,7 @@ class Member:
     def record(self, v: dict, epoch: int, row: torch.Tensor) -> bool:
         """Book a validation result v of the model ``row`` at ``epoch``; True when the free run
         collapsed and the best model should come back (`should_restore_best`)."""
-        first = v.get("selection", v["D_stsp"])  # --select-by connectivity: FCD_KS + 1 − FC_corr + D_H (validate)
+        first = v.get("selection", v["D_stsp"])  # --select-by connectivity: FCD_KS + 1 − FC_corr + D_H (validation_scores)
         score = (first if math.isfinite(first) else float("inf"), v["D_H"] if math.isfinite(v["D_H"]) else float("inf"))
         if score < self.best_score:
             self.best_score, self.best_epoch, self.bad_validations = score, epoch, 0

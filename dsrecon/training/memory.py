@@ -3,7 +3,7 @@
 A fit holds two large things, never at the same time:
 
 - each validation: a free run of at least ``VAL_HORIZON`` (50 000) steps past the training data,
-  all regions at once, on the CPU (trainer.validate). Its peak is the observation step of that
+  all regions at once, on the CPU (validation.validation_scores). Its peak is the observation step of that
   run: `torch.nn.functional.conv1d` of the (regions, 1, steps) series with the one-channel kernel
   goes through oneDNN, which pads the single output channel to a block of 16, so it allocates
   16 × regions × steps float32 (measured: 32 GB for 10 000 regions, 6.4 GB for 2 000 regions,
@@ -51,7 +51,7 @@ class MemoryEstimate:
 
 
 def validation_steps(n_frames: int) -> int:
-    """Length of the validation free run for a recording of ``n_frames`` frames (trainer.validate)."""
+    """Length of the validation free run for a recording of ``n_frames`` frames (validation.validation_scores)."""
     from dsrecon.training.validation import VAL_HORIZON, VAL_MIN_STEPS
 
     n = max(int(n_frames), VAL_MIN_STEPS)
@@ -70,7 +70,7 @@ def estimate_fit_memory(n_frames: Sequence[int], n_regions: int, state_dim: int,
         activations kept for backward (state, hidden units), the observation and loss, and their
         gradients; parameters P with gradients and two RAdam moments
                                                                   → 4 B × (B·T·(7 N + 5 S + 2 L) + 4 P)
-    Checked against the peak resident memory of validate() and Trainer.run_epoch(): 1 000 regions:
+    Checked against the peak resident memory of validation_scores() and Trainer.run_epoch(): 1 000 regions:
     validation 3.89 GB measured, 4.00 estimated; training 2 000 regions × 64 × 150: 0.83 GB
     measured, 0.93 estimated; 500 regions × 256 × 200: 1.18 measured, 1.25 estimated.
     """

@@ -38,10 +38,10 @@ from dsrecon.training.gtf import jacobian_growth
 from dsrecon.training.prepare import PreparedData, training_samples
 from dsrecon.training.pretrain import kernel_free, teacher_space
 from dsrecon.training import hooks, validation
-from dsrecon.training.hooks import Interrupted, inject_faults  # noqa: F401 (the engine's interrupt; tests import it from here)
+from dsrecon.training.hooks import InjectedKill, inject_faults  # noqa: F401 (the engine's interrupt; tests import it from here)
 from dsrecon.training.member import Member
 from dsrecon.training.stack import Stack, StackedRAdam, clip_rows_
-from dsrecon.training.validation import generate_after_members, validate, validation_steps
+from dsrecon.training.validation import generate_after_members, validation_scores, validation_steps
 
 LOG_COLUMNS = ["epoch", "loss", "alpha", "lr", "seconds", "val_D_stsp", "val_D_H"]
 MAX_DIVERGENCE_RETRIES = 3
@@ -95,10 +95,10 @@ class Trainer:
         return self.stack.load_into(self.nets[e], self.stack.flat[e] if row is None else row)
 
     def _validate(self, e: int, generated: list | None = None) -> dict:
-        """`validate` member e (the group engine validates every subject); ``generated``: its free
+        """`validation_scores` of member e (the group engine validates every subject); ``generated``: its free
         runs when the device made them for all members at once."""
         m = self.members[e]
-        return validate(self.member_net(e), self.data, m.opts, seed=m.seed, **({} if generated is None else {"generated": generated}))
+        return validation_scores(self.member_net(e), self.data, m.opts, seed=m.seed, **({} if generated is None else {"generated": generated}))
 
     def _lr(self, e: int) -> float:
         return self.o.learning_rate * self.gamma**self.epoch * self.members[e].lr_scale
@@ -420,14 +420,14 @@ class Trainer:
                 self.save_checkpoint()
             stop = hooks.current().stop_after_epoch
             if stop is not None and self.epoch >= stop and not self.stopped_early:
-                raise Interrupted(self.epoch)  # like a kill: whatever is not checkpointed is lost
+                raise InjectedKill(self.epoch)  # like a kill: whatever is not checkpointed is lost
         for e, m in enumerate(self.members):
             self.member_net(e, m.best_row)  # the best state (or the last one) into the member's net
         return [{**m.summary(), "pretrain_epochs": self.n_pretrain, "teacher_weight": self.teacher_weight} for m in self.members]
 
     def _device_free_runs(self, idx: np.ndarray) -> list[list[np.ndarray | None]]:
         """The validation free runs of the members idx, all members at once on the device: for each
-        member, one run per recording (as `validate` would make them one by one)."""
+        member, one run per recording (as `validation_scores` would make them one by one)."""
         rows = self.stack.flat[torch.as_tensor(idx, device=self.device)]
         per_rec = [generate_after_members(self.stack, rows, trn, *validation_steps(trn, tst), device=validation.VAL_DEVICE)
                    for trn, tst in zip(self.data.train, self.data.test)]

@@ -1,6 +1,6 @@
 """Validation: free runs past the training split, scored against the observed recording.
 
-The engine (`training.trainer`) calls `validate` every ``val_every`` epochs to pick the best model
+The engine (`training.trainer`) calls `validation_scores` every ``val_every`` epochs to pick the best model
 and to stop early; the cuda engine makes all members' free runs at once (`generate_after_members`).
 Final scores follow docs/method.md §6 (`ConvSSM.score`); this is the model selection's own check.
 """
@@ -56,7 +56,7 @@ def validation_bins(reference: np.ndarray, max_bins: int) -> int:
     return max(5, min(int(max_bins), int((reference.shape[0] / 2) ** (1.0 / reference.shape[1]))))
 
 
-def validate(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int = 0,
+def validation_scores(net: ConvSSMNet, data: PreparedData, opts: TrainOptions, seed: int = 0,
              generated: list[np.ndarray | None] | None = None) -> dict:
     """Free-run the model past the training split and compare with the observed recording.
 
