@@ -164,7 +164,7 @@ def free_run_times(rec, cfg: dict, device: str) -> dict:
     m = min(3, rows.shape[0])
     t0 = time.perf_counter()
     for e in range(m):
-        trm.validate(tr.member_net(e), data, tr.members[e].opts, seed=e, generated=[dev_runs[e]])
+        trm.validation_scores(tr.member_net(e), data, tr.members[e].opts, seed=e, generated=[dev_runs[e]])
     out["metrics_s_per_member"] = (time.perf_counter() - t0) / m
     return out
 
