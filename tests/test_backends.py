@@ -94,7 +94,7 @@ def test_dendplrnn_step_hand_computed():
 def test_alrnn_only_last_units_are_piecewise_linear():
     m = get_backend("alrnn")(4, pwl_units=2)
     assert m.relu_mask.tolist() == [False, False, True, True]
-    with pytest.raises(ValueError, match="pwl-units"):
+    with pytest.raises(ValueError, match="`pwl_units`"):
         get_backend("alrnn")(3, pwl_units=4)
 
 

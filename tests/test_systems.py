@@ -64,9 +64,9 @@ def test_dim_only_for_variable_size_systems():
     s = get_system("lorenz96", dim=6)
     assert s.dim == 6 and s.state_names == [f"x{i}" for i in range(6)] and s.params["F"] == 8.0
     assert get_system("lorenz63", dim=3).dim == 3
-    with pytest.raises(DsreconError, match="--dim"):
+    with pytest.raises(DsreconError, match="`dim`"):
         get_system("lorenz63", dim=5)
-    with pytest.raises(DsreconError, match="--dim"):
+    with pytest.raises(DsreconError, match="`dim`"):
         get_system("lorenz96", dim=3)
 
 
@@ -191,9 +191,9 @@ def test_simulate_system_noise_scale_and_identity_kernel():
 
 
 def test_simulate_system_bad_inputs():
-    with pytest.raises(DsreconError, match="--tr"):
+    with pytest.raises(DsreconError, match="`tr`"):
         simulate_system("lorenz63", 10, 0.01, 0.0)
-    with pytest.raises(DsreconError, match="--noise"):
+    with pytest.raises(DsreconError, match="`noise`"):
         simulate_system("lorenz63", 10, 0.01, 1.0, noise=-1)
     with pytest.raises(DsreconError, match="unknown system"):
         simulate_system("lorenz64", 10, 0.01, 1.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dsrecon.errors import DataError, DsreconError, OptionError
+from dsrecon.errors import DataError, OptionError
 from dsrecon.estimators.convssm import ConvSSM
 from dsrecon.estimators.group import GroupConvSSM
 from dsrecon.estimators.group_run import is_group_config

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from dsrecon.errors import DsreconError
+from dsrecon.errors import OptionError
 
 
 class LatentDynamics(nn.Module):
@@ -236,5 +236,5 @@ def backend_option_fields() -> dict[str, list[tuple[str, object, object]]]:
 def get_backend(name: str) -> type[LatentDynamics]:
     reg = available_backends()
     if name not in reg:
-        raise DsreconError(f"--backend: unknown backend '{name}' (available: {', '.join(sorted(reg))})")
+        raise OptionError(f"`backend`: unknown backend '{name}' (available: {', '.join(sorted(reg))})")
     return reg[name]

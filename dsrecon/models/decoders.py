@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from dsrecon.errors import DsreconError
+from dsrecon.errors import DsreconError, OptionError
 
 DECODERS = ("identity", "affine", "regressor", "pca")
 
@@ -74,7 +74,7 @@ class RegressorDecoder(AffineDecoder):
 
     def __init__(self, latent_dim: int, n_obs: int, n_regressors: int = 0, generator: torch.Generator | None = None):
         if n_regressors < 1:
-            raise DsreconError("--decoder regressor needs nuisance regressors (e.g. --regressor-column or fMRIPrep confounds)")
+            raise OptionError("`decoder` regressor needs nuisance regressors (e.g. `regressor_columns` or fMRIPrep confounds)")
         super().__init__(latent_dim, n_obs, n_regressors, generator)
         self.J = nn.Parameter(torch.zeros(n_obs, n_regressors))
 
@@ -93,7 +93,7 @@ class PCADecoder(AffineDecoder):
 
     def __init__(self, latent_dim: int, n_obs: int, n_regressors: int = 0, generator: torch.Generator | None = None):
         if latent_dim > n_obs:
-            raise DsreconError(f"--decoder pca: --latent-dim {latent_dim} is larger than the number of regions ({n_obs}); "
+            raise OptionError(f"`decoder` pca: `latent_dim` {latent_dim} is larger than the number of regions ({n_obs}); "
                                "the principal components are at most N")
         super().__init__(latent_dim, n_obs, n_regressors, generator)
         self.register_buffer("P", torch.zeros(latent_dim, n_obs))
@@ -106,7 +106,7 @@ class PCADecoder(AffineDecoder):
         parts = [np.asarray(t, dtype=np.float64) for t in (teacher if isinstance(teacher, list) else [teacher])]
         X = np.concatenate([p[np.isfinite(p).all(axis=1)] for p in parts])
         if X.shape[0] < 2:
-            raise DsreconError("--decoder pca: no reliable teacher frames to find the principal components")
+            raise OptionError("`decoder` pca: no reliable teacher frames to find the principal components")
         _, _, Vt = np.linalg.svd(X - X.mean(axis=0), full_matrices=False)
         axes = Vt[: self.M]
         axes *= np.sign(axes[np.arange(self.M), np.abs(axes).argmax(axis=1)])[:, None]  # a reproducible sign
@@ -133,4 +133,4 @@ def make_decoder(kind: str, latent_dim: int, n_obs: int, n_regressors: int = 0, 
         return RegressorDecoder(latent_dim, n_obs, n_regressors, generator)
     if kind == "pca":
         return PCADecoder(latent_dim, n_obs, n_regressors, generator)
-    raise DsreconError(f"--decoder: unknown decoder '{kind}' (choose {', '.join(DECODERS)})")
+    raise OptionError(f"`decoder`: unknown decoder '{kind}' (choose {', '.join(DECODERS)})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dsrecon.errors import DsreconError
+from dsrecon.errors import OptionError
 
 
 def resolve_device(device: str) -> str:
@@ -20,6 +20,6 @@ def resolve_device(device: str) -> str:
         if plrnn_cuda.simulating():  # tests without a GPU: CPU tensors, the CUDA kernels on numba's simulator
             return "cpu"
         if not torch.cuda.is_available():
-            raise DsreconError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+            raise OptionError("`device` cuda: no CUDA device is available (use `device` cpu or auto)")
         return d
-    raise DsreconError(f"--device: unknown device '{device}' (choose auto, cpu or cuda)")
+    raise OptionError(f"`device`: unknown device '{device}' (choose auto, cpu or cuda)")

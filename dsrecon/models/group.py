@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from dsrecon.errors import DsreconError
+from dsrecon.errors import OptionError
 
 SCHEMES = ("linear", "outer")
 
@@ -33,9 +33,9 @@ class GroupLayout:
 
     def __init__(self, layout: dict[str, tuple[int, tuple[int, ...]]], P: int, features: int, scheme: str = "linear"):
         if scheme not in SCHEMES:
-            raise DsreconError(f"--scheme: unknown scheme '{scheme}' (choose {', '.join(SCHEMES)})")
+            raise OptionError(f"`scheme`: unknown scheme '{scheme}' (choose {', '.join(SCHEMES)})")
         if features < 0:
-            raise DsreconError(f"--features must be at least 0, got {features}")
+            raise OptionError(f"`features` must be at least 0, got {features}")
         self.layout, self.P, self.F, self.scheme = dict(layout), int(P), int(features), scheme
         #: name → list of (piece, offset in g, shape in g)
         self.pieces: dict[str, list[tuple[str, int, tuple[int, ...]]]] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import gammaln
 
-from dsrecon.errors import DataError, DsreconError
+from dsrecon.errors import DataError, DsreconError, OptionError
 
 #: Length of the canonical HRFs in seconds (SPM: 32 s).
 HRF_LENGTH_S = 32.0
@@ -183,7 +183,7 @@ def make_kernel(
         return Kernel(read_kernel_file(p), "file", {"path": str(p)})
     if p.suffix or "/" in key or os.sep in key:  # meant as a file of taps
         raise DataError(f"{p}: kernel file not found (--kernel takes spm, glover, calcium, none, or a file of taps)")
-    raise DsreconError(f"--kernel: unknown kernel '{name}' (choose spm, glover, calcium, none, or a file of taps)")
+    raise OptionError(f"`kernel`: unknown kernel '{name}' (choose spm, glover, calcium, none, or a file of taps)")
 
 
 def read_kernel_file(path: str | os.PathLike) -> np.ndarray:

@@ -7,7 +7,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from dsrecon.errors import DsreconError
+from dsrecon.errors import DsreconError, OptionError
 from dsrecon.systems.flows import SYSTEM_CLASSES, System
 
 
@@ -42,11 +42,11 @@ def get_system(name: str, dim: int | None = None, **param_overrides: float) -> S
     if fixed is None:
         d = int(spec["default_dim"]) if dim is None else int(dim)
         if d < int(spec.get("min_dim", 1)):
-            raise DsreconError(f"--dim: system '{key}' needs dimension >= {spec['min_dim']}, got {d}")
+            raise OptionError(f"`dim`: system '{key}' needs dimension >= {spec['min_dim']}, got {d}")
     else:
         d = int(fixed)
         if dim is not None and int(dim) != d:
-            raise DsreconError(f"--dim: system '{key}' has fixed dimension {d}, got {dim}")
+            raise OptionError(f"`dim`: system '{key}' has fixed dimension {d}, got {dim}")
     params = dict(spec["params"])
     for k, v in param_overrides.items():
         if k not in params:

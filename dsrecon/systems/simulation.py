@@ -16,7 +16,7 @@ import numpy as np
 from scipy.integrate import odeint
 
 from dsrecon._util import dsrecon_version, versions
-from dsrecon.errors import DivergenceError, DsreconError
+from dsrecon.errors import DivergenceError, DsreconError, OptionError
 from dsrecon.signal.kernels import convolve_valid, make_kernel
 from dsrecon.systems.flows import System
 from dsrecon.systems.registry import get_system
@@ -54,10 +54,10 @@ def integrate(
         raise DsreconError(f"number of samples must be >= 1, got {n_samples}")
     dt = system.default_dt if dt is None else float(dt)
     if not (math.isfinite(dt) and dt > 0):
-        raise DsreconError(f"--dt must be positive, got {dt}")
+        raise OptionError(f"`dt` must be positive, got {dt}")
     transient = system.default_transient if transient is None else float(transient)
     if not (math.isfinite(transient) and transient >= 0):
-        raise DsreconError(f"--transient must be >= 0, got {transient}")
+        raise OptionError(f"`transient` must be >= 0, got {transient}")
     if x0 is None:
         x0 = system.initial_state(np.random.default_rng(0) if rng is None else rng)
     x0 = np.asarray(x0, dtype=np.float64)
@@ -152,11 +152,11 @@ def simulate_system(
     """
     length = int(length)
     if length < 1:
-        raise DsreconError(f"--length must be >= 1, got {length}")
+        raise OptionError(f"`length` must be >= 1, got {length}")
     if not (math.isfinite(float(tr)) and tr > 0):
-        raise DsreconError(f"--tr must be positive (seconds per sample), got {tr}")
+        raise OptionError(f"`tr` must be positive (seconds per sample), got {tr}")
     if not (math.isfinite(float(noise)) and noise >= 0):
-        raise DsreconError(f"--noise must be >= 0 (fraction of the signal std), got {noise}")
+        raise OptionError(f"`noise` must be >= 0 (fraction of the signal std), got {noise}")
     system = get_system(name, dim=dim, **(params or {}))
     dt = system.default_dt if dt is None else float(dt)
     transient = system.default_transient if transient is None else float(transient)
@@ -235,18 +235,18 @@ def _drive(system: System, inputs: np.ndarray, length: int, K: int, gain, dims, 
         inputs = inputs[:, None]
     C = inputs.shape[1]
     if inputs.shape[0] != length:
-        raise DsreconError(f"inputs: {inputs.shape[0]} rows for --length {length}")
+        raise OptionError(f"`inputs`: {inputs.shape[0]} rows for `length` {length}")
     gain = [1.0] if not gain else [float(g) for g in gain]
     dims = [0] if not dims else [int(d) for d in dims]
-    for what, v in (("--input-gain", gain), ("--input-dim", dims)):
+    for what, v in (("`input_gain`", gain), ("`input_dim`", dims)):
         if len(v) not in (1, C):
-            raise DsreconError(f"{what}: give one value or one per input channel ({C}), got {len(v)}")
+            raise OptionError(f"{what}: give one value or one per input channel ({C}), got {len(v)}")
     gain, dims = gain * C if len(gain) == 1 else gain, dims * C if len(dims) == 1 else dims
     bad = [d for d in dims if not 0 <= d < system.dim]
     if bad:
-        raise DsreconError(f"--input-dim {bad[0]}: {system.name} has states 0 … {system.dim - 1}")
+        raise OptionError(f"`input_dim` {bad[0]}: {system.name} has states 0 … {system.dim - 1}")
     if not all(math.isfinite(g) for g in gain):
-        raise DsreconError("--input-gain must be finite")
+        raise OptionError("`input_gain` must be finite")
     drive = np.zeros((length + K - 1, system.dim))
     for c in range(C):
         drive[K - 1 :, dims[c]] += gain[c] * inputs[:, c]

@@ -29,5 +29,5 @@ class ALRNN(PLRNN):
 
     def __init__(self, latent_dim: int, pwl_units: int = 2, generator: torch.Generator | None = None):
         if not 0 <= int(pwl_units) <= int(latent_dim):
-            raise ValueError(f"--pwl-units must be in [0, {int(latent_dim)}] (the latent dimension), got {pwl_units}")
+            raise ValueError(f"`pwl_units` must be in [0, {int(latent_dim)}] (the latent dimension), got {pwl_units}")
         super().__init__(latent_dim, pwl_units=pwl_units, generator=generator)

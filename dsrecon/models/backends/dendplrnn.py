@@ -40,7 +40,7 @@ class DendPLRNN(LatentDynamics):
         super().__init__(latent_dim)
         M, B = self.M, int(bases)
         if B < 1:
-            raise ValueError(f"--bases must be positive, got {bases}")
+            raise ValueError(f"`bases` must be positive, got {bases}")
         self.n_bases = B
         Kmat = normalized_positive_definite(M, generator)
         self.A = nn.Parameter(torch.diagonal(Kmat).clone())

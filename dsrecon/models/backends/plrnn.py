@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsrecon.errors import DsreconError
+from dsrecon.errors import OptionError
 from dsrecon.models.backends import plrnn_cuda, plrnn_fused
 from dsrecon.models.base import LatentDynamics, alpha_per_step, register
 from dsrecon.options import BACKEND_PANEL, option
@@ -44,7 +44,7 @@ class _Fused(LatentDynamics):
     def fused_rollout(self, rows, state0, teacher, alpha, inputs=None):
         if plrnn_cuda.available_for(rows):
             if inputs is not None:
-                raise DsreconError("--device cuda does not take external inputs (--events/--inputs) yet: fit them with --device cpu")
+                raise OptionError("`device` cuda does not take external inputs (`events`/`inputs`) yet: fit them with `device` cpu")
             return plrnn_cuda.rollout(self, rows, state0, teacher, alpha)
         return plrnn_fused.rollout(self, rows, state0, teacher, alpha, inputs)
 
