@@ -45,16 +45,29 @@ def raise_on_signal(signum, frame) -> None:  # noqa: ARG001
     raise interrupt_exception(signum)
 
 
-def quiet_unraisable(u) -> None:
-    """sys.unraisablehook: an interrupt raised inside a C callback (a signal landing in numba's
-    first compilation, llvmlite's ctypes callback) is not printed as "Exception ignored …
-    Traceback" (it was noted, and the next :func:`check_interrupt` raises it again); every other
-    unraisable exception goes to Python's hook."""
-    import sys
+def quiet_interrupts(hook):
+    """``hook`` (a sys.unraisablehook) without the interrupts raised inside a C callback (a signal
+    landing in numba's first compilation, llvmlite's ctypes callback): those are not printed as
+    "Exception ignored … Traceback" (the handler noted them, and the next :func:`check_interrupt`
+    raises them again); every other unraisable exception goes to ``hook``."""
 
-    if u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt):
-        return
-    sys.__unraisablehook__(u)
+    def handle(u) -> None:
+        if u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt):
+            return
+        hook(u)
+
+    return handle
+
+
+def install_handlers() -> "dict | None":
+    """SIGINT and SIGTERM raise UserInterrupt / Terminated (KeyboardInterrupts, via
+    :func:`raise_on_signal`), so that every clean-up (temporary files, staging directories, locks)
+    runs as for Ctrl-C. Returns the handlers replaced (None outside the main thread, where signals
+    are left alone)."""
+    try:
+        return {s: signal.signal(s, raise_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        return None
 
 
 def install_worker_handlers() -> None:
@@ -62,10 +75,8 @@ def install_worker_handlers() -> None:
     CLI, and an interrupt swallowed by a C callback is neither printed nor lost."""
     import sys
 
-    sys.unraisablehook = quiet_unraisable
-    for s in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not the main thread
-            signal.signal(s, raise_on_signal)
+    sys.unraisablehook = quiet_interrupts(sys.unraisablehook)
+    install_handlers()
 
 
 def check_interrupt() -> None:

@@ -25,7 +25,7 @@ import sys
 import warnings
 
 # (nothing heavier than this here: the handlers are installed once this module is imported)
-from dsrecon._interrupt import clear_interrupt, interrupt_pending, quiet_unraisable, raise_on_signal, signals_deferred
+from dsrecon._interrupt import clear_interrupt, install_handlers, interrupt_pending, quiet_interrupts, signals_deferred
 from dsrecon.errors import DsreconError, FitInterrupted, Terminated
 
 #: the arguments of the command being run (for messages that repeat the command, e.g. --resume)
@@ -76,19 +76,6 @@ def _register() -> None:
 
 # ------------------------------------------------------------------------------------ signals
 _STATE: dict = {"reported": False, "json": False, "json_done": False}
-
-
-_on_signal = raise_on_signal
-
-
-def install_handlers() -> dict | None:
-    """SIGINT and SIGTERM raise UserInterrupt / Terminated (KeyboardInterrupts), so that every
-    clean-up (temporary files, staging directories, locks) runs as for Ctrl-C. Returns the handlers
-    replaced (None outside the main thread, where signals are left alone)."""
-    try:
-        return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread
-        return None
 
 
 def _restore_handlers(old: dict | None) -> None:
@@ -170,16 +157,6 @@ def _json_failure(line: str | None, code: int) -> None:
         sys.stdout.flush()
 
 
-def _unraisable(hook):
-    def handle(u) -> None:
-        # a Ctrl-C raised inside a ctypes callback (numba's compiler) cannot propagate; the handler
-        # noted it and the next check raises it again: no "Exception ignored" traceback for it
-        if isinstance(u.exc_value, KeyboardInterrupt) or (u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt)):
-            return
-        hook(u)
-    return handle
-
-
 @contextlib.contextmanager
 def _cli_edge():
     """What the CLI owns for the duration of a command: outputs that cannot fail to encode, Python
@@ -188,7 +165,7 @@ def _cli_edge():
     C callback could not pass on."""
     _safe_streams()
     old_hook = sys.unraisablehook
-    sys.unraisablehook = _unraisable(old_hook)
+    sys.unraisablehook = quiet_interrupts(old_hook)
     try:
         with warnings.catch_warnings():
             if not sys.warnoptions and not os.environ.get("DSRECON_DEBUG"):
@@ -300,12 +277,9 @@ def _exit_now(code: int, signum, frame) -> None:  # noqa: ARG001
     os._exit(code)
 
 
-_quiet_interrupts = quiet_unraisable  # (the command's own line reports the interrupt)
-
-
 def run() -> None:  # console-script entry point
     """The process's entry point: handlers first, then the command; exits with its code."""
-    sys.unraisablehook = _quiet_interrupts
+    sys.unraisablehook = quiet_interrupts(sys.unraisablehook)  # (the command's own line reports the interrupt)
     clear_interrupt()
     install_handlers()
     try:

@@ -53,24 +53,26 @@ def run_target(target: str | os.PathLike) -> Path:
     return real
 
 
-def staging_path(target: Path) -> Path:
+def _beside(target: Path, kind: str) -> Path:
+    """``PARENT/.NAME.KIND``: where dsrecon keeps what belongs to the run target (resolved) NAME."""
     t = run_target(target)
-    return t.with_name(f".{t.name}.staging")
+    return t.with_name(f".{t.name}.{kind}")
+
+
+def staging_path(target: Path) -> Path:
+    return _beside(target, "staging")
 
 
 def lock_path(target: Path) -> Path:
-    t = run_target(target)
-    return t.with_name(f".{t.name}.lock")
+    return _beside(target, "lock")
 
 
 def journal_path(target: Path) -> Path:
-    t = run_target(target)
-    return t.with_name(f".{t.name}.commit")
+    return _beside(target, "commit")
 
 
 def replaced_path(target: Path) -> Path:
-    t = run_target(target)
-    return t.with_name(f".{t.name}.replaced")
+    return _beside(target, "replaced")
 
 
 def is_run(d: Path) -> bool:
